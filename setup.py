@@ -1,0 +1,37 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="hf_fer",
+    version="0.1.0",
+    description="Facial expression recognition models (POSTER V2, ARM, DACL, DMUE, VT-NR) as native Hugging Face transformers models",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8") if Path(__file__).with_name("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "transformers>=5.0",
+        "datasets>=3.0",
+        "accelerate>=1.1",
+        "evaluate>=0.4",
+        "safetensors>=0.4",
+        "huggingface-hub>=1.0",
+        "pillow>=10.0",
+        "numpy>=1.24",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8.0", "pytest-timeout>=2.3"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "face": ["opencv-python-headless>=4.9"],
+    },
+    entry_points={"console_scripts": ["hf-fer=hf_fer.cli:main"]},
+)

@@ -1,0 +1,417 @@
+"""Reading upstream (research-repo) checkpoints safely, and the generic conversion driver.
+
+Upstream FER repos save checkpoints with ``torch.save`` of a container dict: a state dict under
+some key (``state_dict``, ``model_state_dict``, ``model``...), often with DataParallel's ``module.``
+prefix, CUDA tensors, optimizer state and sometimes pickled helper objects defined in the training
+script (POSTER V2 pickles ``__main__.RecorderMeter`` instances holding numpy arrays).
+
+:func:`load_upstream_checkpoint` reads all of that with ``torch.load(weights_only=True)``: no pickled
+code is ever executed. Classes the checkpoint references that are not plain tensors/containers are
+replaced by inert stubs (they can be created and filled with state, never called); numpy arrays are
+allowed; a global that would be *called* during unpickling (``os.system``, ``eval``...) is refused
+with :class:`UnsafeCheckpointError`.
+
+:func:`convert_original_checkpoint` is the engine of ``scripts/convert_original_checkpoint.py``:
+load → the architecture's own key mapping (``hf_fer.models.<arch>.convert_<arch>_original``) →
+``save_pretrained`` with remote code and ``auto_map``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import pickletools
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "UpstreamCheckpoint",
+    "ConversionReport",
+    "load_upstream_checkpoint",
+    "strip_prefix",
+    "convert_original_checkpoint",
+]
+
+# Keys under which upstream training scripts store the model weights, most specific first.
+KNOWN_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
+
+# Modules whose globals are never stubbed: a checkpoint naming them is refused outright.
+_FORBIDDEN_MODULES = {
+    "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "shutil", "importlib",
+    "runpy", "pickle", "_pickle", "socket", "ctypes", "pty", "code", "codeops", "types", "marshal",
+    "webbrowser", "platform", "signal", "multiprocessing", "threading", "asyncio", "pdb", "timeit",
+    "operator", "functools", "inspect", "io", "pathlib", "tempfile", "glob", "commands", "popen2",
+}
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """The checkpoint would execute code (or reference a dangerous global) if unpickled."""
+
+
+class UpstreamCheckpoint(dict):
+    """A flat ``{name: tensor}`` state dict (it *is* a dict) plus what else the file held.
+
+    Attributes:
+        path: the file read.
+        container_key: the key the state dict was found under (``None`` for a bare state dict).
+        metadata: the other top-level entries (epoch, best_acc, optimizer state, stubbed objects...).
+        stubbed_globals: fully-qualified names of classes that were replaced by inert stubs.
+        stripped_prefix: the DataParallel prefix removed from every key, if any.
+    """
+
+    def __init__(self, *args, path: str = "", container_key: str | None = None, metadata: dict | None = None,
+                 stubbed_globals: list[str] | None = None, stripped_prefix: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.path = path
+        self.container_key = container_key
+        self.metadata = metadata or {}
+        self.stubbed_globals = stubbed_globals or []
+        self.stripped_prefix = stripped_prefix
+
+    def check_keys(self, expected: Iterable[str], ignore_prefixes: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+        """Return ``(missing, unexpected)`` key names against ``expected`` (keys under ``ignore_prefixes`` skipped)."""
+        ignore = tuple(ignore_prefixes)
+        expected = list(expected)
+        present = [k for k in self if not (ignore and k.startswith(ignore))]
+        missing = [k for k in expected if k not in self]
+        expected_set = set(expected)
+        unexpected = [k for k in present if k not in expected_set]
+        return missing, unexpected
+
+
+@dataclass
+class ConversionReport:
+    """What a converter did with each upstream key; printed by the CLI, asserted on by tests."""
+
+    loaded: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # known-dead upstream keys, intentionally discarded
+    unexpected: list[str] = field(default_factory=list)  # upstream keys nobody knows what to do with
+    missing: list[str] = field(default_factory=list)  # our parameters no upstream key filled
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"loaded {len(self.loaded)} tensors, dropped {len(self.dropped)} unused upstream keys, "
+            f"{len(self.unexpected)} unexpected, {len(self.missing)} missing"
+        ]
+        if self.dropped:
+            prefixes = sorted({k.rsplit(".", 1)[0].split(".")[0] for k in self.dropped})
+            lines.append(f"  dropped (not used by the forward pass): {len(self.dropped)} keys under {', '.join(prefixes)}")
+        for title, keys in (("unexpected", self.unexpected), ("missing", self.missing)):
+            if keys:
+                shown = ", ".join(keys[:20]) + (f", ... (+{len(keys) - 20})" if len(keys) > 20 else "")
+                lines.append(f"  {title}: {shown}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _make_stub(qualified_name: str) -> type:
+    """An inert stand-in class for an unknown pickled class: state is kept, nothing is executed."""
+    module, _, name = qualified_name.rpartition(".")
+
+    def __init__(self, *args, **kwargs):  # reached only through REDUCE, i.e. a *call* in the pickle
+        raise UnsafeCheckpointError(
+            f"the checkpoint calls {qualified_name}(...) while unpickling; refusing to load it "
+            "(only plain tensors, containers, numpy arrays and data-only objects are accepted)"
+        )
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_stub_state", state)
+
+    def __getattr__(self, item):
+        state = object.__getattribute__(self, "__dict__").get("_stub_state")
+        if isinstance(state, dict) and item in state:
+            return state[item]
+        raise AttributeError(item)
+
+    def __repr__(self):
+        return f"<stub of {qualified_name}>"
+
+    stub = type(name or "Stub", (), {
+        "__init__": __init__, "__setstate__": __setstate__, "__getattr__": __getattr__, "__repr__": __repr__,
+    })
+    stub.__module__ = module or "__stub__"
+    stub.__qualname__ = name
+    return stub
+
+
+def _safe_reconstructor(cls, base, state):
+    """Protocol 0/1 pickles build plain objects through ``copyreg._reconstructor``; allow it for stubs only."""
+    if base is not object or not getattr(cls, "__stub__", False):
+        raise UnsafeCheckpointError(f"copyreg._reconstructor on {cls!r} with base {base!r} is not allowed")
+    return object.__new__(cls)
+
+
+def _numpy_globals() -> dict[str, Any]:
+    """The numpy globals needed to rebuild plain arrays and scalars (no code paths)."""
+    import numpy as np
+
+    allowed: dict[str, Any] = {}
+    for mod_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[f"{mod_name}._reconstruct"] = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+        allowed[f"{mod_name}.scalar"] = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    allowed["numpy.ndarray"] = np.ndarray
+    allowed["numpy.dtype"] = np.dtype
+    for dtype_cls_name in dir(getattr(np, "dtypes", object)):
+        if dtype_cls_name.endswith("DType"):
+            allowed[f"numpy.dtypes.{dtype_cls_name}"] = getattr(np.dtypes, dtype_cls_name)
+    return allowed
+
+
+def _pickled_globals(path: str) -> list[str]:
+    """List every global a torch zip checkpoint (or plain pickle) references, without unpickling it."""
+    names: list[str] = []
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
+            blobs = [archive.read(n) for n in pickles]
+    else:
+        blobs = [Path(path).read_bytes()]
+    for blob in blobs:
+        recent_strings: list[str] = []
+        try:
+            for opcode, arg, _ in pickletools.genops(io.BytesIO(blob)):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    recent_strings = (recent_strings + [arg])[-2:]
+                elif opcode.name == "STACK_GLOBAL" and len(recent_strings) == 2:
+                    names.append(f"{recent_strings[0]}.{recent_strings[1]}")
+                elif opcode.name == "STOP":
+                    break  # legacy (non-zip) torch files hold several pickles back to back
+        except Exception:
+            break
+    return list(dict.fromkeys(names))
+
+
+def _torch_safe_names() -> set[str]:
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    return set(_get_allowed_globals().keys())
+
+
+def _read_pickle(path: str) -> tuple[Any, list[str]]:
+    allowed_by_torch = _torch_safe_names()
+    numpy_allowed = _numpy_globals()
+    extra: list[tuple[Any, str]] = []
+    stubbed: list[str] = []
+    for qualified in _pickled_globals(path):
+        if qualified in allowed_by_torch:
+            continue
+        module = qualified.rpartition(".")[0]
+        if qualified in numpy_allowed:
+            # numpy.dtype(...) builds instances of numpy.dtypes.*DType classes, which BUILD must accept too
+            extra.extend((obj, name) for name, obj in numpy_allowed.items() if (obj, name) not in extra)
+        elif qualified == "copyreg._reconstructor":
+            extra.append((_safe_reconstructor, qualified))
+        elif module.split(".")[0] in _FORBIDDEN_MODULES or qualified.startswith("torch._C") or module == "":
+            raise UnsafeCheckpointError(
+                f"{path}: the checkpoint references the global {qualified!r}, which can execute code; "
+                "refusing to load it. Only tensors, containers, numpy arrays and data-only objects are accepted."
+            )
+        else:
+            stub = _make_stub(qualified)
+            stub.__stub__ = True
+            extra.append((stub, qualified))
+            stubbed.append(qualified)
+    try:
+        with torch.serialization.safe_globals(extra):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as error:  # torch wraps errors raised inside the unpickler
+        cause = error
+        while cause is not None and not isinstance(cause, UnsafeCheckpointError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, UnsafeCheckpointError):
+            raise UnsafeCheckpointError(f"{path}: {cause}") from None
+        if "UnsafeCheckpointError" in str(error) or "refusing" in str(error):
+            raise UnsafeCheckpointError(f"{path}: {error}") from None
+        raise ValueError(f"{path}: could not read the checkpoint with torch.load(weights_only=True): {error}") from error
+    return obj, stubbed
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> tuple[dict[str, torch.Tensor], bool]:
+    """Remove ``prefix`` from every key that has it (DataParallel/DDP wrappers). Returns (dict, stripped?)."""
+    stripped = any(k.startswith(prefix) for k in state_dict)
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}, stripped
+
+
+def load_upstream_checkpoint(path: str | os.PathLike, container_key: str | None = None) -> UpstreamCheckpoint:
+    """Open an upstream ``.pth``/``.pth.tar`` without executing pickled code; return its flat state dict.
+
+    The state dict is found at the top level or under one of :data:`KNOWN_CONTAINER_KEYS` (or
+    ``container_key``); ``module.`` prefixes are stripped; tensors end up on CPU, contiguous.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    obj, stubbed = _read_pickle(path)
+
+    metadata: dict = {}
+    found_key: str | None = None
+    if _is_state_dict(obj):
+        state = obj
+    elif isinstance(obj, Mapping):
+        keys = [container_key] if container_key else [k for k in KNOWN_CONTAINER_KEYS if k in obj]
+        state = None
+        for key in keys:
+            if key not in obj:
+                raise KeyError(f"{path}: no key {key!r} in the checkpoint (keys: {sorted(map(str, obj))})")
+            if _is_state_dict(obj[key]):
+                state, found_key = obj[key], key
+                break
+        if state is None:
+            raise ValueError(
+                f"{path}: no state dict found; expected a dict of tensors at the top level or under one of "
+                f"{list(KNOWN_CONTAINER_KEYS)}, got top-level keys {sorted(map(str, obj))}"
+            )
+        metadata = {k: v for k, v in obj.items() if k != found_key}
+    elif isinstance(obj, torch.nn.Module):  # cannot happen with weights_only, kept for clarity
+        raise ValueError(f"{path}: holds a pickled nn.Module, not a state dict")
+    else:
+        raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+
+    flat, stripped = strip_prefix(state, "module.")
+    checkpoint = UpstreamCheckpoint(path=path, container_key=found_key, metadata=metadata,
+                                    stubbed_globals=stubbed, stripped_prefix="module." if stripped else None)
+    for key, tensor in flat.items():
+        checkpoint[key] = tensor.detach().cpu().contiguous()
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion driver
+# ---------------------------------------------------------------------------------------------
+
+
+def _converter_module(arch: str):
+    from .models import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown --arch {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch].converter
+
+
+def resolve_id2label(num_labels: int | None, dataset: str | None, id2label: Mapping | str | None) -> dict[int, str] | None:
+    """``--dataset``/``--id2label`` → ``{index: name}``; checks it agrees with ``--num-labels``."""
+    from . import labels as label_spaces
+
+    mapping: dict[int, str] | None = None
+    if id2label is not None:
+        if isinstance(id2label, str):
+            text = id2label.strip()
+            if os.path.isfile(text):
+                import json
+
+                text = Path(text).read_text()
+            if text.startswith("{"):
+                import json
+
+                mapping = {int(k): str(v) for k, v in json.loads(text).items()}
+            else:
+                mapping = dict(enumerate(n.strip() for n in text.split(",") if n.strip()))
+        else:
+            mapping = {int(k): str(v) for k, v in id2label.items()}
+    elif dataset is not None:
+        mapping = label_spaces.id2label(dataset)
+    if mapping is not None and num_labels is not None and len(mapping) != num_labels:
+        raise ValueError(f"--num-labels {num_labels} disagrees with the {len(mapping)} class names given: {list(mapping.values())}")
+    return mapping
+
+
+def convert_original_checkpoint(
+    arch: str,
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    num_labels: int | None = None,
+    dataset: str | None = None,
+    id2label: Mapping | str | None = None,
+    options: argparse.Namespace | None = None,
+    verbose: bool = True,
+):
+    """Convert an upstream checkpoint into a ``save_pretrained`` folder (weights, configs, remote code).
+
+    Returns ``(model, image_processor, report)``.
+    """
+    converter = _converter_module(arch)
+    mapping = resolve_id2label(num_labels, dataset, id2label)
+    state_dict = load_upstream_checkpoint(checkpoint) if checkpoint is not None else None
+    if options is None:
+        parser = argparse.ArgumentParser()
+        if hasattr(converter, "add_arguments"):
+            converter.add_arguments(parser)
+        options = parser.parse_args([])
+    model, report = converter.convert(state_dict, num_labels=num_labels, id2label=mapping, options=options)
+    if dataset is not None:
+        model.config.hf_fer_dataset = dataset
+    image_processor = converter.default_image_processor(model.config) if hasattr(converter, "default_image_processor") else None
+    save_with_remote_code(model, image_processor, output)
+    if verbose:
+        where = f" (under {state_dict.container_key!r}" + (", 'module.' prefix stripped)" if state_dict.stripped_prefix else ")") if state_dict is not None and state_dict.container_key else ""
+        print(f"read {checkpoint}{where}")
+        if state_dict is not None and state_dict.stubbed_globals:
+            print(f"  ignored pickled helper objects (never executed): {', '.join(state_dict.stubbed_globals)}")
+        print(report.summary())
+        print(f"wrote {output}")
+    return model, image_processor, report
+
+
+def save_with_remote_code(model, image_processor, output: str | os.PathLike) -> None:
+    """``save_pretrained`` model (+ processor) with ``auto_map`` and the model folder's code files."""
+    model.config.__class__.register_for_auto_class()
+    model.__class__.register_for_auto_class("AutoModelForImageClassification")
+    model.save_pretrained(output)
+    if image_processor is not None:
+        image_processor.__class__.register_for_auto_class("AutoImageProcessor")
+        image_processor.save_pretrained(output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/convert_original_checkpoint.py`` / ``hf-fer convert``."""
+    from .models import ARCHITECTURES
+
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--arch", choices=sorted(ARCHITECTURES), required=False)
+    known, _ = base.parse_known_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="convert_original_checkpoint.py",
+        description="Convert an upstream FER checkpoint (as its training script saved it) into a transformers folder.",
+        epilog="example: python scripts/convert_original_checkpoint.py --arch poster_v2 --checkpoint rafdb_best.pth "
+        "--output poster-v2-rafdb --dataset raf-db",
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), required=True)
+    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True))")
+    parser.add_argument("--output", required=True, help="folder to write (config.json, model.safetensors, ...)")
+    parser.add_argument("--num-labels", type=int, default=None, help="number of classes (default: from the head's shape)")
+    parser.add_argument("--dataset", default=None, help="benchmark whose class order the checkpoint uses (sets id2label), e.g. raf-db")
+    parser.add_argument("--id2label", default=None, help="explicit class names: 'a,b,c', a JSON dict, or a JSON file")
+    if known.arch:
+        converter = _converter_module(known.arch)
+        if hasattr(converter, "add_arguments"):
+            converter.add_arguments(parser)
+    args = parser.parse_args(argv)
+    convert_original_checkpoint(
+        args.arch, args.checkpoint, args.output, num_labels=args.num_labels, dataset=args.dataset,
+        id2label=args.id2label, options=args,
+    )
+    return 0

@@ -1,0 +1,80 @@
+"""Registry of the architectures hf_fer ships, and their registration with the transformers Auto classes.
+
+Each architecture lives in its own self-contained folder ``hf_fer/models/<arch>/`` (the folder is what
+``save_pretrained`` copies to the Hub as remote code, so it imports only torch/torchvision/transformers
+and its sibling files). Its ``__init__.py`` exports ``<Name>Config``, ``<Name>ForImageClassification`` and
+``<Name>ImageProcessor``; its ``convert_<arch>_original.py`` maps upstream checkpoints (see
+``docs/adding_an_architecture.md``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # ★ arch name: --arch, folder name, config.model_type
+    class_prefix: str  # <Name> in <Name>Config / <Name>ForImageClassification / <Name>ImageProcessor
+    paper: str
+    package: str | None = None  # import path of the model folder; default hf_fer.models.<name>
+
+    @property
+    def package_name(self) -> str:
+        return self.package or f"hf_fer.models.{self.name}"
+
+    @property
+    def module(self):
+        return importlib.import_module(self.package_name)
+
+    @property
+    def converter(self):
+        """The folder's ``convert_<name>_original`` module (see docs/adding_an_architecture.md)."""
+        return importlib.import_module(f"{self.package_name}.convert_{self.name}_original")
+
+    @property
+    def config_class(self):
+        return getattr(self.module, f"{self.class_prefix}Config")
+
+    @property
+    def model_class(self):
+        return getattr(self.module, f"{self.class_prefix}ForImageClassification")
+
+    @property
+    def image_processor_class(self):
+        return getattr(self.module, f"{self.class_prefix}ImageProcessor")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture("poster_v2", "PosterV2", "POSTER V2: A simpler and stronger facial expression recognition network (arXiv 2301.12149)"),
+        Architecture("arm", "Arm", "Learning to Amend Facial Expression Representation via De-albino and Affinity (arXiv 2103.10189)"),
+        Architecture("dacl", "Dacl", "Facial Expression Recognition in the Wild via Deep Attentive Center Loss (WACV 2021)"),
+        Architecture("dmue", "Dmue", "Dive into Ambiguity: Latent Distribution Mining and Pairwise Uncertainty Estimation for FER (CVPR 2021)"),
+        Architecture("vt_nr", "VtNr", "Vision Transformer Equipped with Neural Resizer on Facial Expression Recognition Task (ICASSP 2022)"),
+    )
+}
+
+
+def available_architectures() -> list[str]:
+    """Architectures whose folder is present in this installation."""
+    return [name for name, arch in ARCHITECTURES.items() if importlib.util.find_spec(arch.package_name) is not None]
+
+
+def register_architecture(arch: Architecture) -> None:
+    """Register one architecture's config, model and image processor with the Auto classes (idempotent)."""
+    config_class = arch.config_class
+    if config_class.model_type != arch.name:
+        raise ValueError(f"{config_class.__name__}.model_type is {config_class.model_type!r}, expected {arch.name!r}")
+    AutoConfig.register(arch.name, config_class, exist_ok=True)
+    AutoModelForImageClassification.register(config_class, arch.model_class, exist_ok=True)
+    AutoImageProcessor.register(config_class, image_processor_classes={"torchvision": arch.image_processor_class}, exist_ok=True)
+
+
+def register_all() -> None:
+    for name in available_architectures():
+        register_architecture(ARCHITECTURES[name])

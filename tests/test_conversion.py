@@ -1,0 +1,137 @@
+"""hf_fer.conversion.load_upstream_checkpoint: reads upstream containers, never executes pickled code."""
+import os
+import pickle
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from hf_fer.conversion import UnsafeCheckpointError, load_upstream_checkpoint, resolve_id2label
+
+
+class RecorderMeter:
+    """Stand-in for the helper class POSTER V2's training script pickles (defined in its __main__)."""
+
+    def __init__(self, epochs):
+        self.epoch_losses = np.zeros((epochs, 2), dtype=np.float32)
+        self.epoch_accuracy = np.arange(epochs * 2, dtype=np.float64).reshape(epochs, 2)
+        self.current_epoch = 3
+
+
+def save_with_main_class(obj, path, cls):
+    """torch.save while ``cls`` pretends to live in ``__main__`` (as in the upstream training script)."""
+    main = sys.modules["__main__"]
+    old_module, had_attr = cls.__module__, hasattr(main, cls.__name__)
+    cls.__module__ = "__main__"
+    setattr(main, cls.__name__, cls)
+    try:
+        torch.save(obj, path)
+    finally:
+        cls.__module__ = old_module
+        if not had_attr:
+            delattr(main, cls.__name__)
+
+
+def test_container_with_pickled_helper_objects(tmp_path):
+    weights = {"module.conv.weight": torch.randn(4, 3, 3, 3), "module.fc.bias": torch.randn(2)}
+    container = {
+        "epoch": 12,
+        "state_dict": weights,
+        "best_acc": torch.tensor(92.21),
+        "optimizer": {"state": {0: {"old_p": torch.randn(2)}}, "param_groups": [{"lr": 3.5e-5, "params": [0]}]},
+        "recorder": RecorderMeter(5),
+    }
+    path = tmp_path / "poster_like.pth"
+    save_with_main_class(container, path, RecorderMeter)
+    with pytest.raises(Exception):  # plain weights_only refuses the file: that is why the safe loader exists
+        torch.load(path, weights_only=True)
+
+    checkpoint = load_upstream_checkpoint(path)
+    assert set(checkpoint) == {"conv.weight", "fc.bias"}
+    assert torch.equal(checkpoint["conv.weight"], weights["module.conv.weight"])
+    assert checkpoint.container_key == "state_dict" and checkpoint.stripped_prefix == "module."
+    assert checkpoint.metadata["epoch"] == 12
+    assert float(checkpoint.metadata["best_acc"]) == pytest.approx(92.21)
+    assert checkpoint.stubbed_globals == ["__main__.RecorderMeter"]
+    recorder = checkpoint.metadata["recorder"]
+    assert type(recorder) is not RecorderMeter  # an inert stub, not the real class
+    np.testing.assert_array_equal(recorder.epoch_accuracy, np.arange(10, dtype=np.float64).reshape(5, 2))
+
+
+@pytest.mark.parametrize("key", ["model_state_dict", "model", None])
+def test_known_containers_and_bare_state_dicts(tmp_path, key):
+    weights = {"a.weight": torch.ones(2, 2), "a.bias": torch.zeros(2)}
+    obj = weights if key is None else {key: weights, "iter": 3}
+    torch.save(obj, tmp_path / "ckpt.pth")
+    checkpoint = load_upstream_checkpoint(tmp_path / "ckpt.pth")
+    assert set(checkpoint) == set(weights) and checkpoint.container_key == key
+    assert checkpoint.stripped_prefix is None
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    torch.save({"state_dict": {"a": torch.ones(1), "b": torch.ones(1)}}, tmp_path / "c.pth")
+    missing, unexpected = load_upstream_checkpoint(tmp_path / "c.pth").check_keys(["a", "c"])
+    assert missing == ["c"] and unexpected == ["b"]
+
+
+def test_no_state_dict_is_a_clear_error(tmp_path):
+    torch.save({"epoch": 1, "notes": "nothing here"}, tmp_path / "empty.pth")
+    with pytest.raises(ValueError, match="no state dict found.*epoch"):
+        load_upstream_checkpoint(tmp_path / "empty.pth")
+    with pytest.raises(FileNotFoundError):
+        load_upstream_checkpoint(tmp_path / "absent.pth")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("wrap", ["torch_zip", "plain_pickle"])
+def test_code_executing_pickle_is_refused_and_nothing_runs(tmp_path, wrap):
+    marker = tmp_path / "pwned"
+    Exploit.marker = marker
+    path = tmp_path / "evil.pth"
+    payload = {"state_dict": {"w": torch.ones(1)}, "extra": Exploit()}
+    if wrap == "torch_zip":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises((UnsafeCheckpointError, ValueError), match="system|refus|could not read"):
+        load_upstream_checkpoint(path)
+    assert not marker.exists(), "pickled code was executed"
+
+
+def test_stub_that_would_be_called_is_refused(tmp_path):
+    """A global that is *called* during unpickling (REDUCE) is refused even when it is not a known danger."""
+    marker = tmp_path / "called"
+
+    class Sneaky:
+        def __reduce__(self):
+            return (Helper, ("payload",))
+
+    class Helper:
+        def __init__(self, arg):  # pragma: no cover - must never run
+            marker.write_text(arg)
+
+    Helper.__module__ = Sneaky.__module__ = "__main__"
+    Helper.__qualname__, Sneaky.__qualname__ = "Helper", "Sneaky"
+    main = sys.modules["__main__"]
+    main.Helper = Helper
+    try:
+        torch.save({"state_dict": {"w": torch.ones(1)}, "x": Sneaky()}, tmp_path / "sneaky.pth")
+    finally:
+        del main.Helper
+    with pytest.raises(UnsafeCheckpointError, match="calls __main__.Helper"):
+        load_upstream_checkpoint(tmp_path / "sneaky.pth")
+    assert not marker.exists()
+
+
+def test_resolve_id2label():
+    assert resolve_id2label(None, "raf-db", None)[0] == "surprise"
+    assert resolve_id2label(3, None, "a,b,c") == {0: "a", 1: "b", 2: "c"}
+    assert resolve_id2label(None, None, '{"0": "x", "1": "y"}') == {0: "x", 1: "y"}
+    with pytest.raises(ValueError, match="disagrees"):
+        resolve_id2label(8, "raf-db", None)
