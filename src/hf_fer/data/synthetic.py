@@ -53,9 +53,9 @@ EXPRESSIONS: dict[str, ExpressionGeometry] = {
     "sadness": ExpressionGeometry(-0.8, 0.0, 0.40, 0.0, -0.8, -0.1, 0.35, 0.0),
     "surprise": ExpressionGeometry(0.0, 0.95, 0.28, 0.0, 0.0, 0.9, 1.0, 0.0),
     "fear": ExpressionGeometry(-0.35, 0.55, 0.55, 0.0, -0.7, 0.5, 0.9, 0.0),
-    "disgust": ExpressionGeometry(-0.5, 0.18, 0.42, 0.0, 0.5, -0.5, 0.25, 1.0),
+    "disgust": ExpressionGeometry(-0.5, 0.32, 0.42, 0.0, 0.5, -0.5, 0.22, 1.0),
     "anger": ExpressionGeometry(-0.2, 0.0, 0.36, 0.0, 1.0, -0.3, 0.5, 0.0),
-    "contempt": ExpressionGeometry(0.0, 0.0, 0.42, 0.85, 0.0, 0.0, 0.5, 0.0),
+    "contempt": ExpressionGeometry(0.0, 0.0, 0.45, 1.1, 0.0, 0.0, 0.5, 0.0),
 }
 
 _SKIN_TONES = np.array([[255, 224, 196], [241, 194, 150], [224, 172, 125], [198, 134, 89], [141, 85, 54], [94, 58, 38]], float)
@@ -108,14 +108,14 @@ def render_face(expression: str, rng: np.random.Generator, image_size: int = 112
     draw = ImageDraw.Draw(layer)
     S = canvas
     cx, cy = S / 2, S / 2
-    scale = rng.uniform(0.8, 1.1)
+    scale = rng.uniform(0.85, 1.1)
     rx = S * 0.27 * scale * rng.uniform(0.88, 1.08)
     ry = S * 0.35 * scale * rng.uniform(0.92, 1.06)
     skin_a, skin_b = _SKIN_TONES[rng.integers(0, len(_SKIN_TONES), 2)]
     skin = tuple(int(c) for c in np.clip(skin_a + (skin_b - skin_a) * rng.random() + rng.normal(0, 8, 3), 0, 255)) + (255,)
     hair = tuple(int(c) for c in rng.uniform(0, 200, 3)) + (255,)
     line = tuple(int(c) for c in rng.uniform(10, 70, 3)) + (255,)
-    stroke = max(2, int(S * 0.016))
+    stroke = max(2, int(S * 0.022))
 
     # hair behind the head, ears, head
     if rng.random() < 0.8:
@@ -143,12 +143,12 @@ def render_face(expression: str, rng: np.random.Generator, image_size: int = 112
     # brows: inner end lowered by +tilt, whole brow raised by +raise
     brow_y = eye_y - eye_w * 0.75 - max(eye_h, eye_w * 0.3) * 0.6 - geometry.brow_raise * ry * 0.12
     brow_len = eye_w * 1.25
-    tilt = geometry.brow_tilt * ry * 0.09
+    tilt = geometry.brow_tilt * ry * 0.12
     for side in (-1, 1):
         ex = cx + side * eye_dx
         inner = (ex - side * brow_len * 0.9, brow_y + tilt)
         outer = (ex + side * brow_len * 1.0, brow_y - tilt * 0.6)
-        draw.line([inner, outer], fill=line, width=int(stroke * 1.6))
+        draw.line([inner, outer], fill=line, width=int(stroke * 1.8))
 
     # nose, and disgust wrinkles beside it
     nose_y = cy + ry * rng.uniform(0.08, 0.16)
@@ -176,7 +176,7 @@ def render_face(expression: str, rng: np.random.Generator, image_size: int = 112
         draw.line(upper, fill=line, width=stroke, joint="curve")
 
     # pose: rotate and shift the whole face layer, then composite on the background
-    angle = rng.uniform(-20, 20)
+    angle = rng.uniform(-15, 15)
     layer = layer.rotate(angle, resample=Image.BICUBIC, center=(cx, cy), translate=tuple(rng.uniform(-0.1, 0.1, 2) * S))
     background.paste(layer, (0, 0), layer)
     image = background

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Convert an upstream FER checkpoint into a transformers folder (see `--help`). Same as `hf-fer convert`."""
+import sys
+
+from hf_fer.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["convert", *sys.argv[1:]]))

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Thin wrapper: `python scripts/evaluate.py ...` is `hf-fer evaluate ...` (see `--help`)."""
+import sys
+
+from hf_fer.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -1,0 +1,92 @@
+"""Confusion-matrix and per-class-accuracy figures (PNG), labelled with class names.
+
+The figures are what a model card shows next to the numbers: a class-order mistake (the most
+common silent bug in FER) is visible at a glance as an off-diagonal block.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["plot_confusion_matrix", "plot_per_class_accuracy"]
+
+
+def _pyplot():
+    """matplotlib with a file-only backend: evaluation must run on headless machines."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(
+    counts: Sequence[Sequence[int]] | np.ndarray,
+    label_names: Sequence[str],
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+):
+    """Row-normalised confusion matrix as a heat map; each cell shows the rate and the count.
+
+    Rows are true classes, columns predictions. Returns the matplotlib ``Figure`` (saved to ``path``
+    as PNG when given, then closed).
+    """
+    from .metrics import normalize_confusion_matrix
+
+    plt = _pyplot()
+    counts = np.asarray(counts)
+    if counts.shape != (len(label_names), len(label_names)):
+        raise ValueError(f"confusion matrix shape {counts.shape} does not match {len(label_names)} label names")
+    rates = normalize_confusion_matrix(counts)
+    size = max(4.0, 0.8 * len(label_names) + 2.5)
+    figure, axes = plt.subplots(figsize=(size, size * 0.9))
+    image = axes.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of true class")
+    ticks = np.arange(len(label_names))
+    axes.set_xticks(ticks, labels=list(label_names), rotation=45, ha="right")
+    axes.set_yticks(ticks, labels=list(label_names))
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for row in range(len(label_names)):
+        for column in range(len(label_names)):
+            rate = rates[row, column]
+            axes.text(column, row, f"{rate:.2f}\n({counts[row, column]})", ha="center", va="center", fontsize=7,
+                      color="white" if rate > 0.5 else "black")
+    axes.set_title(title or "Confusion matrix (row-normalised)")
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+    return figure
+
+
+def plot_per_class_accuracy(
+    per_class: dict[str, dict],
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    mean_class_accuracy: float | None = None,
+):
+    """Bar chart of per-class recall (= per-class accuracy) with the sample count above each bar."""
+    plt = _pyplot()
+    names = list(per_class)
+    recalls = [per_class[name]["recall"] for name in names]
+    supports = [per_class[name]["support"] for name in names]
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.7 * len(names) + 2), 3.5))
+    bars = axes.bar(names, recalls, color="tab:blue")
+    for bar, support in zip(bars, supports):
+        axes.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"n={support}", ha="center", va="bottom", fontsize=7)
+    if mean_class_accuracy is not None:
+        axes.axhline(mean_class_accuracy, color="tab:red", linestyle="--", linewidth=1, label=f"mean {mean_class_accuracy:.3f}")
+        axes.legend(loc="lower right", fontsize=7)
+    axes.set_ylim(0, 1.1)
+    axes.set_ylabel("accuracy (recall)")
+    axes.set_title(title or "Per-class accuracy")
+    plt.setp(axes.get_xticklabels(), rotation=45, ha="right")
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+    return figure

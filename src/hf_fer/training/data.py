@@ -1,0 +1,189 @@
+"""Training data: augmentations from recipes, deterministic per-sample randomness, samplers.
+
+Augmentation randomness is seeded per (seed, epoch, sample index), not drawn from a global RNG, so a
+run killed and resumed, or split over several processes, sees exactly the same augmented images as an
+uninterrupted single-process run.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import v2
+
+__all__ = ["build_train_transform", "TrainingImages", "EvalImages", "EpochSampler", "collate"]
+
+
+class RandomFiveCrop(torch.nn.Module):
+    """Pick one of the four corner crops or the centre crop uniformly (DACL's training crop)."""
+
+    def __init__(self, size: int | Sequence[int]):
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        crops = v2.functional.five_crop(image, list(self.size))
+        return crops[int(torch.randint(0, 5, (1,)))]
+
+
+class FlipOrGaussianNoise(torch.nn.Module):
+    """With probability ``p``, either flip horizontally or add N(0, sigma²) noise, 50/50 (ARM's training augmentation).
+
+    Operates on a uint8 image tensor in 0..255 (noise is clipped and re-quantised, as upstream does).
+    """
+
+    def __init__(self, p: float = 0.5, sigma: float = math.sqrt(30.0)):
+        super().__init__()
+        self.p, self.sigma = p, sigma
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return image
+        if float(torch.rand(())) < 0.5:
+            return image.flip(-1)
+        noisy = image.float() + torch.randn(image.shape) * self.sigma
+        return noisy.clamp(0, 255).to(torch.uint8)
+
+
+CUSTOM_AUGMENTATIONS = {"RandomFiveCrop": RandomFiveCrop, "FlipOrGaussianNoise": FlipOrGaussianNoise}
+# Augmentations that operate on the normalised float tensor (as the upstream scripts apply them).
+AFTER_NORMALIZE = {"RandomErasing"}
+
+
+def _make(spec: dict[str, Any]) -> torch.nn.Module:
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if not name:
+        raise ValueError(f"augmentation entry {spec} has no 'name'")
+    cls = CUSTOM_AUGMENTATIONS.get(name) or getattr(v2, name, None)
+    if cls is None:
+        raise ValueError(f"unknown augmentation {name!r}: use a torchvision.transforms.v2 class name or one of {sorted(CUSTOM_AUGMENTATIONS)}")
+    for key, value in spec.items():
+        if isinstance(value, list):
+            spec[key] = tuple(value)
+    try:
+        return cls(**spec)
+    except TypeError as error:
+        raise ValueError(f"augmentation {name}: {error}") from None
+
+
+def _processor_geometry(image_processor) -> tuple[dict, list[float], list[float], Any]:
+    size = dict(getattr(image_processor, "size", None) or {"height": 224, "width": 224})
+    mean = list(getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5])
+    std = list(getattr(image_processor, "image_std", None) or [0.5, 0.5, 0.5])
+    crop = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
+    return size, mean, std, crop
+
+
+def build_train_transform(image_processor, augmentation: list[dict[str, Any]]) -> v2.Compose:
+    """Resize like the eval processor, then the recipe's augmentations, then normalise (+ post-normalise ones).
+
+    When a recipe crops (``RandomCrop``/``RandomResizedCrop``/``RandomFiveCrop``), the processor's
+    centre crop is replaced by it; otherwise the processor's own centre crop is kept.
+    """
+    size, mean, std, crop = _processor_geometry(image_processor)
+    if "height" in size and "width" in size:
+        resize = v2.Resize((size["height"], size["width"]), antialias=True)
+    elif "shortest_edge" in size:
+        resize = v2.Resize(size["shortest_edge"], antialias=True)
+    else:
+        raise ValueError(f"unsupported image-processor size {size}")
+    before = [_make(s) for s in augmentation if s.get("name") not in AFTER_NORMALIZE]
+    after = [_make(s) for s in augmentation if s.get("name") in AFTER_NORMALIZE]
+    crops_in_recipe = any(s.get("name") in ("RandomCrop", "RandomResizedCrop", "RandomFiveCrop") for s in augmentation)
+    steps: list[torch.nn.Module] = [v2.ToImage(), v2.RGB(), resize]
+    if crop and not crops_in_recipe:
+        steps.append(v2.CenterCrop((crop["height"], crop["width"])))
+    steps += before + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)] + after
+    return v2.Compose(steps)
+
+
+class TrainingImages(Dataset):
+    """A ``datasets.Dataset`` view yielding augmented ``pixel_values`` with per-(epoch, index) seeds."""
+
+    def __init__(self, dataset, transform, seed: int, label_column: str = "label", image_column: str = "image"):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.label_column, self.image_column = label_column, image_column
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.dataset[int(index)]
+        sample_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + int(index)) % (2**63 - 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            pixel_values = self.transform(row[self.image_column])
+        return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
+
+
+class EvalImages(Dataset):
+    """Deterministic evaluation view: the model's own image processor, nothing else."""
+
+    def __init__(self, dataset, image_processor, label_column: str = "label", image_column: str = "image"):
+        self.dataset, self.image_processor = dataset, image_processor
+        self.label_column, self.image_column = label_column, image_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.dataset[int(index)]
+        image = row[self.image_column].convert("RGB")
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
+
+
+def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+        "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
+    }
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded per-epoch index order: ``random`` (a permutation), ``class_balanced`` (weights 1/class count,
+    ``len(dataset)`` draws with replacement, like torchsampler's ImbalancedDatasetSampler) or ``mrr``
+    (ARM's minimal random resampling: per epoch, ``min(cap, smallest class)`` indices of every class
+    drawn without replacement, then shuffled).
+
+    The order depends only on ``(seed, epoch)``, so every process of a distributed run and every resumed
+    run sees the same sequence.
+    """
+
+    def __init__(self, labels: Sequence[int], kind: str = "random", seed: int = 0, mrr_cap: int | None = None):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if kind not in ("random", "class_balanced", "mrr"):
+            raise ValueError(f"unknown sampler {kind!r}")
+        self.kind, self.seed, self.mrr_cap = kind, seed, mrr_cap
+        self.epoch = 0
+        counts = np.bincount(self.labels) if len(self.labels) else np.zeros(0, int)
+        self.present = np.flatnonzero(counts)
+        self.per_class = int(min(counts[self.present].min(), mrr_cap or np.inf)) if len(self.present) else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_class * len(self.present) if self.kind == "mrr" else len(self.labels)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.kind == "random":
+            order = rng.permutation(len(self.labels))
+        elif self.kind == "class_balanced":
+            counts = np.bincount(self.labels)
+            weights = 1.0 / counts[self.labels]
+            order = rng.choice(len(self.labels), size=len(self.labels), replace=True, p=weights / weights.sum())
+        else:
+            picks = [rng.choice(np.flatnonzero(self.labels == c), size=self.per_class, replace=False) for c in self.present]
+            order = rng.permutation(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+        return iter(order.tolist())

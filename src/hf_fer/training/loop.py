@@ -1,0 +1,330 @@
+"""The Accelerate training loop shared by every architecture.
+
+The loop knows no architecture by name. It relies on the model contract (DESIGN §3): ``model(
+pixel_values=..., labels=...)`` returns the model's own training loss (auxiliary terms included)
+and its logits. Optional duck-typed hooks let a model take part in training without the loop
+special-casing it:
+
+* ``model.set_epoch(epoch: int)`` — called at the start of every epoch (e.g. DMUE's ramp-up).
+
+Model selection uses a validation split, never the test split (upstream POSTER V2, ARM and DACL
+select on test; we report test once, at the end, for the selected model).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data import EpochSampler, EvalImages, TrainingImages, build_train_transform, collate
+from .optim import build_lr_lambdas, build_optimizer, build_param_groups, wrap_sam
+from .recipe import Recipe, RecipeError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainerState:
+    """Counters saved in every checkpoint (registered with ``accelerator.register_for_checkpointing``)."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # dataloader batches of ``epoch`` already consumed
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"json": json.dumps(self.__dict__)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(json.loads(state["json"]))
+
+
+def _build_model(recipe: Recipe, id2label: dict[int, str] | None):
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    from ..models import ARCHITECTURES
+
+    section = recipe.model
+    label_kwargs = {}
+    if id2label is not None:
+        label_kwargs = {"num_labels": len(id2label), "id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
+    if section.init_from:
+        model = AutoModelForImageClassification.from_pretrained(section.init_from, **section.config, **label_kwargs, ignore_mismatched_sizes=bool(label_kwargs))
+        processor = AutoImageProcessor.from_pretrained(section.init_from, **section.image_processor)
+        return model, processor
+    if section.arch not in ARCHITECTURES:
+        raise RecipeError(f"model.arch {section.arch!r} is not one of {sorted(ARCHITECTURES)}")
+    arch = ARCHITECTURES[section.arch]
+    if section.config_file:
+        config = AutoConfig.from_pretrained(section.config_file, **section.config, **label_kwargs)
+    else:
+        config = arch.config_class(**section.config, **label_kwargs)
+    model = arch.model_class(config)
+    processor = arch.image_processor_class(**section.image_processor)
+    return model, processor
+
+
+def _resolve_label_space(recipe: Recipe) -> dict[int, str] | None:
+    from ..labels import id2label
+
+    return id2label(recipe.model.label_space) if recipe.model.label_space else None
+
+
+def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
+    from ..data.loading import load_fer_dataset
+
+    synthetic = recipe.data.synthetic
+    options = {"num_train": synthetic.num_train, "num_validation": synthetic.num_validation, "num_test": synthetic.num_test,
+               "image_size": synthetic.image_size, "seed": synthetic.seed, "label_space": synthetic.label_space}
+    data = load_fer_dataset(dataset, id2label=id2label, label_map=recipe.data.label_map, synthetic_options=options if dataset == "synthetic" else None)
+    if recipe.data.train_split not in data:
+        raise RecipeError(f"dataset {dataset} has no split {recipe.data.train_split!r} (splits: {list(data)})")
+    train = data[recipe.data.train_split]
+    validation_name = recipe.data.validation_split
+    if validation_name and validation_name in data:
+        validation = data[validation_name]
+    else:  # a seeded, stratification-free split of train; the test split is never used for selection
+        split = train.train_test_split(test_size=recipe.data.validation_fraction, seed=recipe.training.seed)
+        train, validation = split["train"], split["test"]
+    test = data[recipe.data.test_split] if recipe.data.test_split and recipe.data.test_split in data else None
+    return train, validation, test
+
+
+def _atomic_save_state(accelerator, output: Path, step: int, keep: int) -> Path:
+    """``save_state`` into a temporary folder, then rename: a killed run never leaves half a checkpoint."""
+    root = output / CHECKPOINTS
+    final = root / f"step_{step}"
+    temporary = root / f".tmp_step_{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        kept = sorted((p for p in root.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
+        for old in kept[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def latest_checkpoint(output: str | Path) -> Path | None:
+    root = Path(output) / CHECKPOINTS
+    candidates = [p for p in root.glob("step_*") if p.is_dir()] if root.is_dir() else []
+    return max(candidates, key=lambda p: int(p.name.split("_")[1])) if candidates else None
+
+
+def _save_model(accelerator, model, processor, folder: Path, extra: dict[str, Any]) -> None:
+    from ..conversion import save_with_remote_code
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_with_remote_code(unwrapped, processor, folder)
+        (folder / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def evaluate_model(accelerator, model, dataloader, label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, mean class accuracy, macro-F1 and mean loss over the whole split, each sample counted once."""
+    model.eval()
+    predictions, references, losses = [], [], []
+    for batch in dataloader:
+        outputs = model(pixel_values=batch["pixel_values"])
+        logits = outputs.logits.float()
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+        preds, refs, loss = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss))
+        predictions.append(preds.cpu())
+        references.append(refs.cpu())
+        losses.append(loss.cpu())
+    predictions_np = torch.cat(predictions).numpy()
+    references_np = torch.cat(references).numpy()
+    from ..evaluation.metrics import compute_metrics
+
+    metrics = compute_metrics(references_np, predictions_np, label_names=label_names)
+    metrics["loss"] = float(torch.cat(losses).mean())
+    metrics["num_samples"] = int(len(references_np))
+    return metrics
+
+
+def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | bool | None = None, max_steps: int | None = None,
+          stop_after_steps: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train ``recipe`` on ``dataset`` (``"synthetic"``, a saved dataset, an imagefolder or a Hub id) into ``output``.
+
+    ``output`` receives the best model (validation ``selection_metric``) itself, ``output/last`` the last
+    one, ``output/checkpoints/step_K`` resumable states, ``output/training_results.json`` the metrics.
+    ``resume``: ``True``/``"latest"`` for the newest checkpoint in ``output``, or a checkpoint path.
+    ``stop_after_steps`` ends the run early (as if killed) — for tests.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    settings = recipe.training
+    mixed_precision = settings.mixed_precision
+    accelerator = Accelerator(
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=settings.report_to,
+        project_dir=str(output),
+    )
+    set_seed(settings.seed)
+
+    id2label = _resolve_label_space(recipe)
+    with accelerator.main_process_first():
+        train_data, validation_data, test_data = _load_data(recipe, dataset, id2label)
+    if id2label is None:
+        names = train_data.features["label"].names
+        id2label = dict(enumerate(names))
+    model, processor = _build_model(recipe, id2label)
+    set_seed(settings.seed)  # model init consumed RNG; keep data/dropout streams independent of it
+
+    transform = build_train_transform(processor, recipe.data.augmentation)
+    train_images = TrainingImages(train_data, transform, seed=settings.seed)
+    sampler = EpochSampler(train_data["label"], recipe.data.sampler, seed=settings.seed, mrr_cap=recipe.data.mrr_cap)
+    train_loader = DataLoader(train_images, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate,
+                              num_workers=recipe.data.num_workers, drop_last=False)
+    validation_loader = DataLoader(EvalImages(validation_data, processor), batch_size=settings.eval_batch_size, collate_fn=collate,
+                                   num_workers=recipe.data.num_workers)
+
+    groups, sources = build_param_groups(model, settings.optimizer, settings.param_groups)
+    optimizer = build_optimizer(groups, settings.optimizer)
+    model, optimizer, train_loader, validation_loader = accelerator.prepare(model, optimizer, train_loader, validation_loader)
+
+    batches_per_epoch = len(train_loader)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / settings.gradient_accumulation_steps))
+    total_steps = max_steps or settings.max_steps or steps_per_epoch * settings.epochs
+    total_epochs = math.ceil(total_steps / steps_per_epoch)
+    lambdas = build_lr_lambdas(settings.scheduler, sources, steps_per_epoch, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+    accelerator.register_for_checkpointing(scheduler)
+    state = TrainerState()
+    accelerator.register_for_checkpointing(state)
+    sam = wrap_sam(optimizer, settings.sam)
+
+    if resume:
+        checkpoint = latest_checkpoint(output) if resume in (True, "latest") else Path(resume)
+        if checkpoint is None or not checkpoint.is_dir():
+            raise FileNotFoundError(f"no checkpoint to resume from in {output / CHECKPOINTS}" if checkpoint is None else f"checkpoint {checkpoint} not found")
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} (step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
+
+    if settings.report_to:
+        accelerator.init_trackers("hf_fer", config={"recipe": recipe.path or "", "dataset": dataset})
+    unwrapped = accelerator.unwrap_model(model)
+    label_names = [unwrapped.config.id2label[i] for i in range(unwrapped.config.num_labels)]
+    info = {"recipe": recipe.path, "recipe_values": recipe.to_dict(), "dataset": dataset, "num_processes": accelerator.num_processes,
+            "train_samples": len(train_data), "validation_samples": len(validation_data), "test_samples": len(test_data) if test_data is not None else 0}
+
+    progress = tqdm(total=total_steps, initial=state.global_step, disable=quiet or not accelerator.is_local_main_process, desc="training")
+    started = time.perf_counter()
+    images_seen = 0
+    stopped_early = False
+    while state.global_step < total_steps:
+        epoch = state.epoch
+        sampler.set_epoch(epoch)
+        train_images.set_epoch(epoch)
+        if hasattr(unwrapped, "set_epoch"):
+            unwrapped.set_epoch(epoch)
+        model.train()
+        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
+        running = []
+        for batch in loader:
+            with accelerator.accumulate(model):
+                outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+                loss = outputs.loss
+                if loss is None:
+                    raise RuntimeError(f"{type(unwrapped).__name__} returned no loss for labels: it breaks the model contract")
+                accelerator.backward(loss)
+                if sam is not None:
+                    sam.first_step()
+                    accelerator.backward(model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss)
+                    if settings.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                    sam.second_step()
+                else:
+                    if settings.max_grad_norm and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batches_in_epoch += 1
+            images_seen += batch["pixel_values"].shape[0] * accelerator.num_processes
+            running.append(float(loss.detach()))
+            if accelerator.sync_gradients:
+                scheduler.step()
+                state.global_step += 1
+                progress.update(1)
+                if state.global_step % max(1, settings.log_every_steps) == 0:
+                    mean_loss = float(np.mean(running[-settings.log_every_steps:]))
+                    progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    if settings.report_to:
+                        accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=state.global_step)
+                if settings.checkpoint_every_steps and state.global_step % settings.checkpoint_every_steps == 0:
+                    _atomic_save_state(accelerator, output, state.global_step, settings.keep_checkpoints)
+                if stop_after_steps is not None and state.global_step >= stop_after_steps:
+                    stopped_early = True
+                    break
+                if state.global_step >= total_steps:
+                    break
+        if stopped_early:
+            break
+        state.epoch += 1
+        state.batches_in_epoch = 0
+        if state.epoch % settings.eval_every_epochs == 0 or state.global_step >= total_steps:
+            metrics = evaluate_model(accelerator, model, validation_loader, label_names)
+            metrics.update(epoch=state.epoch, step=state.global_step, train_loss=float(np.mean(running)) if running else None)
+            state.history.append(metrics)
+            accelerator.print(f"epoch {state.epoch}: validation accuracy {metrics['accuracy']:.4f}, mean class accuracy "
+                              f"{metrics['mean_class_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+            if settings.report_to:
+                accelerator.log({f"validation/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=state.global_step)
+            value = metrics[settings.selection_metric]
+            better = state.best_metric is None or (value < state.best_metric if settings.selection_metric == "loss" else value > state.best_metric)
+            if better:
+                state.best_metric, state.best_epoch = value, state.epoch
+                _save_model(accelerator, model, processor, output, {**info, "selected_on": "validation", "selection_metric": settings.selection_metric,
+                                                                    "validation": metrics})
+    progress.close()
+    elapsed = time.perf_counter() - started
+    if stopped_early:
+        return {"stopped_early": True, "global_step": state.global_step}
+
+    _save_model(accelerator, model, processor, output / "last", {**info, "last_epoch": state.epoch,
+                                                                 "validation": state.history[-1] if state.history else None})
+    results: dict[str, Any] = {
+        "best_epoch": state.best_epoch, "best_validation_" + settings.selection_metric: state.best_metric,
+        "history": state.history, "global_step": state.global_step, "train_seconds": elapsed,
+        "train_images_per_second": images_seen / elapsed if elapsed > 0 else None, **info,
+    }
+    if test_data is not None:
+        from transformers import AutoModelForImageClassification
+
+        best = AutoModelForImageClassification.from_pretrained(output)
+        test_loader = accelerator.prepare(DataLoader(EvalImages(test_data, processor), batch_size=settings.eval_batch_size, collate_fn=collate))
+        results["test"] = evaluate_model(accelerator, best.to(accelerator.device), test_loader, label_names)
+        accelerator.print(f"test (best validation model): accuracy {results['test']['accuracy']:.4f}, "
+                          f"mean class accuracy {results['test']['mean_class_accuracy']:.4f}")
+    if accelerator.is_main_process:
+        (output / "training_results.json").write_text(json.dumps(results, indent=2, default=str))
+    if settings.report_to:
+        accelerator.end_training()
+    return results

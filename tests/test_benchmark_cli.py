@@ -1,0 +1,59 @@
+"""``hf-fer benchmark``: FLOPs and parameters against hand counts, the report, the command line (toy model)."""
+import json
+
+import pytest
+import torch
+
+import test_evaluation_fixtures as fx
+from hf_fer.benchmark import count_flops, count_parameters, format_report, matmul_peak, run_benchmark
+
+
+@pytest.fixture(scope="module")
+def toy():
+    with fx.toy_architecture() as arch:
+        yield arch
+
+
+def test_flops_and_parameters_match_hand_counts(toy):
+    model, _ = fx.make_toy_model(hidden_size=8)
+    # conv 3->8, 3x3, no bias: 216 weights; BatchNorm: 16; linear 8->3: 27
+    assert count_parameters(model) == 216 + 16 + 27
+    # conv on 32x32 (padding 1): 8*3*9 multiply-adds per pixel; linear: 8*3; 2 FLOPs per multiply-add
+    expected = 2 * (8 * 3 * 9 * 32 * 32 + 8 * 3)
+    assert count_flops(model, torch.randn(1, 3, 32, 32)) == expected
+    assert count_flops(model, torch.randn(2, 3, 32, 32)) == 2 * expected
+
+
+def test_matmul_peak_is_a_throughput():
+    assert matmul_peak("cpu", size=64, iterations=2) > 1e6  # FLOP/s
+
+
+def test_run_benchmark_reports_every_mode(toy):
+    report = run_benchmark(["toy"], devices=["cpu"], batch_sizes=[2], modes=["eager", "channels_last", "bf16", "onnxruntime"],
+                           warmup=0, iterations=2, matmul_size=64)
+    (result,) = report["results"]
+    assert result["params"] == 259 and result["image_size"] == (32, 32)
+    assert result["flops_per_image"] == 2 * (8 * 3 * 9 * 32 * 32 + 8 * 3)
+    by_mode = {mode["mode"]: mode for mode in result["modes"]}
+    for mode in ("eager", "channels_last", "bf16"):
+        assert by_mode[mode]["status"] == "ok" and by_mode[mode]["images_per_second"] > 0, by_mode[mode]
+        assert by_mode[mode]["percent_of_peak"] is not None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        assert by_mode["onnxruntime"]["status"] == "skipped" and "not installed" in by_mode["onnxruntime"]["reason"]
+    assert report["peaks"]["cpu"]["fp32"] > 0
+    text = format_report(report)
+    assert "toy" in text and "eager" in text and "matmul peak on cpu" in text
+
+
+def test_benchmark_cli_quick_writes_json(toy, tmp_path, capsys):
+    from hf_fer.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--quick", "--arch", "toy", "--devices", "cpu", "--modes", "eager", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["batch_sizes"] == [1] and report["results"][0]["arch"] == "toy"
+    assert main(["benchmark", "--arch", "no_such_arch"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown architecture" in err

@@ -1,0 +1,373 @@
+"""DACL: exact upstream conversion, the sparse center loss and its center rule, and transformers integration.
+
+References are upstream outputs in ``tests/fixtures/parity/dacl/io.safetensors`` (upstream ``models/resnet.py``
+and ``loss.py``): logits, pooled features, attention weights, and the center-loss value and gradients for
+fixed centers and labels. Integration tests use a tiny config (1 block per stage, 64-px input, narrow CE-unit).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torchvision import transforms
+
+import harness
+import hf_fer  # noqa: F401  (registers the Auto classes)
+from hf_fer.labels import get_label_names, id2label
+from hf_fer.models.dacl import DaclConfig, DaclForImageClassification, DaclImageProcessor, DaclSparseCenterLoss
+from hf_fer.models.dacl.convert_dacl_original import rename_key
+
+FIXTURE = "dacl"
+ATOL = 1e-4  # CPU float32 on both sides; measured max differences are ~2e-6
+
+
+def dataparallel_container(state_dict):
+    """What upstream ``main.py`` saved: the ``nn.DataParallel`` state dict (``module.`` keys) and the epoch."""
+    return {"epoch": 17, "model_state_dict": {"module." + key: value for key, value in state_dict.items()}}
+
+
+def tiny_config(**overrides) -> DaclConfig:
+    values = dict(backbone_depths=[1, 1, 1, 1], image_size=64, attention_hidden_sizes=[32, 16, 8],
+                  id2label=id2label("affectnet-7"), label2id={n: i for i, n in enumerate(get_label_names("affectnet-7"))})
+    values.update(overrides)
+    return DaclConfig(**values)
+
+
+def tiny_processor() -> DaclImageProcessor:
+    return DaclImageProcessor(size={"shortest_edge": 73}, crop_size={"height": 64, "width": 64})
+
+
+def synthetic_batch(num_images: int, seed: int = 0):
+    from hf_fer.data.synthetic import synthetic_arrays
+
+    images, labels, _ = synthetic_arrays(num_images, image_size=80, seed=seed, label_space="affectnet-7")
+    return tiny_processor()(list(images), return_tensors="pt")["pixel_values"], torch.as_tensor(labels)
+
+
+_REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["hf_fer"] = None  # `import hf_fer` fails: only the remote code can build the model
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForImageClassification
+    folder, inputs, outputs = sys.argv[1:4]
+    model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        out = model(pixel_values=load_file(inputs)["pixel_values"])
+    save_file({"logits": out.logits, "features": out.features, "attention_weights": out.attention_weights,
+               "centers": model.center_loss.centers.contiguous()}, outputs)
+    print("REMOTE_OK")
+    """
+)
+
+
+def outputs_in_fresh_python(folder, pixel_values, tmp_path) -> dict[str, torch.Tensor]:
+    inputs, outputs = tmp_path / "inputs.safetensors", tmp_path / "outputs.safetensors"
+    save_file({"pixel_values": pixel_values.contiguous()}, str(inputs))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-c", _REMOTE_SCRIPT, str(folder), str(inputs), str(outputs)],
+                            capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
+    assert result.returncode == 0 and "REMOTE_OK" in result.stdout, f"{result.stdout}\n{result.stderr[-4000:]}"
+    return load_file(str(outputs))
+
+
+# ------------------------------------------------------------------------------------------------ parity
+
+
+def test_parity_dataparallel_checkpoint(tmp_path):
+    """DataParallel container → CLI → AutoModel and remote code: logits, features and attention match upstream."""
+    model, outputs, fixture_io = harness.run_parity(FIXTURE, "dacl", dataparallel_container, tmp_path, atol=ATOL, remote_code=False)
+    assert isinstance(model, DaclForImageClassification)
+    assert model.config.id2label == id2label("affectnet-7")  # documented default when --dataset is not given
+    harness.assert_close(outputs.features, fixture_io["features"], atol=ATOL, what="features")
+    harness.assert_close(outputs.attention_weights, fixture_io["attention_weights"], atol=ATOL, what="attention weights")
+
+    remote = outputs_in_fresh_python(tmp_path / "converted", fixture_io["pixel_values"], tmp_path)
+    for key in ("logits", "features", "attention_weights"):
+        harness.assert_close(remote[key], fixture_io[key], atol=ATOL, what=f"remote-code {key}")
+    torch.testing.assert_close(remote["centers"], model.center_loss.centers)  # the centers travel with the weights
+
+    # The model's own training loss: CE + 0.01 · L_SC, with upstream's centers and labels.
+    model.center_loss.centers.copy_(fixture_io["center_loss_centers"])
+    labels = fixture_io["center_loss_labels"]
+    with torch.no_grad():
+        out = model(pixel_values=fixture_io["pixel_values"], labels=labels)
+    expected_ce = F.cross_entropy(fixture_io["logits"], labels)
+    torch.testing.assert_close(out.center_loss, fixture_io["center_loss_value"][0], atol=1e-2, rtol=1e-5)
+    torch.testing.assert_close(out.loss, expected_ce + 0.01 * fixture_io["center_loss_value"][0], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(model.center_loss.centers, fixture_io["center_loss_centers"])  # eval: no update
+
+
+def test_parity_unprefixed_state_dict(tmp_path):
+    """A bare state dict without ``module.`` converts too (library path: safe loader + converter, no CLI round trip)."""
+    from hf_fer.conversion import load_upstream_checkpoint
+    from hf_fer.models.dacl.convert_dacl_original import convert
+
+    checkpoint = tmp_path / "bare.pth"
+    torch.save(harness.load_fixture_state_dict(FIXTURE), checkpoint)
+    state_dict = load_upstream_checkpoint(checkpoint)
+    assert state_dict.container_key is None and state_dict.stripped_prefix is None
+    model, report = convert(state_dict, num_labels=None, id2label=id2label("raf-db"), options=None)
+    assert len(report.loaded) == 145 and not report.unexpected and not report.missing
+    fixture_io = harness.load_fixture_io(FIXTURE)
+    with torch.no_grad():
+        out = model(pixel_values=fixture_io["pixel_values"])
+    harness.assert_close(out.logits, fixture_io["logits"], atol=ATOL)
+    assert model.config.id2label == id2label("raf-db")
+
+
+def test_key_map_follows_spec():
+    assert rename_key("layer2.0.downsample.1.running_mean") == "backbone.layer2.0.downsample.1.running_mean"
+    assert rename_key("attention.0.weight") == "attention.encoder.0.dense.weight"
+    assert rename_key("attention.4.running_var") == "attention.encoder.1.norm.running_var"
+    assert rename_key("attention.7.num_batches_tracked") == "attention.encoder.2.norm.num_batches_tracked"
+    assert rename_key("attention.2.weight") is None  # ReLU slot: never has parameters
+    assert rename_key("attention_heads.bias") == "attention.heads.bias"
+    assert rename_key("fc.weight") == "classifier.weight"
+    assert rename_key("centers") is None
+
+
+# ------------------------------------------------------------------------------------ center loss
+
+
+def test_sparse_center_loss_and_center_rule_match_upstream():
+    """L_SC, its feature/attention gradients (autograd) and upstream's center gradient and SGD step (lr 0.5)."""
+    fixture_io = harness.load_fixture_io(FIXTURE)
+    centers, labels = fixture_io["center_loss_centers"], fixture_io["center_loss_labels"]
+    criterion = DaclSparseCenterLoss(num_classes=7, feature_dim=512)
+    criterion.centers.copy_(centers)
+    features = fixture_io["features"].clone().requires_grad_(True)
+    attention = fixture_io["attention_weights"].clone().requires_grad_(True)
+
+    value = criterion(features, attention, labels)
+    torch.testing.assert_close(value.reshape(1), fixture_io["center_loss_value"], atol=1e-3, rtol=1e-6)
+    (0.01 * value).backward()
+    torch.testing.assert_close(features.grad, fixture_io["center_loss_grad_features"], atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(attention.grad, fixture_io["center_loss_grad_attention"], atol=1e-7, rtol=1e-5)
+
+    center_grad = criterion.center_gradient(features.detach(), attention.detach(), labels)
+    torch.testing.assert_close(center_grad, fixture_io["center_loss_grad_centers"], atol=1e-6, rtol=1e-5)
+    criterion.update_centers(features, attention, labels, lr=0.5)
+    torch.testing.assert_close(criterion.centers, centers - 0.5 * fixture_io["center_loss_grad_centers"], atol=1e-6, rtol=1e-6)
+    untouched = [c for c in range(7) if c not in labels.tolist()]
+    assert torch.equal(criterion.centers[untouched], centers[untouched])
+
+
+def test_training_forward_moves_centers_by_upstream_rule_not_by_optimizer():
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config())
+    assert "center_loss.centers" not in dict(model.named_parameters())  # never seen by an optimizer
+    assert "center_loss.centers" in model.state_dict()  # but saved with the model
+    torch.testing.assert_close(model.center_loss.centers.std(), torch.tensor((2 / 7) ** 0.5), atol=0.05, rtol=0)
+
+    pixel_values, labels = synthetic_batch(6)
+    labels[:3] = 2  # class 2 three times: the count normalisation (1 + n_j) matters
+    before = model.center_loss.centers.clone()
+    model.train()
+    out = model(pixel_values=pixel_values, labels=labels)
+    # Hand computation of upstream's step: c_j += 0.5 · Σ_{i: y_i = j} A_i ⊙ (f_i − c_j) / (1 + n_j).
+    expected = before.clone()
+    for j in range(7):
+        rows = (labels == j).nonzero().flatten().tolist()
+        if rows:
+            total = sum(out.attention_weights[i].detach() * (out.features[i].detach() - before[j]) for i in rows)
+            expected[j] = before[j] + 0.5 * total / (1 + len(rows))
+    torch.testing.assert_close(model.center_loss.centers, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out.loss, out.classification_loss + 0.01 * out.center_loss)
+
+    # The CE loss never reaches the attention branch; the center loss is its only signal.
+    out.classification_loss.backward(retain_graph=True)
+    assert all(p.grad is None or not p.grad.any() for p in model.attention.parameters())
+    (0.01 * out.center_loss).backward()
+    assert model.attention.heads.weight.grad.abs().sum() > 0
+
+    model.eval()
+    frozen = model.center_loss.centers.clone()
+    model(pixel_values=pixel_values, labels=labels)
+    assert torch.equal(model.center_loss.centers, frozen)  # evaluation never moves the centers
+
+
+def test_estimate_centers_is_attention_weighted_mean():
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config()).eval()
+    pixel_values, labels = synthetic_batch(8)
+    untouched = [c for c in range(7) if c not in labels.tolist()]
+    before = model.center_loss.centers.clone()
+    model.estimate_centers([{"pixel_values": pixel_values[:5], "labels": labels[:5]},
+                            {"pixel_values": pixel_values[5:], "label": labels[5:]}])
+    with torch.no_grad():
+        out = model(pixel_values=pixel_values)
+    for j in labels.unique().tolist():
+        rows = labels == j
+        expected = (out.attention_weights[rows] * out.features[rows]).sum(0) / out.attention_weights[rows].sum(0)
+        torch.testing.assert_close(model.center_loss.centers[j], expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(model.center_loss.centers[untouched], before[untouched])
+
+
+# -------------------------------------------------------------------------------------- refusals
+
+
+def _convert(state_dict, tmp_path, *args):
+    checkpoint = tmp_path / "bad.pth"
+    torch.save(dataparallel_container(state_dict), checkpoint)
+    return harness.convert_with_cli("dacl", checkpoint, tmp_path / "out", args)
+
+
+def _small_upstream_state_dict():
+    """Upstream key names with the tiny config's shapes (fast to build)."""
+    model = DaclForImageClassification(tiny_config())
+    names = {v: k for k, v in ((k, rename_key(k)) for k in _upstream_names(model))}
+    return {names[k]: v for k, v in model.state_dict().items() if k in names}
+
+
+def _upstream_names(model):
+    ours = set(model.state_dict())
+    meta = harness.load_fixture_meta(FIXTURE)
+    return [name for name, _, _ in meta["entries"] if rename_key(name) in ours]
+
+
+def test_refuses_checkpoints_that_do_not_fit(tmp_path):
+    state_dict = _small_upstream_state_dict()  # tiny shapes: attention.0 is 2048-wide, the config expects 25088
+    with pytest.raises(ValueError, match=r"attention.0.weight: checkpoint \(32, 2048\) vs expected \(32, 25088\)"):
+        _convert(state_dict, tmp_path)
+    with pytest.raises(ValueError, match="not a DACL checkpoint: no 'attention_heads.weight'"):
+        _convert({k: v for k, v in state_dict.items() if not k.startswith("attention_heads")}, tmp_path)
+    renamed = dict(state_dict)
+    renamed["attention.9.weight"] = renamed.pop("attention.6.weight")
+    with pytest.raises(ValueError, match=r"unexpected keys \(\d+\): \[[^]]*'attention.9.weight'\]"):
+        _convert(renamed, tmp_path, "--image-size", "64")
+
+
+# ---------------------------------------------------------------------------------------- sizes
+
+
+def test_parameter_count_matches_spec():
+    model = DaclForImageClassification(DaclConfig())
+    total = sum(p.numel() for p in model.parameters())
+    parts = {name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()}
+    centers = model.center_loss.centers.numel()
+    print(f"DACL parameters: {total:,} {parts} + {centers:,} center values (buffer)")
+    assert total == 103_042_311
+    assert parts["backbone"] == 11_176_512 and parts["attention"] == 91_795_648 + 66_560
+    assert centers == 3_584
+
+
+def test_input_errors_and_inference_without_attention():
+    model = DaclForImageClassification(tiny_config())
+    pixel_values, labels = synthetic_batch(2)
+    model.train()
+    with pytest.raises(ValueError, match="at least 2 images"):
+        model(pixel_values=pixel_values[:1], labels=labels[:1])
+    with pytest.raises(ValueError, match="integer class labels"):
+        model(pixel_values=pixel_values, labels=labels.float())
+    model.eval()
+    with pytest.raises(ValueError, match="expects 2×2"):
+        model(pixel_values=torch.zeros(1, 3, 128, 128))
+    with torch.no_grad():
+        full = model(pixel_values=pixel_values)
+        model.config.compute_attention_at_inference = False
+        lean = model(pixel_values=pixel_values)
+    assert lean.attention_weights is None and torch.equal(lean.logits, full.logits)
+
+
+def test_load_backbone_weights_from_torchvision_names():
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None, num_classes=1000)
+    model = DaclForImageClassification(tiny_config(backbone_depths=[2, 2, 2, 2]))
+    assert model.load_backbone_weights(reference.state_dict()) == ["fc.weight", "fc.bias"]
+    torch.testing.assert_close(model.backbone.layer4[0].downsample[0].weight, reference.layer4[0].downsample[0].weight)
+    with pytest.raises(ValueError, match="missing"):
+        model.load_backbone_weights({"conv1.weight": reference.conv1.weight})
+
+
+# ------------------------------------------------------------------------------------- processor
+
+
+def test_image_processor_matches_torchvision_eval_transform():
+    """Processor vs upstream's eval transform in torchvision: Resize(256), CenterCrop(224), ToTensor, Normalize.
+
+    Same bilinear (antialiased) filter on both sides; PIL rounds to uint8 in fixed point, the tensor kernel
+    rounds a float result, so single pixels may differ by one grey level. Tolerance: one grey level per pixel
+    (1/255/std in normalised units) and a mean difference below 0.01 grey levels.
+    """
+    from PIL import Image
+
+    mean, std = (0.5752, 0.4495, 0.4012), (0.2086, 0.1911, 0.1827)
+    reference = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                    transforms.Normalize(mean, std)])
+    processor = DaclImageProcessor()
+    face = harness.synthetic_face(100)
+    for image in (face, face.resize((300, 240), Image.BICUBIC), face.resize((640, 480), Image.BICUBIC)):
+        ours = processor(image, return_tensors="pt")["pixel_values"][0]
+        expected = reference(image)
+        assert ours.shape == expected.shape == (3, 224, 224)
+        grey_levels = (ours - expected).abs() * torch.tensor(std)[:, None, None] * 255
+        assert grey_levels.max() <= 1.0 + 1e-3, grey_levels.max()
+        assert grey_levels.mean() < 0.01, grey_levels.mean()
+
+
+# ------------------------------------------------------------------------------------ integration
+
+
+def test_save_load_remote_code_and_pipeline(tmp_path):
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config()).eval()
+    pixel_values, _ = synthetic_batch(3)
+    model.center_loss.centers.normal_(generator=torch.Generator().manual_seed(3))
+    harness.check_save_load_roundtrip(model, pixel_values, tmp_path)
+    from transformers import AutoModelForImageClassification
+
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "roundtrip")
+    assert torch.equal(reloaded.center_loss.centers, model.center_loss.centers)  # not re-initialised on load
+    harness.check_remote_code(model, tiny_processor(), pixel_values, tmp_path)
+    predictions = harness.check_pipeline(model, tiny_processor(), tmp_path)
+    assert {p["label"] for p in predictions} == set(get_label_names("affectnet-7"))
+
+
+def test_trainer_and_loss_decreases(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config())
+    pixel_values, labels = synthetic_batch(8)
+    dataset = [{"pixel_values": p, "labels": int(y)} for p, y in zip(pixel_values, labels)]
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+                             report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0)
+    centers = model.center_loss.centers.clone()
+    result = Trainer(model=model, args=args, train_dataset=dataset).train()
+    assert result.global_step == 2 and np.isfinite(result.training_loss)
+    assert not torch.equal(model.center_loss.centers, centers)  # moved by the center rule during Trainer steps
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    losses = []
+    for _ in range(4):
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+def test_hidden_states_and_tuple_output():
+    model = DaclForImageClassification(tiny_config()).eval()
+    pixel_values, labels = synthetic_batch(2)
+    with torch.no_grad():
+        out = model(pixel_values=pixel_values, output_hidden_states=True)
+        loss, logits, features, attention, hidden_states = model(pixel_values=pixel_values, labels=labels,
+                                                                 output_hidden_states=True, return_dict=False)
+    assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+    assert torch.equal(logits, out.logits) and torch.equal(features, out.features) and loss.ndim == 0
+    assert out.attention_weights.shape == (2, 512) and ((out.attention_weights > 0) & (out.attention_weights < 1)).all()

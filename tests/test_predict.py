@@ -1,0 +1,69 @@
+"""``hf-fer predict``: batched over files and folders, unreadable files skipped and reported."""
+import json
+
+import pytest
+
+import test_evaluation_fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def toy():
+    with fx.toy_architecture() as arch:
+        yield arch
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    from harness import synthetic_face
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for index, expression in enumerate(("happiness", "anger", "neutral")):
+        synthetic_face(48, seed=index, expression=expression).save(folder / f"face_{index}.png")
+    fx.write_corrupt_image(folder / "face_1b_corrupt.png")
+    (folder / "notes.txt").write_text("not an image, ignored by extension")
+    return folder
+
+
+def test_predict_json_skips_and_reports_the_corrupt_file(toy, tmp_path, image_folder, capsys):
+    from PIL import Image
+
+    from hf_fer.cli import main
+
+    model_dir = fx.save_toy_model(tmp_path / "model")
+    assert main(["predict", "--model", str(model_dir), str(image_folder), "--json", "--top-k", "2", "--batch-size", "2"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.strip().splitlines()]
+    assert [line["file"].rsplit("/", 1)[-1] for line in lines] == ["face_0.png", "face_1.png", "face_1b_corrupt.png", "face_2.png"]
+    assert "error" in lines[2] and "cannot decode" in lines[2]["error"]
+    assert "skipped 1 unreadable file(s) of 4" in captured.err and "face_1b_corrupt.png" in captured.err
+
+    good = [line for line in lines if "error" not in line]
+    images = [Image.open(image_folder / f"face_{i}.png").convert("RGB") for i in range(3)]
+    probabilities = fx.reference_predictions(model_dir, images).softmax(-1)
+    for line, row in zip(good, probabilities):
+        assert line["label"] == fx.TOY_LABELS[int(row.argmax())]
+        assert line["score"] == pytest.approx(float(row.max()), abs=1e-5)
+        assert len(line["top_k"]) == 2 and line["top_k"][0]["score"] >= line["top_k"][1]["score"]
+
+
+def test_predict_table_output(toy, tmp_path, image_folder, capsys):
+    from hf_fer.cli import main
+
+    model_dir = fx.save_toy_model(tmp_path / "model")
+    assert main(["predict", "--model", str(model_dir), str(image_folder / "face_0.png"), "--top-k", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["file", "label", "score"]
+    assert out[1].startswith(str(image_folder / "face_0.png")) and sum(name in out[1] for name in fx.TOY_LABELS.values()) == 3
+
+
+def test_predict_fails_clearly_when_nothing_is_readable(toy, tmp_path, capsys):
+    from hf_fer.cli import main
+
+    model_dir = fx.save_toy_model(tmp_path / "model")
+    bad = fx.write_corrupt_image(tmp_path / "bad.jpg")
+    assert main(["predict", "--model", str(model_dir), str(bad)]) == 1
+    assert "none of the 1 file(s) could be read" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model_dir), str(tmp_path / "missing.jpg")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "missing.jpg: no such file or folder" in err and err.count("\n") == 0
