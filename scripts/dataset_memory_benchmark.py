@@ -71,26 +71,34 @@ print(json.dumps({
 """
 
 
-def write_affectnet_layout(root: Path, num_images: int, image_size: int, seed: int = 0) -> int:
-    """AffectNet CSV layout with ``num_images`` unique JPEGs (90% training.csv, 10% validation.csv); returns bytes written."""
+def write_affectnet_layout(root: Path, num_images: int, image_size: int, seed: int = 0, layout: str = "affectnet-csv") -> int:
+    """AffectNet layout with ``num_images`` unique JPEGs, 90% train / 10% validation; returns bytes written.
+
+    ``affectnet-csv``: training.csv/validation.csv + Manually_Annotated_Images/; ``class-folders``:
+    train/<id>/ and val/<id>/ (POSTER V2's layout).
+    """
     rng = np.random.default_rng(seed)
     header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
     num_train = int(num_images * 0.9)
     total_bytes = 0
-    files = {"training.csv": open(root / "training.csv", "w"), "validation.csv": open(root / "validation.csv", "w")}
+    csv_names = ("training.csv", "validation.csv") if layout == "affectnet-csv" else ()
+    files = {name: open(root / name, "w") for name in csv_names}
     try:
         for handle in files.values():
             handle.write(header)
         for index in range(num_images):
-            folder = root / "Manually_Annotated_Images" / f"{index // 1000:03d}"
+            expression = index % 8
+            if layout == "class-folders":
+                folder = root / ("train" if index < num_train else "val") / str(expression)
+            else:
+                folder = root / "Manually_Annotated_Images" / f"{index // 1000:03d}"
             folder.mkdir(parents=True, exist_ok=True)
             pattern = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
             path = folder / f"{index:07d}.jpg"
             Image.fromarray(pattern).resize((image_size, image_size), Image.BILINEAR).save(path, quality=90)
             total_bytes += path.stat().st_size
-            csv_name = "training.csv" if index < num_train else "validation.csv"
-            expression = index % 8
-            files[csv_name].write(f"{folder.name}/{path.name},0,0,{image_size},{image_size},,{expression},{rng.uniform(-1, 1):.3f},{rng.uniform(-1, 1):.3f}\n")
+            if files:
+                files["training.csv" if index < num_train else "validation.csv"].write(f"{folder.name}/{path.name},0,0,{image_size},{image_size},,{expression},{rng.uniform(-1, 1):.3f},{rng.uniform(-1, 1):.3f}\n")
     finally:
         for handle in files.values():
             handle.close()
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000], help="numbers of images to test")
     parser.add_argument("--image-size", type=int, default=128, help="side of the generated JPEGs")
+    parser.add_argument("--layout", default="affectnet-csv", choices=["affectnet-csv", "class-folders"], help="raw layout to generate")
     parser.add_argument("--workdir", default=None, help="where to write the layouts (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the generated layouts and outputs")
     args = parser.parse_args(argv)
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             raw.mkdir(parents=True)
             start = time.perf_counter()
-            raw_bytes = write_affectnet_layout(raw, size, args.image_size)
+            raw_bytes = write_affectnet_layout(raw, size, args.image_size, layout=args.layout)
             print(f"wrote {size} images ({raw_bytes / 2**20:.1f} MiB of JPEG) in {time.perf_counter() - start:.0f}s", flush=True)
             child = subprocess.run([sys.executable, "-c", _CHILD, str(raw), str(out)], capture_output=True, text=True, env=dict(os.environ))
             if child.returncode != 0:

@@ -313,3 +313,11 @@ def test_hidden_states_and_tuple_output():
         as_tuple = model(pixel_values=pixel_values, labels=labels, return_dict=False)
     assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
     assert as_tuple[0].ndim == 0 and torch.equal(as_tuple[1], out.logits)
+
+
+def test_shipped_model_config_loads():
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(harness.REPO / "modeling_configs" / "arm" / "rafdb.json")
+    assert isinstance(config, ArmConfig) and config.affinity_mode == "batch"  # the released (converted) checkpoint
+    assert config.id2label == id2label("raf-db") and config.classifier_in_features == 121

@@ -116,7 +116,7 @@ def test_raf_db_list_layout_with_faults(tmp_path):
     }
     assert report["splits"]["test"]["class_counts"] == dict(zip(RAF, expected["test"]))
     assert report["splits"]["train"]["num_examples"] == sum(expected["train"])
-    assert report["passed"] is True
+    assert report["passed"] is False and report["strict"] is False
 
 
 def test_strict_fails_and_writes_only_the_report(tmp_path, capsys):
@@ -368,6 +368,15 @@ def test_ferplus_votes_soft_labels_and_exclusions(tmp_path, with_folders):
     assert any("majority rule" in note for note in report["notes"])
 
 
+def test_ferplus_unaligned_files_fail_clearly(tmp_path, capsys):
+    expected = make_ferplus(tmp_path / "raw", with_folders=False)
+    lines = (tmp_path / "raw" / "fer2013.csv").read_text().splitlines()
+    (tmp_path / "raw" / "fer2013.csv").write_text("\n".join(lines[:-1]) + "\n")  # one image short
+    assert run_cli(tmp_path / "raw", tmp_path / "out", "ferplus") == 2
+    err = capsys.readouterr().err
+    assert "must have one row per image in the same order" in err and f"row {sum(map(len, expected.values())) - 1}" in err
+
+
 def test_ferplus_jin2_swapped_split_names(tmp_path):
     root = tmp_path / "raw" / "data"
     lines = ["Usage,Image Name,0,1,2,3,4,5,6,7,UNK,NF,emotion"]
@@ -383,7 +392,7 @@ def test_ferplus_jin2_swapped_split_names(tmp_path):
     dataset = datasets.load_from_disk(str(out))
     assert report_of(out)["layout"] == "ferplus-jin2"
     test_names = dataset["test"].cast_column("image", datasets.Image(decode=False))["image"]
-    assert {row["path"] for row in test_names} == {f"test{label}.png" for label in range(8)}  # jin2 PublicTest = official test
+    assert {Path(row["path"]).name for row in test_names} == {f"test{label}.png" for label in range(8)}  # jin2 PublicTest = official test
     assert counts(dataset["validation"]) == [1] * 8
     assert dataset["train"][3]["soft_label"] == [0, 0, 0, 1, 0, 0, 0, 0]
 

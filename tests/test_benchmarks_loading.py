@@ -121,3 +121,12 @@ def test_raw_download_is_pointed_to_prepare_dataset(tmp_path):
     (tmp_path / "EmoLabel").mkdir()
     with pytest.raises(DatasetLoadError, match="prepare-dataset --benchmark NAME"):
         load_fer_dataset(tmp_path)
+
+
+def test_in_memory_dataset_is_checked_too():
+    faces = make_synthetic_fer(8, image_size=32, seed=5, label_space="caer-s")
+    assert list(load_fer_dataset(faces, id2label=id2label("sfew"))) == ["train"]  # same alphabetical order
+    with pytest.raises(LabelMismatchError):
+        load_fer_dataset(faces, id2label=id2label("raf-db"))
+    remapped = load_fer_dataset(datasets.DatasetDict({"test": faces}), id2label=id2label("raf-db"), label_map="auto", split="test")
+    assert names_per_example(remapped) == names_per_example(faces)

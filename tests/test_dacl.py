@@ -6,7 +6,6 @@ fixed centers and labels. Integration tests use a tiny config (1 block per stage
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -224,16 +223,10 @@ def _convert(state_dict, tmp_path, *args):
 
 
 def _small_upstream_state_dict():
-    """Upstream key names with the tiny config's shapes (fast to build)."""
-    model = DaclForImageClassification(tiny_config())
-    names = {v: k for k, v in ((k, rename_key(k)) for k in _upstream_names(model))}
-    return {names[k]: v for k, v in model.state_dict().items() if k in names}
-
-
-def _upstream_names(model):
-    ours = set(model.state_dict())
-    meta = harness.load_fixture_meta(FIXTURE)
-    return [name for name, _, _ in meta["entries"] if rename_key(name) in ours]
+    """Upstream key names (from the fixture's entry list) with the tiny config's shapes: fast to build."""
+    ours = DaclForImageClassification(tiny_config()).state_dict()
+    upstream_names = [name for name, _, _ in harness.load_fixture_meta(FIXTURE)["entries"]]
+    return {name: ours[rename_key(name)] for name in upstream_names if rename_key(name) in ours}
 
 
 def test_refuses_checkpoints_that_do_not_fit(tmp_path):
@@ -371,3 +364,12 @@ def test_hidden_states_and_tuple_output():
     assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
     assert torch.equal(logits, out.logits) and torch.equal(features, out.features) and loss.ndim == 0
     assert out.attention_weights.shape == (2, 512) and ((out.attention_weights > 0) & (out.attention_weights < 1)).all()
+
+
+@pytest.mark.parametrize("name, benchmark", [("rafdb", "raf-db"), ("affectnet7", "affectnet-7")])
+def test_shipped_model_configs_load(name, benchmark):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(harness.REPO / "modeling_configs" / "dacl" / f"{name}.json")
+    assert isinstance(config, DaclConfig) and config.id2label == id2label(benchmark)
+    assert config.attention_hidden_sizes == [3584, 512, 64] and config.center_lr == 0.5 and config.center_loss_weight == 0.01

@@ -55,6 +55,9 @@ def test_config_defaults_are_upstream_and_validated():
     assert config.num_aux_branches == 0 and DmueConfig(use_aux_branches=True, num_labels=7).num_aux_branches == 7
     reloaded = DmueConfig.from_dict(affectnet_config(use_aux_branches=True, train_uncertainty_head=False).to_dict())
     assert reloaded.use_aux_branches and not reloaded.train_uncertainty_head and reloaded.id2label == id2label("affectnet-8")
+    for name, multibranch in (("affectnet8", False), ("affectnet8_multibranch", True)):
+        shipped = DmueConfig.from_json_file(str(harness.REPO / "modeling_configs" / "dmue" / f"{name}.json"))
+        assert shipped.use_aux_branches is multibranch and shipped.id2label == id2label("affectnet-8")
     with pytest.raises(ValueError, match="resnet50_ibn"):
         DmueConfig(backbone="resnet50_ibn")
     with pytest.raises(ValueError, match="stem_pool"):
@@ -294,6 +297,25 @@ def test_converter_both_layouts_and_errors():
         convert(inference, num_labels=None, id2label={0: "a", 1: "b", 2: "c"}, options=options(keep_aux_branches=True))
     with pytest.raises(ValueError, match="not a DMUE checkpoint"):
         convert({"conv1.weight": torch.zeros(1)}, num_labels=None, id2label=None, options=options())
+
+
+def test_msceleb_pretrained_trunk_starts_the_training_model():
+    """Upstream's training start: feat_net.* into the trunk, feat_net.layer4 copied into every branch, fresh heads."""
+    import torchvision
+
+    trunk = torchvision.models.resnet18(num_classes=10).state_dict()
+    checkpoint = {"feat_net." + k: v for k, v in trunk.items() if not k.startswith("fc.")}
+    checkpoint["loss_layer.weight"] = torch.randn(512, 10)  # the MV-softmax identity head
+    names = {0: "a", 1: "b", 2: "c"}
+    model, report = convert(checkpoint, num_labels=None, id2label=names, options=options(keep_aux_branches=True))
+    assert model.config.use_aux_branches and report.dropped == ["loss_layer.weight"] and not report.unexpected
+    assert torch.equal(model.resnet.conv1.weight, trunk["conv1.weight"])
+    for branch in (model.resnet.layer4, *model.aux_branches):
+        assert torch.equal(branch[1].bn2.running_var, trunk["layer4.1.bn2.running_var"])
+    assert set(report.missing) == {k for k in model.state_dict() if k.startswith(("classifier.", "aux_classifiers.", "uncertainty_head.", "neck."))}
+    assert 0.0008 < model.classifier.weight.std().item() < 0.0012  # upstream init N(0, 0.001)
+    with pytest.raises(ValueError, match="no expression classifier"):
+        convert(checkpoint, num_labels=None, id2label=None, options=options())
 
 
 # ------------------------------------------------------------------------------------------------ integration

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import test_evaluation_fixtures as fx
 from hf_fer.evaluation import compute_metrics, confusion_matrix, normalize_confusion_matrix, plot_confusion_matrix, plot_per_class_accuracy
@@ -159,3 +158,16 @@ def test_evaluate_cli_errors_are_one_line(toy, tmp_path, capsys):
     assert err.count("\n") == 0 and "missing" in err and "Traceback" not in err
     assert main(["evaluate", "--help"]) == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_local_evaluate_module_works_offline(tmp_path):
+    evaluate = pytest.importorskip("evaluate")
+    from hf_fer.evaluation import FER_METRIC_PATH
+
+    metric = evaluate.load(FER_METRIC_PATH, cache_dir=str(tmp_path))
+    metric.add_batch(predictions=PREDICTIONS[:4], references=REFERENCES[:4])
+    metric.add_batch(predictions=PREDICTIONS[4:], references=REFERENCES[4:])
+    result = metric.compute(label_names=["anger", "happiness", "neutral"])
+    assert result["accuracy"] == pytest.approx(0.8)
+    assert result["mean_class_accuracy"] == pytest.approx((2 / 3 + 1 + 4 / 5) / 3)
+    assert result["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 4]]

@@ -173,3 +173,12 @@ def test_push_cli_errors_are_one_line(toy, tmp_path, capsys):
     assert main(["push", "--model", str(tmp_path), "--repo-id", "not a repo id!", "--to-folder", str(tmp_path / "o")]) == 1
     assert "repository id" in capsys.readouterr().err
     assert main(["push", "--help"]) == 0 and "--to-folder" in capsys.readouterr().out
+
+
+def test_converted_checkpoint_is_described_and_licensed_by_its_upstream(tmp_path):
+    folder = _write_model_folder(tmp_path / "dacl", arch="dacl")
+    (folder / "conversion_info.json").write_text(json.dumps({"checkpoint": "dacl_rafdb_best.pth"}))
+    card, license_info = render_model_card(folder, eval_results=[])
+    assert "converted from the upstream checkpoint `dacl_rafdb_best.pth`" in card.text
+    assert license_info["license_name"] == "upstream-unlicensed"
+    assert "no licence (all rights reserved by the authors)" in card.text

@@ -67,3 +67,11 @@ def test_predict_fails_clearly_when_nothing_is_readable(toy, tmp_path, capsys):
     assert main(["predict", "--model", str(model_dir), str(tmp_path / "missing.jpg")]) == 1
     err = capsys.readouterr().err.strip()
     assert "missing.jpg: no such file or folder" in err and err.count("\n") == 0
+
+
+def test_predict_help_has_examples(capsys):
+    from hf_fer.cli import main
+
+    assert main(["predict", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--top-k" in out and "--json" in out

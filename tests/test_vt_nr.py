@@ -243,6 +243,9 @@ def test_save_load_remote_code_and_auto_classes(tmp_path):
     assert {"neural_resizer.py", "stn.py", "loss_vt_nr.py"} <= {p.name for p in folder.glob("*.py")}
     assert not (folder / "convert_vt_nr_original.py").exists()
     assert type(AutoModelForImageClassification.from_pretrained(folder)) is VtNrForImageClassification
+    eager = AutoModelForImageClassification.from_pretrained(folder, attn_implementation="eager", dtype=torch.bfloat16)
+    assert eager.backbone.config._attn_implementation == "eager"  # requests reach the nested backbone
+    assert eager.backbone.embeddings.norm.weight.dtype == torch.bfloat16 == eager.resizer.stem_conv.weight.dtype
     assert type(AutoImageProcessor.from_pretrained(folder)) is VtNrImageProcessor
 
 
@@ -319,6 +322,19 @@ def test_from_backbone_pretrained_loads_a_local_hub_style_checkpoint(tmp_path):
         assert torch.equal(tensor, source[name]), name
     assert model.config.num_labels == 8 and "id2label" not in model.config.to_dict()["backbone_config"]
     assert model.stn.theta_fc.bias.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    # A ViT classification checkpoint (no pooler weights; ours needs none either).
+    from transformers import ViTForImageClassification
+
+    vit = ViTForImageClassification(ViTConfig(**{k: v for k, v in TINY_VIT.items() if k != "model_type"}, num_labels=3))
+    vit.save_pretrained(tmp_path / "vit")
+    model = VtNrForImageClassification.from_backbone_pretrained(
+        tmp_path / "vit", image_size=64, resizer_scale_factor=0.5, head_hidden_size=16, id2label=hf_fer.labels.id2label("raf-db"),
+        loss_type="cross_entropy",
+    )
+    source = vit.vit.state_dict()
+    for name, tensor in model.backbone.state_dict().items():
+        assert torch.equal(tensor, source[name]), name
+    assert model.pooling == "cls" and model.config.id2label[0] == "surprise" and model.head.classifier.out_features == 7
 
 
 def test_label_prior_is_permuted_into_other_label_spaces():

@@ -11,7 +11,6 @@ fast the hardware is.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -100,10 +99,19 @@ def peak_forward_memory(model: torch.nn.Module, pixel_values: torch.Tensor) -> t
     try:
         from torch.distributed._tools.mem_tracker import MemTracker
 
-        tracker = MemTracker()
-        tracker.track_external(model, pixel_values)
-        with torch.inference_mode(), tracker:
-            model(pixel_values=pixel_values)
+        # The tracker hooks every parameter's gradient: frozen ones (POSTER V2's landmark branch) must look
+        # trainable for the duration; inference_mode still computes no gradient.
+        frozen = [parameter for parameter in model.parameters() if not parameter.requires_grad]
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+        try:
+            tracker = MemTracker()
+            tracker.track_external(model, pixel_values)
+            with torch.inference_mode(), tracker:
+                model(pixel_values=pixel_values)
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(False)
         peak = tracker.get_tracker_snapshot("peak")
         total = sum(values.get("Total", 0) for values in peak.values() if isinstance(values, dict))
         return total / 2**20, "MemTracker (tensors: weights + activations)"

@@ -178,27 +178,40 @@ def _child(directory: Path, *names: str) -> Path | None:
     """The first existing child of ``directory`` matching one of ``names`` (case-insensitive)."""
     if not directory.is_dir():
         return None
-    children = {child.name.lower(): child for child in directory.iterdir()}
-    for name in names:
-        if name.lower() in children:
-            return children[name.lower()]
+    wanted = [name.lower() for name in names]
+    with os.scandir(directory) as entries:
+        children = {entry.name.lower(): entry.name for entry in entries if entry.name.lower() in wanted}
+    for name in wanted:
+        if name in children:
+            return directory / children[name]
     return None
 
 
+def _subdirectories(directory: Path) -> list[Path]:
+    # scandir's entry types come from the directory listing itself: no stat() per image file.
+    with os.scandir(directory) as entries:
+        return sorted(Path(entry.path) for entry in entries if entry.is_dir() and not entry.name.startswith("."))
+
+
 def _find_file(root: Path, names: Sequence[str], max_depth: int = 2) -> Path | None:
-    """Find one of ``names`` in ``root`` or up to ``max_depth`` directory levels below it."""
+    """Find one of ``names`` in ``root`` or up to ``max_depth`` directory levels below it (breadth first)."""
     level = [root]
-    for _ in range(max_depth + 1):
+    for depth in range(max_depth + 1):
         for directory in level:
             found = _child(directory, *names)
             if found is not None and found.is_file():
                 return found
-        level = [d for directory in level for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        if depth < max_depth:
+            level = [sub for directory in level for sub in _subdirectories(directory)]
     return None
 
 
 def _open_csv(path: Path) -> Iterator[dict[str, str]]:
-    """Stream a CSV file as dicts with stripped, lower-case header names (``" Usage"`` -> ``"usage"``)."""
+    """Stream a CSV file as dicts with stripped, lower-case header names (``" Usage"`` -> ``"usage"``).
+
+    Each dict also carries ``__line__`` (line number, for messages) and ``__fields__``/``__expected__``
+    (field counts of the row and of the header), so readers can report malformed rows precisely.
+    """
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
@@ -352,49 +365,53 @@ def _class_folders(raw_dir: Path, benchmark: str) -> RawBenchmark:
 
     class_dirs: dict[str, list[Path]] = {}
     for split, directory in split_dirs.items():
-        class_dirs[split] = [d for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        class_dirs[split] = _subdirectories(directory)
         for loose in sorted(p for p in directory.iterdir() if p.is_file()):
             raw.ignored_files.append(f"{_relative(loose, raw_dir)} (file outside any class folder)")
         split_sources[split] = f"{_relative(directory, raw_dir)}/<class>/"
     numeric = {d.name.strip() for dirs in class_dirs.values() for d in dirs if d.name.strip().isdigit()}
     # RAF-DB numbers its classes 1..7; folders 0..6 mean someone already subtracted one.
-    one_based = benchmark == "raf-db" and numeric and 0 not in {int(n) for n in numeric}
+    one_based = bool(benchmark == "raf-db" and numeric and 0 not in {int(n) for n in numeric})
     if numeric:
         numbering = "1-based (RAF-DB's own 1..7)" if one_based else "0-based"
         notes.append(f"numeric class folders read as {numbering} ids in the {benchmark} order: {', '.join(names)}")
 
-    def files_of(directory: Path) -> list[Path]:
+    def image_files(class_dir: Path) -> list[str]:
+        """Image paths under ``class_dir`` (sorted, relative to raw_dir, as plain strings to stay light)."""
         files = []
-        for path in sorted(directory.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append(path)
-            else:
-                raw.ignored_files.append(f"{_relative(path, raw_dir)} (not an image extension)")
+        for folder, subfolders, file_names in os.walk(class_dir):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for file_name in sorted(file_names):
+                if file_name.startswith("."):
+                    continue
+                relative = _relative(Path(folder, file_name), raw_dir)
+                if os.path.splitext(file_name)[1].lower() in IMAGE_EXTENSIONS:
+                    files.append(relative)
+                else:
+                    raw.ignored_files.append(f"{relative} (not an image extension)")
         return files
 
     # List every split up front (paths only: cheap) so progress bars know their totals.
-    listing: dict[str, list[tuple[Path, _FolderLabel]]] = {}
+    listing: dict[str, list[tuple[str, _FolderLabel, list[str]]]] = {}
     for split in SPLIT_ORDER:
         if split not in class_dirs:
             continue
-        listing[split] = []
-        for class_dir in class_dirs[split]:
-            resolved = _resolve_folder_label(class_dir.name, benchmark, names, bool(one_based))
-            listing[split].extend((path, resolved) for path in files_of(class_dir))
-        raw.split_sizes[split] = len(listing[split])
+        listing[split] = [
+            (class_dir.name, _resolve_folder_label(class_dir.name, benchmark, names, one_based), image_files(class_dir))
+            for class_dir in class_dirs[split]
+        ]
+        raw.split_sizes[split] = sum(len(files) for _, resolved, files in listing[split] if resolved.index is not None)
 
     def reader(split: str) -> Callable[[ValidationReport], Iterator[RawExample]]:
         def read(report: ValidationReport) -> Iterator[RawExample]:
-            for path, resolved in listing[split]:
-                relative = _relative(path, raw_dir)
-                if resolved.excluded:
-                    report.exclude(resolved.excluded, split, relative, f"class folder '{path.parent.name}'")
-                elif resolved.problem:
-                    report.add_issue("label_out_of_range", split, relative, resolved.problem)
-                else:
-                    yield RawExample(relative, resolved.index, _file_reader(path))
+            for class_name, resolved, files in listing[split]:
+                for relative in files:
+                    if resolved.excluded:
+                        report.exclude(resolved.excluded, split, relative, f"class folder '{class_name}'")
+                    elif resolved.problem:
+                        report.add_issue("label_out_of_range", split, relative, resolved.problem)
+                    else:
+                        yield RawExample(relative, resolved.index, _file_reader(raw_dir / relative))
 
         return read
 
@@ -677,8 +694,7 @@ def _ferplus(raw_dir: Path, benchmark: str, layout: str) -> RawBenchmark:
     vote_file = _find_file(raw_dir, ["fer2013new.csv"])
     if vote_file is None:
         raise BenchmarkError(f"{raw_dir}: fer2013new.csv not found")
-    header = _require_columns(vote_file, ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS])
-    del header
+    _require_columns(vote_file, ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS])
     shown_votes = _relative(vote_file, raw_dir)
     pixel_file = _fer2013_csv_file(raw_dir) if layout == "ferplus-csv" else None
     if layout == "ferplus-csv":
@@ -880,6 +896,7 @@ def _validated_examples(raw: RawBenchmark, split: str, report: ValidationReport,
         if earlier is not None:
             report.add_issue("duplicate_across_splits", split, example.file_name, f"same pixels as {earlier[1]} in split '{earlier[0]}' (kept in both)")
         report.count(split, example.label)
+        # ``path``: the base name, as ``save_to_disk``/``push_to_hub`` would store it anyway.
         yield {"image": {"bytes": data, "path": os.path.basename(example.file_name)}, "label": example.label, **example.extras}
 
 
@@ -888,7 +905,16 @@ def _yield_from(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterat
     yield from rest
 
 
-def _build_splits(raw, report, duplicates, features, built, cache_dir, progress) -> None:
+def _build_splits(
+    raw: RawBenchmark,
+    report: ValidationReport,
+    duplicates: DuplicateTracker,
+    features: datasets.Features,
+    built: dict[str, datasets.Dataset],
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+) -> None:
+    """Stream each split of ``raw`` into Arrow files (one ``Dataset.from_generator`` per split)."""
     for split in [s for s in SPLIT_ORDER if s in raw.splits]:
         rows = _validated_examples(raw, split, report, duplicates, progress)
         first = next(rows, None)  # from_generator cannot build an empty split
@@ -896,17 +922,24 @@ def _build_splits(raw, report, duplicates, features, built, cache_dir, progress)
             report.class_counts.pop(split, None)
             report.notes.append(f"split '{split}' has no usable image and is not written")
             continue
-        built[split] = datasets.Dataset.from_generator(
-            _yield_from,
-            features=features,
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
-            gen_kwargs={"first": first, "rest": rows},
-            split=datasets.NamedSplit(split),
-            # A fresh fingerprint: the raw files may have changed since the last run, and a cache hit
-            # would skip validation entirely.
-            fingerprint=uuid.uuid4().hex,
-            writer_batch_size=_WRITER_BATCH_SIZE,
-        )
+        try:
+            built[split] = datasets.Dataset.from_generator(
+                _yield_from,
+                features=features,
+                cache_dir=str(cache_dir) if cache_dir is not None else None,
+                gen_kwargs={"first": first, "rest": rows},
+                split=datasets.NamedSplit(split),
+                # A fresh fingerprint: the raw files may have changed since the last run, and a cache hit
+                # would skip validation entirely.
+                fingerprint=uuid.uuid4().hex,
+                writer_batch_size=_WRITER_BATCH_SIZE,
+            )
+        except datasets.exceptions.DatasetGenerationError as error:
+            # datasets wraps whatever our readers raised; surface the reader's own message.
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, BenchmarkError):
+                raise cause from None
+            raise
 
 
 def build_benchmark(
@@ -924,7 +957,7 @@ def build_benchmark(
     (the report says so and lists why).
     """
     raw = read_raw_benchmark(benchmark, raw_dir, layout)
-    report = ValidationReport(raw.benchmark, list(raw.label_names), raw_dir=str(raw.raw_dir), layout=raw.layout)
+    report = ValidationReport(raw.benchmark, list(raw.label_names), raw_dir=str(raw.raw_dir.resolve()), layout=raw.layout)
     report.notes.extend(raw.notes)
     report.ignored_files.extend(raw.ignored_files)
     report.split_sources.update(raw.split_sources)

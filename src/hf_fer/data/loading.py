@@ -159,7 +159,7 @@ def _remap(dataset: datasets.DatasetDict, label_column: str, dataset_names: list
 
 
 def load_fer_dataset(
-    source: str | os.PathLike,
+    source: str | os.PathLike | datasets.Dataset | datasets.DatasetDict,
     *,
     id2label: Mapping[int, str] | None = None,
     label_map: str = "strict",
@@ -172,8 +172,9 @@ def load_fer_dataset(
 
     Args:
         source: a directory written by ``prepare-dataset``/``save_to_disk`` (a ``DatasetDict`` or a single
-            ``Dataset``), an ``imagefolder`` directory, a Hub dataset id (``"org/name"``), or ``"synthetic"``
-            (the embedded cartoon faces, rendered in the model's label space when it is a benchmark's).
+            ``Dataset``), an ``imagefolder`` directory, a Hub dataset id (``"org/name"``), ``"synthetic"``
+            (the embedded cartoon faces, rendered in the model's label space when it is a benchmark's), or an
+            in-memory ``Dataset``/``DatasetDict`` (only the label check and ``split`` apply).
         id2label: the model's ``config.id2label``. ``None`` skips the label check.
         label_map: ``"strict"``: the dataset's class names must equal the model's, in the same order
             (spellings such as ``"Happy"``/``"happiness"`` are canonicalised), otherwise
@@ -189,7 +190,12 @@ def load_fer_dataset(
     """
     if label_map not in ("strict", "auto"):
         raise ValueError(f"label_map must be 'strict' or 'auto', got {label_map!r}")
-    dataset = _load_source(str(source), cache_dir, synthetic_options, id2label)
+    if isinstance(source, datasets.DatasetDict):
+        dataset = source
+    elif isinstance(source, datasets.Dataset):
+        dataset = datasets.DatasetDict({str(source.split or "train"): source})
+    else:
+        dataset = _load_source(str(source), cache_dir, synthetic_options, id2label)
     if split is not None and split not in dataset:
         raise DatasetLoadError(f"split {split!r} not found in {source}; available splits: {list(dataset)}")
     if split is not None:

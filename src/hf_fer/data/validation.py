@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 __all__ = [
     "ISSUE_KINDS",
@@ -79,7 +79,9 @@ def inspect_image_bytes(data: bytes) -> ImageCheck:
             hasher.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
             hasher.update(image.tobytes())
             return ImageCheck(hasher.digest(), image.size[0], image.size[1], image.mode)
-    except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+    except UnidentifiedImageError:
+        raise ValueError(f"not a recognised image format (first bytes {data[:8]!r})") from None
+    except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, ValueError...
         raise ValueError(f"{type(error).__name__}: {error}") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
@@ -194,7 +196,8 @@ class ValidationReport:
             "duplicates_within_split": dict(self.duplicates_within_split),
             "notes": list(self.notes),
             "strict": strict,
-            "passed": not (strict and self.num_issues),
+            # True when no issue was found; with ``strict`` a False here also means nothing was written.
+            "passed": self.num_issues == 0,
         }
 
     def write_json(self, path: str | os.PathLike, *, strict: bool = False) -> Path:

@@ -78,12 +78,13 @@ def plot_per_class_accuracy(
     bars = axes.bar(names, recalls, color="tab:blue")
     for bar, support in zip(bars, supports):
         axes.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"n={support}", ha="center", va="bottom", fontsize=7)
-    if mean_class_accuracy is not None:
-        axes.axhline(mean_class_accuracy, color="tab:red", linestyle="--", linewidth=1, label=f"mean {mean_class_accuracy:.3f}")
-        axes.legend(loc="lower right", fontsize=7)
+    title = title or "Per-class accuracy"
+    if mean_class_accuracy is not None:  # dashed line; its value goes in the title so no legend hides a bar
+        axes.axhline(mean_class_accuracy, color="tab:red", linestyle="--", linewidth=1)
+        title += f" (mean {mean_class_accuracy:.3f}, dashed)"
     axes.set_ylim(0, 1.1)
     axes.set_ylabel("accuracy (recall)")
-    axes.set_title(title or "Per-class accuracy")
+    axes.set_title(title, fontsize=10)
     plt.setp(axes.get_xticklabels(), rotation=45, ha="right")
     figure.tight_layout()
     if path is not None:

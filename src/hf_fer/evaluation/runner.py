@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .inference import ImageLoadError, load_model_for_inference, open_rgb_image, ordered_label_names
+from .inference import ImageLoadError, load_model_for_inference, open_rgb_image
 from .metrics import SUMMARY_METRICS, compute_metrics
 from .plots import plot_confusion_matrix, plot_per_class_accuracy
 
@@ -80,7 +79,7 @@ def _load_split(dataset, split: str, model_label_names: list[str]):
 
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
-            raise KeyError(f"split {split!r} not in the dataset; available splits: {list(dataset)}")
+            raise ValueError(f"split {split!r} not in the dataset; available splits: {list(dataset)}")
         return dataset[split]
     if isinstance(dataset, datasets.Dataset):
         return dataset
@@ -114,14 +113,14 @@ def _label_column(dataset) -> str:
     for name in ("label", "labels"):
         if name in dataset.column_names:
             return name
-    raise KeyError(f"the dataset has no 'label' column; columns are {dataset.column_names}")
+    raise ValueError(f"the dataset has no 'label' column; columns are {dataset.column_names}")
 
 
 def _image_column(dataset) -> str:
     for name in ("image", "img", "pixel_values"):
         if name in dataset.column_names:
             return name
-    raise KeyError(f"the dataset has no 'image' column; columns are {dataset.column_names}")
+    raise ValueError(f"the dataset has no 'image' column; columns are {dataset.column_names}")
 
 
 def _build_label_mapping(model_names: list[str], dataset_names: list[str], mode: str) -> tuple[object | None, dict]:
@@ -235,11 +234,9 @@ def evaluate_model(
     skipped: list[dict] = []
     dropped_unmapped = 0
     start_time = time.perf_counter()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
-    bar = tqdm(total=len(data), desc="evaluating", unit="img", disable=not progress or tqdm is None) if tqdm else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(data), desc="evaluating", unit="img", disable=not progress)
     with torch.inference_mode():
         for first in range(0, len(data), batch_size):
             rows = data[first:first + batch_size]
@@ -264,10 +261,8 @@ def evaluate_model(
                     logits = mapping.map_logits(logits)
                 predictions.extend(logits.argmax(dim=-1).tolist())
                 references.extend(labels)
-            if bar is not None:
-                bar.update(len(rows[label_column]))
-    if bar is not None:
-        bar.close()
+            bar.update(len(rows[label_column]))
+    bar.close()
     elapsed = time.perf_counter() - start_time
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable image(s), e.g. #{skipped[0]['index']}: {skipped[0]['error']}", file=sys.stderr)

@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 TRAINING_INFO_FILES = (
     "recipe.yaml", "recipe.yml", "recipe.json", "training_recipe.yaml", "training_args.json", "training_info.json",
-    "train_results.json", "all_results.json", "trainer_state.json",
+    "training_results.json", "train_results.json", "all_results.json", "trainer_state.json", "conversion_info.json",
 )
 
 
@@ -118,7 +118,7 @@ def weights_license(arch: str | None, training_dataset: str | None, converted: b
     Returns ``{"license", "license_name", "license_link", "explanation"}``.
     """
     info = ARCH_CARD_INFO.get(arch or "")
-    key = (training_dataset or "").lower()
+    key = _benchmark_key_of(training_dataset)
     if key in RESTRICTED_DATASETS:
         name = RESTRICTED_DATASETS[key]
         slug = re.sub(r"[^a-z0-9]+", "-", name.split(" ")[0].lower()).strip("-")
@@ -134,16 +134,35 @@ def weights_license(arch: str | None, training_dataset: str | None, converted: b
             "explanation": f"The weights were converted from a checkpoint of {info.upstream_code}, which carries no licence "
             "(all rights reserved by its authors). Ask them before redistributing or using these weights.",
         }
-    if key in ("", "unknown"):
+    if key != "synthetic":
         return {
             "license": "other", "license_name": "unknown-training-data", "license_link": "LICENSE",
-            "explanation": "The training data of these weights is not recorded, so their terms are unknown. Treat them as "
-            "research-only until you know which data they were trained on.",
+            "explanation": (f"The weights were trained on {training_dataset}, whose terms hf_fer does not know" if training_dataset
+                            else "The training data of these weights is not recorded, so their terms are unknown")
+            + ". Treat them as research-only until you know the terms of that data (pass --training-dataset to name a benchmark).",
         }
     return {
         "license": "apache-2.0", "license_name": None, "license_link": None,
-        "explanation": f"The weights were trained on {training_dataset} by hf_fer and are released under Apache-2.0, like the code.",
+        "explanation": "The weights were trained by hf_fer on its own synthetic cartoon faces only and are released under "
+        "Apache-2.0, like the code.",
     }
+
+
+def _benchmark_key_of(dataset: str | None) -> str:
+    """``"synthetic"``, a benchmark key (also from a folder name such as ``data/rafdb``), or ``""`` when unknown."""
+    if not dataset:
+        return ""
+    text = str(dataset).strip().lower()
+    if text == "synthetic":
+        return text
+    from ..labels import _benchmark_key
+
+    for candidate in (text, Path(text).name, Path(text).name.replace("_", "-")):
+        try:
+            return _benchmark_key(candidate)
+        except KeyError:
+            continue
+    return ""
 
 
 def _slug(text: str) -> str:
@@ -307,6 +326,8 @@ From the command line: `hf-fer predict --model {name} faces/ --top-k 3`."""
 
 
 def _short_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
     text = json.dumps(value) if not isinstance(value, str) else value
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -406,13 +427,22 @@ def _training_files(model_dir: Path) -> dict[str, str]:
         summary = []
         if isinstance(data, Mapping):
             flat = dict(data)
-            for section in ("data", "training", "optimizer", "model"):
-                if isinstance(data.get(section), Mapping):
-                    flat.update({f"{section}.{k}": v for k, v in data[section].items()})
-            for key in ("dataset", "data.dataset", "model.arch", "epochs", "training.epochs", "num_train_epochs", "seed",
-                        "training.seed", "optimizer.name", "optimizer.lr", "learning_rate", "batch_size", "training.batch_size",
-                        "best_metric", "eval_accuracy"):
-                if key in flat and not isinstance(flat[key], (Mapping, list)):
+            nested = [data] + ([data["recipe_values"]] if isinstance(data.get("recipe_values"), Mapping) else [])
+            for source in nested:
+                for section in ("data", "training", "model"):
+                    if isinstance(source.get(section), Mapping):
+                        flat.update({f"{section}.{k}": v for k, v in source[section].items()})
+                if isinstance(source.get("training"), Mapping) and isinstance(source["training"].get("optimizer"), Mapping):
+                    flat.update({f"optimizer.{k}": v for k, v in source["training"]["optimizer"].items()})
+            if "results" in name:  # outcomes only; the settings are summarised from the info/recipe files
+                keys = ("best_epoch", "best_validation_accuracy", "best_validation_mean_class_accuracy", "global_step",
+                        "train_seconds", "best_metric", "eval_accuracy")
+            else:
+                keys = ("recipe", "dataset", "data.dataset", "model.arch", "epochs", "training.epochs", "training.max_steps",
+                        "num_train_epochs", "seed", "training.seed", "optimizer.name", "optimizer.lr", "learning_rate",
+                        "batch_size", "training.batch_size", "train_samples")
+            for key in keys:
+                if flat.get(key) is not None and not isinstance(flat[key], (Mapping, list)):
                     summary.append(f"{key}={_short_value(flat[key])}")
         found[name] = ", ".join(summary)
     return found
@@ -463,6 +493,9 @@ def render_model_card(
     arch = config.get("model_type")
     info = ARCH_CARD_INFO.get(arch or "")
     training_dataset = training_dataset or _training_dataset_from_records(model_dir, config)
+    if converted_from is None:  # recorded by the converter, when it does (config key or conversion_info.json)
+        conversion = _read_json(model_dir / "conversion_info.json") if (model_dir / "conversion_info.json").is_file() else None
+        converted_from = config.get("hf_fer_converted_from") or (conversion or {}).get("checkpoint")
     license_info = weights_license(arch, training_dataset, converted=bool(converted_from))
     name = model_name or (repo_id.split("/")[-1] if repo_id else model_dir.resolve().name)
 

@@ -82,6 +82,20 @@ def _is_builtin_transformers_model(model_dir: Path) -> bool:
         return False
 
 
+def _recipe_file(model_dir: Path) -> Path | None:
+    """The training recipe named in ``training_info.json`` (written by ``hf-fer train``), when it still exists."""
+    try:
+        recipe = json.loads((model_dir / "training_info.json").read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not recipe:
+        return None
+    for candidate in (Path(recipe), model_dir / recipe):
+        if candidate.is_file() and candidate.suffix in (".yaml", ".yml", ".json"):
+            return candidate
+    return None
+
+
 def _check_code_is_self_contained(folder: Path) -> None:
     for source in sorted(folder.glob("*.py")):
         text = source.read_text()
@@ -141,6 +155,9 @@ def prepare_upload_folder(
     for name in TRAINING_INFO_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, output / name)
+    recipe = _recipe_file(model_dir)
+    if recipe is not None and not (output / ("recipe" + recipe.suffix)).exists():
+        shutil.copy2(recipe, output / ("recipe" + recipe.suffix))
 
     # Evaluation results: the first at the top level (the card shows its confusion matrix), others under eval/<name>/.
     if eval_results is None:
@@ -167,8 +184,9 @@ def prepare_upload_folder(
                 skipped.append(f"{filename} listed in {source_folder / 'eval_results.json'} but missing")
         image_paths.append(image)
 
+    # Rendered from the upload folder itself, so the card describes exactly the files that are published.
     card, license_info = render_model_card(
-        model_dir, eval_results=results, repo_id=repo_id, model_name=model_name, template=template,
+        output, eval_results=results, repo_id=repo_id, model_name=model_name or (None if repo_id else model_dir.resolve().name), template=template,
         training_dataset=training_dataset, converted_from=converted_from, base_model=base_model, commit=commit,
         image_paths=image_paths,
     )

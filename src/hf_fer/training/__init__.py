@@ -13,7 +13,7 @@ __all__ = ["train", "main", "load_recipe", "recipe_from_dict", "Recipe", "Recipe
 EPILOG = """examples:
   hf-fer train --recipe modeling_configs/arm/synthetic.yaml --dataset synthetic --output runs/arm-demo
   accelerate launch scripts/train.py --recipe modeling_configs/poster_v2/rafdb.yaml --dataset data/rafdb --output runs/pv2
-  accelerate launch --num_processes 2 --cpu scripts/train.py --recipe R --dataset D --output O
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/train.py --recipe R --dataset D --output O   # 2 CPU processes (gloo)
   hf-fer train --recipe R --dataset D --output O --resume            # continue from O/checkpoints/step_K (latest)
   hf-fer train --recipe R --dataset D --output O --set training.epochs=3 --set training.optimizer.lr=1e-4
 """
@@ -29,13 +29,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (overrides the recipe's epochs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value (dotted key, YAML value)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-sample-predictions", action="store_true", help="do not reload the model and classify a few new faces at the end")
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
     results = train(recipe, args.dataset, args.output, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet)
     if results.get("best_epoch") is not None:
         print(f"best model (validation {recipe.training.selection_metric} {results['best_validation_' + recipe.training.selection_metric]:.4f}, "
               f"epoch {results['best_epoch']}) saved to {args.output}")
+    if args.dataset == "synthetic" and not args.no_sample_predictions and results.get("best_epoch") is not None:
+        show_sample_predictions(args.output, recipe)
     return 0
+
+
+def show_sample_predictions(folder: str, recipe: Recipe, count: int = 6) -> None:
+    """Reload the saved model as any user would (Auto classes + pipeline) and classify new synthetic faces."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    from transformers import AutoModelForImageClassification, pipeline
+
+    from ..data.synthetic import make_synthetic_fer
+
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    from ..labels import benchmark_of
+
+    faces = make_synthetic_fer(count, image_size=recipe.data.synthetic.image_size, seed=recipe.data.synthetic.seed + 4242,
+                               label_space=benchmark_of(names) or recipe.data.synthetic.label_space)
+    classifier = pipeline("image-classification", model=folder, trust_remote_code=False)
+    predictions = classifier(list(faces["image"]), top_k=1)
+    print(f"\nreloaded {folder} with AutoModelForImageClassification + pipeline('image-classification'); new synthetic faces:")
+    correct = 0
+    for prediction, label in zip(predictions, faces["label"]):
+        truth = faces.features["label"].names[label]
+        correct += prediction[0]["label"] == truth
+        print(f"  true {truth:<10} predicted {prediction[0]['label']:<10} ({prediction[0]['score']:.2f})")
+    print(f"  {correct}/{count} correct")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,21 @@ class FlipOrGaussianNoise(torch.nn.Module):
         return noisy.clamp(0, 255).to(torch.uint8)
 
 
-CUSTOM_AUGMENTATIONS = {"RandomFiveCrop": RandomFiveCrop, "FlipOrGaussianNoise": FlipOrGaussianNoise}
+class RandomUInt8GaussianNoise(torch.nn.Module):
+    """With probability ``p`` add N(0, sigma²) noise to a uint8 image, clip and truncate (DMUE's training noise)."""
+
+    def __init__(self, p: float = 0.25, sigma: float = math.sqrt(30.0)):
+        super().__init__()
+        self.p, self.sigma = p, sigma
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return image
+        return (image.float() + torch.randn(image.shape) * self.sigma).clamp(0, 255).to(torch.uint8)
+
+
+CUSTOM_AUGMENTATIONS = {"RandomFiveCrop": RandomFiveCrop, "FlipOrGaussianNoise": FlipOrGaussianNoise,
+                        "RandomUInt8GaussianNoise": RandomUInt8GaussianNoise}
 # Augmentations that operate on the normalised float tensor (as the upstream scripts apply them).
 AFTER_NORMALIZE = {"RandomErasing"}
 
@@ -110,7 +124,7 @@ class TrainingImages(Dataset):
         self.label_column, self.image_column = label_column, image_column
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_training_epoch(self, epoch: int) -> None:  # not `set_epoch`: Accelerate would drive it with its own counter
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -169,7 +183,7 @@ class EpochSampler(Sampler[int]):
         self.present = np.flatnonzero(counts)
         self.per_class = int(min(counts[self.present].min(), mrr_cap or np.inf)) if len(self.present) else 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_training_epoch(self, epoch: int) -> None:  # not `set_epoch`: Accelerate would drive it with its own counter
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -165,6 +165,19 @@ def evaluate_model(accelerator, model, dataloader, label_names: list[str]) -> di
     return metrics
 
 
+def _write_rank_checksums(accelerator, model) -> None:
+    """Debug aid for distributed runs: with ``HF_FER_RANK_CHECKSUMS=DIR`` every process writes the
+    checksums of its own copy of the weights (tests check that all ranks hold identical weights)."""
+    folder = os.environ.get("HF_FER_RANK_CHECKSUMS")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    state = accelerator.unwrap_model(model).state_dict()
+    checksums = {name: [float(t.double().sum()), float(t.double().abs().sum())] for name, t in state.items() if t.is_floating_point()}
+    payload = {"rank": accelerator.process_index, "num_processes": accelerator.num_processes, "checksums": checksums}
+    (Path(folder) / f"rank{accelerator.process_index}.json").write_text(json.dumps(payload))
+
+
 def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | bool | None = None, max_steps: int | None = None,
           stop_after_steps: int | None = None, quiet: bool = False) -> dict[str, Any]:
     """Train ``recipe`` on ``dataset`` (``"synthetic"``, a saved dataset, an imagefolder or a Hub id) into ``output``.
@@ -181,6 +194,9 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     output = Path(output)
     settings = recipe.training
     mixed_precision = settings.mixed_precision
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        logger.warning("recipe asks for fp16 mixed precision but no GPU is available: training in fp32 (use bf16 on CPU)")
+        mixed_precision = "no"
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=mixed_precision,
@@ -241,8 +257,8 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     stopped_early = False
     while state.global_step < total_steps:
         epoch = state.epoch
-        sampler.set_epoch(epoch)
-        train_images.set_epoch(epoch)
+        sampler.set_training_epoch(epoch)
+        train_images.set_training_epoch(epoch)
         if hasattr(unwrapped, "set_epoch"):
             unwrapped.set_epoch(epoch)
         model.train()
@@ -325,6 +341,7 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
                           f"mean class accuracy {results['test']['mean_class_accuracy']:.4f}")
     if accelerator.is_main_process:
         (output / "training_results.json").write_text(json.dumps(results, indent=2, default=str))
+    _write_rank_checksums(accelerator, model)
     if settings.report_to:
         accelerator.end_training()
     return results

@@ -39,9 +39,11 @@ class ArmConfig(PretrainedConfig):
             current forward call*, so an image's prediction depends on its neighbours (even in eval).
             ``"running"`` uses the batch mean only in training and a running estimate of it at eval,
             so one image always gives one answer. Converted upstream checkpoints load in ``"batch"`` mode
-            (they carry no running estimate); see ``ArmForImageClassification.calibrate_affinity``.
+            (they carry no running estimate); see ``ArmForImageClassification.calibrate_affinity``. In
+            ``"batch"`` mode a single image (e.g. a pipeline call) gets ``(1 + alpha)`` times its own map.
         affinity_momentum: momentum of the running estimate update in training (like BatchNorm's).
-        drop_rate: dropout before the classifier (upstream default 0).
+        drop_rate: dropout before the classifier (upstream default 0). Upstream builds its dropout inside
+            ``forward``, so it would also fire at eval; ours is a regular ``nn.Dropout`` (inactive at eval).
         classifier_in_features: derived from the sizes above; given only to double-check a saved config.
     """
 

@@ -49,8 +49,7 @@ class ArmAmendModule(nn.Module):
 
     def __init__(self, config: ArmConfig):
         super().__init__()
-        self.affinity_mode = config.affinity_mode
-        self.affinity_momentum = config.affinity_momentum
+        self.config = config  # affinity_mode / affinity_momentum are read at every forward, so switching is live
         # Registered before the conv so that the state-dict order matches upstream (``arm.alpha`` first).
         self.alpha = nn.Parameter(torch.full((1,), float(config.alpha_init)))
         self.de_albino = nn.Conv2d(
@@ -72,15 +71,15 @@ class ArmAmendModule(nn.Module):
 
     def shared_map(self, maps: torch.Tensor) -> torch.Tensor:
         """The affinity map ``g`` added (times alpha) to every sample."""
-        if self.affinity_mode == "batch":
+        if self.config.affinity_mode == "batch":
             return maps.mean(dim=(0, 1))
         if self.training:
             batch_map = maps.mean(dim=(0, 1))
             with torch.no_grad():
-                self.affinity_running_mean.lerp_(batch_map.detach().to(self.affinity_running_mean.dtype), self.affinity_momentum)
+                self.affinity_running_mean.lerp_(batch_map.detach().to(self.affinity_running_mean.dtype), self.config.affinity_momentum)
                 self.affinity_num_batches_tracked.add_(1)
             return batch_map
-        if int(self.affinity_num_batches_tracked) == 0:
+        if not torch.compiler.is_compiling() and int(self.affinity_num_batches_tracked) == 0:
             logger.warning_once(
                 "ARM is in affinity_mode='running' but its running affinity map was never estimated (all zeros): "
                 "train the model or call model.calibrate_affinity(...) first."
@@ -95,7 +94,7 @@ class ArmAmendModule(nn.Module):
 
 class ArmPreTrainedModel(PreTrainedModel):
     config_class = ArmConfig
-    base_model_prefix = "arm"
+    base_model_prefix = "model"  # no separate base model; "arm" is the Amend module, not a base model
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
@@ -136,15 +135,10 @@ class ArmForImageClassification(ArmPreTrainedModel):
         self.classifier = nn.Linear(config.classifier_in_features, config.num_labels)
         self.post_init()
 
-    @property
-    def affinity_mode(self) -> str:
-        return self.arm.affinity_mode
-
     def set_affinity_mode(self, mode: str) -> None:
-        """Switch between upstream ``"batch"`` coupling and the batch-independent ``"running"`` estimate."""
+        """Switch between upstream ``"batch"`` coupling and the batch-independent ``"running"`` estimate (saved in the config)."""
         if mode not in ("batch", "running"):
             raise ValueError(f"affinity mode must be 'batch' or 'running', got {mode!r}")
-        self.arm.affinity_mode = mode
         self.config.affinity_mode = mode
 
     def _check_input(self, pixel_values: torch.Tensor) -> None:

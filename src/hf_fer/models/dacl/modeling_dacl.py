@@ -165,7 +165,7 @@ class DaclSparseCenterLoss(nn.Module):
 
 class DaclPreTrainedModel(PreTrainedModel):
     config_class = DaclConfig
-    base_model_prefix = "dacl"
+    base_model_prefix = "model"  # no separate base model
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 

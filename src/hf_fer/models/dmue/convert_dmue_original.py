@@ -18,6 +18,9 @@ Key mapping (upstream -> ours): ``base.X`` -> ``resnet.X`` (torchvision names on
 ``classifiers.C`` / ``classifiers.0`` (inference) -> ``classifier``, ``classifiers.c`` -> ``aux_classifiers.c``,
 ``project_w.i`` -> ``uncertainty_head.i``, ``bottleneck`` -> ``neck``. Keys containing ``fc.`` are ignored,
 as upstream's loader does. Anything else, and any shape mismatch, is an error.
+
+A third file is accepted to *start* training as upstream does: the MS-Celeb-1M pre-trained ResNet-18
+(``{'state_dict': {feat_net.*, loss_layer.weight}, ...}``, see :func:`initialise_from_msceleb`).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from .modeling_dmue import DmueForImageClassification
 
 TRAINING_SNAPSHOT = "multi-branch training snapshot"
 INFERENCE_WEIGHTS = "converted inference weights"
+MSCELEB_PRETRAINED = "MS-Celeb-1M pre-trained trunk"
 
 _BRANCH = re.compile(r"^base\.layer4_(\d+)\.(.+)$")
 _CLASSIFIER = re.compile(r"^classifiers\.(\d+)\.(.+)$")
@@ -58,10 +62,12 @@ def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
         return TRAINING_SNAPSHOT
     if any(key.startswith("base.layer4.") for key in state_dict):
         return INFERENCE_WEIGHTS
+    if any(key.startswith("feat_net.layer4.") for key in state_dict):
+        return MSCELEB_PRETRAINED
     shown = ", ".join(list(state_dict)[:8])
     raise ValueError(
-        "not a DMUE checkpoint: expected 'base.layer4_<k>.*' (training snapshot) or 'base.layer4.*' (converted "
-        f"inference weights) keys, got {len(state_dict)} keys starting with: {shown}"
+        "not a DMUE checkpoint: expected 'base.layer4_<k>.*' (training snapshot), 'base.layer4.*' (converted "
+        f"inference weights) or 'feat_net.layer4.*' (MS-Celeb-1M pre-training) keys, got {len(state_dict)} keys starting with: {shown}"
     )
 
 
@@ -111,6 +117,8 @@ def convert(
         raise ValueError("DMUE conversion needs --checkpoint (an upstream training snapshot or converted weights)")
     keep_aux = bool(getattr(options, "keep_aux_branches", False))
     layout = detect_layout(state_dict)
+    if layout == MSCELEB_PRETRAINED:
+        return initialise_from_msceleb(state_dict, num_labels=num_labels, id2label=id2label, options=options)
     if keep_aux and layout != TRAINING_SNAPSHOT:
         raise ValueError("--keep-aux-branches needs a multi-branch training snapshot; this file holds converted "
                          "inference weights (target branch only)")
@@ -171,6 +179,57 @@ def convert(
     if report.dropped and not keep_aux:
         report.notes.append("kept the target branch only, as upstream convert_weights.py (auxiliary branches, "
                             "auxiliary classifiers and project_w dropped)")
+    return model.eval(), report
+
+
+def initialise_from_msceleb(
+    state_dict: dict[str, torch.Tensor],
+    *,
+    num_labels: int | None,
+    id2label: dict[int, str] | None,
+    options: argparse.Namespace,
+) -> tuple[DmueForImageClassification, ConversionReport]:
+    """Upstream's training start: the MS-Celeb-1M ResNet-18 (``feat_net.*``, same names as ``base.*``) loaded into
+    the trunk, its stage 4 copied into every branch; the expression heads start fresh with upstream's init
+    (classifiers N(0, 0.001), BN neck 1/0, uncertainty MLP PyTorch default). ``loss_layer`` (the MV-softmax
+    identity classifier) is dropped."""
+    keep_aux = bool(getattr(options, "keep_aux_branches", False))
+    if id2label is None and num_labels is None:
+        raise ValueError("the MS-Celeb-1M checkpoint has no expression classifier: pass --dataset, --id2label or --num-labels")
+    report = ConversionReport(notes=[f"layout: {MSCELEB_PRETRAINED}; expression heads freshly initialised as upstream does"])
+    id2label = dict(id2label) if id2label is not None else default_id2label(num_labels, report)
+    config = DmueConfig(id2label=id2label, label2id={name: index for index, name in id2label.items()},
+                        use_aux_branches=keep_aux, last_stride=getattr(options, "last_stride", 2))
+    model = DmueForImageClassification(config)
+    expected = model.state_dict()
+
+    mapped: dict[str, torch.Tensor] = {}
+    mismatched: list[str] = []
+    for key, tensor in state_dict.items():
+        if not key.startswith("feat_net.") or ".fc." in f".{key}":
+            (report.dropped if key.startswith(("loss_layer.", "feat_net.fc.")) else report.unexpected).append(key)
+            continue
+        name = key[len("feat_net."):]
+        targets = ["resnet." + name]
+        if keep_aux and name.startswith("layer4."):
+            targets += [f"aux_branches.{c}.{name[len('layer4.'):]}" for c in range(config.num_aux_branches)]
+        for new_key in targets:
+            if new_key not in expected:
+                report.unexpected.append(key)
+                break
+            if tensor.shape != expected[new_key].shape and not (expected[new_key].dim() == 0 and tensor.numel() == 1):
+                mismatched.append(f"{key} -> {new_key}: expected {list(expected[new_key].shape)}, got {list(tensor.shape)}")
+                break
+            mapped[new_key] = tensor.reshape(expected[new_key].shape).clone()
+        else:
+            report.loaded.append(key)
+    heads = ("classifier.", "aux_classifiers.", "uncertainty_head.", "neck.")
+    report.missing = [key for key in expected if key not in mapped]
+    trunk_missing = [key for key in report.missing if not key.startswith(heads)]
+    if mismatched or report.unexpected or trunk_missing:
+        raise ValueError(f"DMUE {MSCELEB_PRETRAINED} does not fit the ResNet-18 trunk: "
+                         f"shape mismatches: {mismatched[:10]} | unexpected: {report.unexpected[:20]} | missing: {trunk_missing[:20]}")
+    model.load_state_dict(mapped, strict=False)
     return model.eval(), report
 
 

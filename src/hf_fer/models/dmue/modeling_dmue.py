@@ -19,6 +19,9 @@ with machinery that exists only during training:
 drops the auxiliary parts. ``logits`` are always the target branch's (upstream "normal" phase), so
 evaluating the training model gives the deployed model's predictions, at the deployed model's cost.
 
+With ``labels`` the multi-branch model computes the DMUE objective in eval mode too (upstream's parity
+fixture was made that way); omit ``labels`` for plain predictions, which run the target branch only.
+
 Ramp-up state (needed by the loss only): call ``model.set_epoch(epoch)`` at the start of every epoch
 (0-based, fractions allowed) or pass ``epoch=`` to ``forward``, which wins for that call. The model starts
 at epoch 0 like upstream.
@@ -229,6 +232,14 @@ class DmueForImageClassification(DmuePreTrainedModel):
         self.post_init()
         self._freeze_untrained_parameters()
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, then re-freeze what the config freezes (loading recreates parameters
+        with ``requires_grad=True``)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_untrained_parameters()
+        return loaded
+
     def _freeze_untrained_parameters(self) -> None:
         if self.neck is not None:
             self.neck.bias.requires_grad_(False)
@@ -345,7 +356,7 @@ class DmueForImageClassification(DmuePreTrainedModel):
             if members.any():  # ... and reads the latent distribution of the samples of class c
                 with torch.no_grad():
                     latent = head(self._apply_neck(self.pooler(branch(shared_map[members])), updates_running_stats=False))
-                soft_targets[members] = self._latent_distribution(latent, excluded)
+                soft_targets[members] = self._latent_distribution(latent, excluded).to(soft_targets.dtype)
             else:
                 latent = logits.new_zeros(0, num_labels - 1)
 

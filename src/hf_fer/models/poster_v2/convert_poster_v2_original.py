@@ -193,14 +193,19 @@ def map_upstream_state_dict(state_dict: Mapping[str, torch.Tensor], report: Conv
     return mapped
 
 
+def _as_scalar_if_needed(tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Accept a one-element tensor for a scalar buffer (`num_batches_tracked` saved with shape (1,))."""
+    return tensor.reshape(()) if target.dim() == 0 and tensor.numel() == 1 else tensor
+
+
 def _load_checked(model: PosterV2ForImageClassification, mapped: dict[str, torch.Tensor], report: ConversionReport,
                   upstream_name: Mapping[str, str], strict: bool = True) -> None:
     """Copy `mapped` into `model`, raising a ValueError that names every key/shape problem."""
     own = model.state_dict()
     problems = []
     for key, tensor in list(mapped.items()):
-        if key in own and own[key].dim() == 0 and tensor.numel() == 1:
-            mapped[key] = tensor = tensor.reshape(())  # a scalar buffer (num_batches_tracked) saved as shape (1,)
+        if key in own:
+            mapped[key] = tensor = _as_scalar_if_needed(tensor, own[key])
         if key not in own:
             problems.append(f"{upstream_name.get(key, key)} -> {key}: no such parameter in PosterV2ForImageClassification")
         elif tuple(tensor.shape) != tuple(own[key].shape):
@@ -289,6 +294,8 @@ def _load_part(model, path: str, key_map: Callable[[str], str | None], what: str
     with torch.no_grad():
         for key, tensor in source.items():
             new_key = key_map(key)
+            if new_key in own:
+                tensor = _as_scalar_if_needed(tensor, own[new_key])
             if new_key is None:
                 report.dropped.append(f"{what}:{key}")
             elif new_key not in own or tuple(own[new_key].shape) != tuple(tensor.shape):

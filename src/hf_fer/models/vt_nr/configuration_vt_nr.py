@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 # FERPlus class order (the order of the vote columns in fer2013new.csv and of upstream's head).
@@ -130,6 +130,8 @@ class VtNrConfig(PretrainedConfig):
     """
 
     model_type = "vt_nr"
+    # Declared so transformers forwards `dtype` and `attn_implementation` requests to the backbone's config.
+    sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(
         self,
@@ -161,6 +163,9 @@ class VtNrConfig(PretrainedConfig):
             kwargs["label2id"] = {name: index for index, name in enumerate(FERPLUS_CLASS_NAMES)}
         super().__init__(**kwargs)
         self.backbone_config = build_backbone_config(backbone_config)
+        if getattr(self, "_attn_implementation_internal", None) is not None:
+            # An `attn_implementation=` given to from_pretrained arrived before the backbone config existed.
+            self._attn_implementation = self._attn_implementation_internal
         self.image_size = image_size
         self.num_channels = num_channels
         self.use_stn = use_stn

@@ -84,6 +84,22 @@ def label_prior_for(label_space) -> list[list[float]]:
     return prior.tolist()
 
 
+def _prior_for_labels(id2label: dict[int, str] | None, report: ConversionReport) -> list[list[float]] | None:
+    """The F-PDLS prior for a non-FERPlus class order (``None``: FERPlus order, the config's default applies)."""
+    if not id2label:
+        return None
+    names = [id2label[i] for i in range(len(id2label))]
+    try:
+        if label_spaces.benchmark_of(names) == "ferplus":
+            return None
+        prior = label_prior_for(names)
+    except (KeyError, ValueError) as error:
+        report.notes.append(f"no F-PDLS prior for these labels ({error}); set config.label_prior_matrix before training")
+        return None
+    report.notes.append("label_prior_matrix: FER+ prior permuted into this label order (upstream used the FER+ order unchanged)")
+    return prior
+
+
 def _rename(key: str, tensor: torch.Tensor, report: ConversionReport) -> dict[str, torch.Tensor]:
     """One upstream entry → zero, one or (fused qkv) three entries of ours."""
     if key.endswith("num_batches_tracked") and tensor.numel() == 1:
@@ -182,11 +198,16 @@ def infer_image_size(state_dict, kernel_sizes: list[int], requested: int | None)
 
 
 def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | None, options: argparse.Namespace):
+    """Upstream state dict → ``VtNrForImageClassification`` (eval mode) and a report; the config is read off
+    the tensor shapes. ``state_dict=None`` gives a randomly initialised model."""
     report = ConversionReport()
     requested_size = getattr(options, "image_size", None)
     if state_dict is None:
-        config = VtNrConfig(image_size=requested_size or 384, num_labels=num_labels or 8,
-                            **({"id2label": id2label} if id2label else {}))
+        if id2label:
+            labels = {"id2label": dict(id2label), "label2id": {name: index for index, name in id2label.items()}}
+        else:
+            labels = {"num_labels": num_labels} if num_labels not in (None, 8) else {}  # default: the 8 FERPlus names
+        config = VtNrConfig(image_size=requested_size or 384, label_prior_matrix=_prior_for_labels(id2label, report), **labels)
         report.notes.append("no --checkpoint: randomly initialised VT-NR (Swin-B backbone not pretrained)")
         return VtNrForImageClassification(config).eval(), report
 
@@ -195,7 +216,6 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
     num_labels = num_labels or checkpoint_labels
     if num_labels != checkpoint_labels:
         raise ValueError(f"--num-labels {num_labels} but the checkpoint's head model.head.4.weight has {checkpoint_labels} rows ({list(head.shape)})")
-    dataset = getattr(options, "dataset", None)
     if id2label is None:
         if num_labels != 8:
             raise ValueError(f"the checkpoint has {num_labels} classes: pass --dataset or --id2label to name them")
@@ -207,21 +227,9 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
             "8-wide head (FERPlus order) whatever the dataset: pass --id2label with 8 names"
         )
 
-    prior = None
-    names = [id2label[i] for i in range(num_labels)]
-    try:
-        is_ferplus = label_spaces.benchmark_of(names) == "ferplus"
-    except KeyError:
-        is_ferplus = False
-    if not is_ferplus:
-        try:
-            prior = label_prior_for(names)
-            report.notes.append("label_prior_matrix: FER+ prior permuted into this label order (upstream used the FER+ order unchanged)")
-        except (KeyError, ValueError) as error:
-            report.notes.append(f"no F-PDLS prior for these labels ({error}); set config.label_prior_matrix before training")
+    prior = _prior_for_labels(id2label, report)
 
-    kernel_sizes = [state_dict["stn.localization.0.weight"].shape[-1], _require(state_dict, "stn.localization.3.weight").shape[-1]] \
-        if "stn.localization.0.weight" in state_dict else [7, 5]
+    kernel_sizes = [_require(state_dict, f"stn.localization.{index}.weight").shape[-1] for index in (0, 3)]
     image_size = infer_image_size(state_dict, kernel_sizes, requested_size)
     resizer_blocks = len({k.split(".")[2] for k in state_dict if k.startswith("res.resblock.")})
     backbone_config = infer_backbone_config(state_dict)
@@ -260,8 +268,6 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
             + "\n  unexpected: " + ", ".join(report.unexpected[:20]) + "\n  shape mismatches: " + "; ".join(shape_errors[:20])
         )
     model.load_state_dict(mapped, strict=True)
-    if dataset:
-        report.notes.append(f"dataset: {dataset}")
     return model.eval(), report
 
 

@@ -63,14 +63,18 @@ class VtNrClassificationHead(nn.Module):
         return self.classifier(self.dropout(hidden_states))
 
 
-def build_backbone(backbone_config) -> PreTrainedModel:
-    """The transformers base model of ``backbone_config`` (``AutoModel``), without a task-specific pooler."""
+def _backbone_init_kwargs(backbone_config) -> dict:
+    """Our model pools the tokens itself, so ask for the base model without its pooler when it has one
+    (a ViT "pooler" is a dense + tanh layer whose weights would sit unused)."""
     model_class = MODEL_MAPPING.get(type(backbone_config), None)
     if model_class is None:
         raise ValueError(f"no transformers base model is registered for backbone model_type {backbone_config.model_type!r}")
-    # Our head pools itself; a ViT "pooler" (dense + tanh) would be unused weights.
-    kwargs = {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
-    return AutoModel.from_config(backbone_config, **kwargs)
+    return {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
+
+
+def build_backbone(backbone_config) -> PreTrainedModel:
+    """The transformers base model (``AutoModel``) of ``backbone_config``, randomly initialised."""
+    return AutoModel.from_config(backbone_config, **_backbone_init_kwargs(backbone_config))
 
 
 class VtNrPreTrainedModel(PreTrainedModel):
@@ -79,6 +83,8 @@ class VtNrPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    # VT-NR's own modules have no attention; the backbone (its own PreTrainedModel) checks what it supports.
+    _supports_sdpa = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -161,9 +167,10 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         encoder_config = {k: v for k, v in hub_config.to_dict().items() if k not in _BACKBONE_TASK_KEYS}
         config = VtNrConfig(backbone_config=build_backbone_config(encoder_config), **config_kwargs)
         model = cls(config)
-        pretrained = AutoModel.from_pretrained(backbone_name_or_path, config=config.backbone_config, **backbone_kwargs)
-        weights = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("pooler.")}
-        missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
+        pretrained = AutoModel.from_pretrained(
+            backbone_name_or_path, config=config.backbone_config, **_backbone_init_kwargs(config.backbone_config), **backbone_kwargs
+        )
+        missing, unexpected = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         if missing or unexpected:
             raise ValueError(
                 f"the pretrained backbone {backbone_name_or_path} does not fit {type(model.backbone).__name__}: "
