@@ -196,16 +196,25 @@ def test_running_estimate_training_update():
 # ---------------------------------------------------------------------------------------- sizes
 
 
-def test_parameter_count_matches_spec():
-    model = ArmForImageClassification(ArmConfig())
+def test_parameter_count_and_flops_match_spec():
+    """Spec §11: 11,178,395 parameters; torch.utils.flop_counter (2 FLOPs per MAC), 224 px, batch 1: 3,627,619,998.
+
+    Built on the meta device: shapes and FLOPs without spending time on random initialisation.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = ArmForImageClassification(ArmConfig(affinity_mode="batch")).eval()  # the upstream model
+        with FlopCounterMode(display=False) as counter:
+            model(pixel_values=torch.zeros(1, 3, 224, 224))
     total = sum(p.numel() for p in model.parameters())
     trunk = sum(p.numel() for p in model.backbone.parameters())
     print(f"ARM parameters: {total:,} (trunk {trunk:,}, arm {sum(p.numel() for p in model.arm.parameters()):,}, "
-          f"classifier {sum(p.numel() for p in model.classifier.parameters()):,})")
+          f"classifier {sum(p.numel() for p in model.classifier.parameters()):,}); FLOPs {counter.get_total_flops():,}")
     assert total == 11_178_395
     assert trunk == 11_176_512
     assert model.config.classifier_in_features == 121
-    assert model.arm.alpha.item() == 1.0
+    assert counter.get_total_flops() == 3_627_619_998
 
 
 def test_config_validation_errors():

@@ -200,7 +200,8 @@ def test_affectnet_csv(tmp_path, benchmark, num_classes):
     assert sorted(dataset) == ["test", "train"]  # validation.csv is the literature's test set
     assert dataset["train"].features["label"].names == AFFECTNET_8[:num_classes]
     assert counts(dataset["train"]) == [1] * num_classes and counts(dataset["test"]) == [1] * num_classes
-    assert set(dataset["train"].column_names) == {"image", "label", "valence", "arousal"}
+    assert set(dataset["train"].column_names) == {"image", "label", "valence", "arousal", "face_box"}
+    assert dataset["train"][0]["face_box"] == [0, 0, 12, 12]
     raw_rows = dataset["test"].cast_column("image", datasets.Image(decode=False))
     for row in raw_rows:
         expression, valence, arousal = values[f"val/{row['image']['path']}"]
@@ -301,6 +302,11 @@ def test_fer2013_pixel_csv(tmp_path):
 )
 def test_ferplus_majority_rule(votes, label, reason):
     assert ferplus_majority_label(votes) == (label, reason)
+
+
+def test_ferplus_soft_label_ignores_unknown_and_not_face():
+    assert ferplus_soft_label([2, 2, 0, 0, 0, 0, 0, 0, 5, 1]) == [0.5, 0.5, 0, 0, 0, 0, 0, 0]
+    assert ferplus_soft_label([0, 0, 0, 0, 0, 0, 0, 0, 9, 1]) == [0.0] * 8
 
 
 def ferplus_votes() -> list[tuple[list[int], int | None, str]]:
@@ -484,3 +490,11 @@ def test_copy_of_raw_is_not_needed_after_prepare(tmp_path):
     shutil.rmtree(tmp_path / "raw")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf_fer_build_")]
     assert datasets.load_from_disk(str(out))["train"][0]["image"].size == (12, 12)
+
+
+def test_unrecognised_raw_dir_says_what_is_expected(tmp_path, capsys):
+    write(tmp_path / "raw" / "train.csv", "emotion,pixels\n")  # Kaggle's variant without Usage
+    assert run_cli(tmp_path / "raw", tmp_path / "out", "fer2013") == 2
+    assert "fer2013.csv (emotion, pixels, Usage)" in capsys.readouterr().err
+    assert run_cli(tmp_path / "raw", tmp_path / "out", "raf-db", "--layout", "fer2013-csv") == 2
+    assert "layout 'fer2013-csv' is for fer2013, not raf-db" in capsys.readouterr().err

@@ -244,15 +244,29 @@ def test_refuses_checkpoints_that_do_not_fit(tmp_path):
 # ---------------------------------------------------------------------------------------- sizes
 
 
-def test_parameter_count_matches_spec():
-    model = DaclForImageClassification(DaclConfig())
+def test_parameter_count_and_flops_match_spec():
+    """Spec §12: 103,042,311 parameters (+ 3,584 center values, a buffer); torch.utils.flop_counter (2 FLOPs per
+    MAC), 224 px, batch 1: 3,810,827,264 with the attention branch, 3,627,129,856 without it (the logits need only
+    the trunk and the classifier). Built on the meta device: no time spent on random initialisation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    totals = []
+    with torch.device("meta"):
+        model = DaclForImageClassification(DaclConfig()).eval()
+        for with_attention in (True, False):
+            model.config.compute_attention_at_inference = with_attention
+            with FlopCounterMode(display=False) as counter:
+                model(pixel_values=torch.zeros(1, 3, 224, 224))
+            totals.append(counter.get_total_flops())
     total = sum(p.numel() for p in model.parameters())
     parts = {name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()}
     centers = model.center_loss.centers.numel()
-    print(f"DACL parameters: {total:,} {parts} + {centers:,} center values (buffer)")
+    print(f"DACL parameters: {total:,} {parts} + {centers:,} center values (buffer); "
+          f"FLOPs {totals[0]:,} (without the attention branch {totals[1]:,})")
     assert total == 103_042_311
     assert parts["backbone"] == 11_176_512 and parts["attention"] == 91_795_648 + 66_560
     assert centers == 3_584
+    assert totals == [3_810_827_264, 3_627_129_856]
 
 
 def test_input_errors_and_inference_without_attention():

@@ -45,7 +45,8 @@ def _free_port() -> int:
 
 
 def test_center_update_gathers_all_ranks(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork: the workers inherit the imported modules (a spawned worker would re-import torch and transformers).
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     features, attention, labels, centers = _inputs()
     single = DaclSparseCenterLoss(NUM_CLASSES, DIM)
     single.centers.copy_(centers)

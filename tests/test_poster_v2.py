@@ -258,3 +258,29 @@ def test_pretrained_parts_mode(upstream_state_dict, tmp_path, capsys):
                                upstream_state_dict["face_landback.conv_4.model.5.conv_dw.conv.weight"])
     with pytest.raises(ValueError, match="--checkpoint .* or --ir50"):
         converter.convert(None, num_labels=None, id2label=None, options=_options())
+
+
+def test_converter_uses_the_given_class_order(upstream_state_dict):
+    caer_s = {0: "anger", 1: "disgust", 2: "fear", 3: "happiness", 4: "neutral", 5: "sadness", 6: "surprise"}
+    model, report = converter.convert(upstream_state_dict, num_labels=None, id2label=caer_s, options=_options())
+    assert model.config.id2label == caer_s and model.config.label2id["surprise"] == 6
+    assert not model.training and not report.unexpected and not report.missing
+
+
+@pytest.mark.parametrize("name, names", [
+    ("rafdb", RAFDB),
+    ("affectnet7", ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]),
+    ("affectnet8", ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt"]),
+    ("caer_s", ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]),
+])
+def test_shipped_model_configs(name, names):
+    """modeling_configs/poster_v2/*.json: the published architecture with each dataset's class order (spec §9)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(harness.REPO / "modeling_configs" / "poster_v2" / f"{name}.json")
+    assert isinstance(config, PosterV2Config) and config.num_labels == len(names)
+    assert [config.id2label[i] for i in range(len(names))] == names
+    assert config.label2id == {n: i for i, n in enumerate(names)}
+    default = PosterV2Config(num_labels=len(names)).to_dict()
+    for key in ("ir_stage_depths", "landmark_stage_depths", "hidden_size", "num_hidden_layers", "window_size", "internal_size"):
+        assert getattr(config, key) == default[key], key

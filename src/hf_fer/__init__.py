@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 from . import labels
 from .labels import get_label_names
 from .models import ARCHITECTURES, available_architectures, register_all
+from .models.vt_nr import NeuralResizer, SpatialTransformerNetwork
 
 register_all()
 
-__all__ = ["__version__", "labels", "get_label_names", "ARCHITECTURES", "available_architectures", "register_all"]
+__all__ = ["__version__", "labels", "get_label_names", "ARCHITECTURES", "available_architectures", "register_all", "NeuralResizer", "SpatialTransformerNetwork"]

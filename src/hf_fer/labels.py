@@ -20,6 +20,7 @@ __all__ = [
     "CANONICAL_NAMES",
     "BENCHMARKS",
     "get_label_names",
+    "benchmark_key",
     "id2label",
     "label2id",
     "canonical_name",
@@ -70,7 +71,8 @@ _BENCHMARK_ALIASES = {
 }
 
 
-def _benchmark_key(benchmark: str) -> str:
+def benchmark_key(benchmark: str) -> str:
+    """The canonical key of a benchmark name or alias (``"RAF-DB"``, ``"rafdb"`` → ``"raf-db"``); ``KeyError`` if unknown."""
     key = benchmark.strip().lower()
     key = _BENCHMARK_ALIASES.get(key, key)
     if key not in BENCHMARKS:
@@ -80,7 +82,7 @@ def _benchmark_key(benchmark: str) -> str:
 
 def get_label_names(benchmark: str) -> list[str]:
     """Ordered canonical class names of ``benchmark`` (index ``i`` is the benchmark's class ``i``)."""
-    return list(BENCHMARKS[_benchmark_key(benchmark)])
+    return list(BENCHMARKS[benchmark_key(benchmark)])
 
 
 def id2label(benchmark: str) -> dict[int, str]:
@@ -233,3 +235,6 @@ def benchmark_of(names: Iterable[str]) -> str | None:
         if order == canon:
             return key
     return None
+
+
+_benchmark_key = benchmark_key  # backwards-compatible private alias

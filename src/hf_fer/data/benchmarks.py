@@ -15,13 +15,13 @@ benchmark        layouts (auto-detected; ``--layout`` to force)      extra colum
 ===============  ==================================================  =================================
 raf-db           ``raf-db-list`` (EmoLabel/list_patition_label.txt   -
                  + Image/aligned), ``class-folders``
-affectnet-7/-8   ``affectnet-csv`` (training.csv/validation.csv),    ``valence``, ``arousal`` (csv, npy)
-                 ``affectnet-npy`` (train_set/, val_set/),
+affectnet-7/-8   ``affectnet-csv`` (training.csv/validation.csv),    ``valence``, ``arousal`` (csv, npy),
+                 ``affectnet-npy`` (train_set/, val_set/),           ``face_box`` (csv: x, y, w, h)
                  ``class-folders``
 fer2013          ``fer2013-csv`` (emotion, pixels, Usage),           -
                  ``class-folders``
 ferplus          ``ferplus-csv`` (fer2013new.csv + fer2013.csv),     ``votes`` (10), ``soft_label`` (8)
-                 ``ferplus-folders`` (fer2013new.csv + FER2013Train/
+                 ``ferplus-folders`` (fer2013new.csv + FER2013Train/  (jin2: one-hot ``soft_label``)
                  FER2013Valid/FER2013Test), ``ferplus-jin2``
                  (fer2013new_jin2.csv + train/valid/test)
 sfew, caer-s     ``class-folders``                                   -
@@ -39,7 +39,6 @@ import argparse
 import csv
 import io
 import itertools
-import logging
 import os
 import shutil
 import sys
@@ -56,10 +55,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..labels import BENCHMARKS, canonical_name, get_label_names
-from ..labels import _benchmark_key as _labels_benchmark_key  # alias resolution lives with the label spaces
+from ..labels import benchmark_key as _labels_benchmark_key  # alias resolution lives with the label spaces
 from .validation import DuplicateTracker, ValidationReport, inspect_image_bytes
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "LAYOUTS",
@@ -521,6 +518,8 @@ def _affectnet_csv(raw_dir: Path, benchmark: str) -> RawBenchmark:
     for path in files.values():
         _require_columns(path, ["subDirectory_filePath", "expression"])
     with_va = all({"valence", "arousal"} <= set(_csv_header(path)) for path in files.values())
+    box_columns = ["face_x", "face_y", "face_width", "face_height"]
+    with_box = all(set(box_columns) <= set(_csv_header(path)) for path in files.values())
 
     def reader(split: str) -> Callable[[ValidationReport], Iterator[RawExample]]:
         def read(report: ValidationReport) -> Iterator[RawExample]:
@@ -547,6 +546,12 @@ def _affectnet_csv(raw_dir: Path, benchmark: str) -> RawBenchmark:
                     except ValueError as error:
                         report.add_issue("malformed_row", split, where, f"bad valence/arousal: {error}")
                         continue
+                if with_box:
+                    try:
+                        extras["face_box"] = [int(float(row[c])) for c in box_columns]
+                    except ValueError:
+                        report.add_issue("malformed_row", split, where, f"bad face box {[row[c] for c in box_columns]}")
+                        continue
                 yield RawExample(shown, resolved.index, _file_reader(path), extras)
 
         return read
@@ -554,7 +559,8 @@ def _affectnet_csv(raw_dir: Path, benchmark: str) -> RawBenchmark:
     notes = ["AffectNet's official validation set (validation.csv) is written as the test split"] if "test" in files else []
     return RawBenchmark(
         benchmark, "affectnet-csv", raw_dir, names, {s: reader(s) for s in SPLIT_ORDER if s in files},
-        extra_features=dict(_AFFECTNET_VA_FEATURES) if with_va else {},
+        # face_box: AffectNet's face_x, face_y, face_width, face_height; images are stored uncropped.
+        extra_features=(dict(_AFFECTNET_VA_FEATURES) if with_va else {}) | ({"face_box": datasets.List(datasets.Value("int32"), length=4)} if with_box else {}),
         split_sources={s: f"{_relative(p, raw_dir)}, images in {_relative(image_root, raw_dir) if image_root != raw_dir else '.'}/" for s, p in files.items()},
         notes=notes,
     )
@@ -868,7 +874,21 @@ def read_raw_benchmark(benchmark: str, raw_dir: str | os.PathLike, layout: str =
     benchmarks, build = LAYOUTS[layout]
     if benchmark not in benchmarks:
         raise BenchmarkError(f"layout {layout!r} is for {', '.join(benchmarks)}, not {benchmark}")
-    return build(raw_dir, benchmark)
+    try:
+        return build(raw_dir, benchmark)
+    except BenchmarkError as error:
+        if layout != "class-folders" or benchmark not in _LAYOUT_HINTS:
+            raise
+        raise BenchmarkError(f"{error}; {benchmark} raw downloads are read from {_LAYOUT_HINTS[benchmark]}") from None
+
+
+# What auto-detection looks for, for errors on a directory that matches nothing.
+_LAYOUT_HINTS = {
+    "raf-db": "EmoLabel/list_patition_label.txt + Image/aligned/, or train/ + test|valid/ class folders",
+    "affectnet-7": "training.csv/validation.csv + Manually_Annotated_Images/, train_set/ + val_set/, or class folders",
+    "affectnet-8": "training.csv/validation.csv + Manually_Annotated_Images/, train_set/ + val_set/, or class folders",
+    "fer2013": "fer2013.csv (emotion, pixels, Usage), or train/ + test/ class folders",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1070,7 +1090,11 @@ def build_parser(prog: str = "prepare-dataset") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``prepare-dataset`` entry point (``scripts/prepare_dataset.py`` and ``hf-fer prepare-dataset``)."""
+    """``prepare-dataset`` entry point (``scripts/prepare_dataset.py`` and ``hf-fer prepare-dataset``).
+
+    Exit codes: 0 written, 1 ``--strict`` found issues (report written, dataset not), 2 error (one line
+    on stderr; ``--debug`` shows the traceback).
+    """
     args = build_parser().parse_args(argv)
     try:
         if args.no_progress:

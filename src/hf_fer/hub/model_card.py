@@ -122,12 +122,12 @@ def weights_license(arch: str | None, training_dataset: str | None, converted: b
     if key in RESTRICTED_DATASETS:
         name = RESTRICTED_DATASETS[key]
         slug = re.sub(r"[^a-z0-9]+", "-", name.split(" ")[0].lower()).strip("-")
-        return {
-            "license": "other", "license_name": f"{slug}-research-only", "license_link": "LICENSE",
-            "explanation": f"The weights were trained on {name}, whose images are distributed for non-commercial research "
-            "under the dataset owners' agreement. The weights inherit those terms: research use only, no commercial use. "
-            "Check the dataset's own agreement before any use.",
-        }
+        explanation = (f"The weights were trained on {name}, whose images are distributed for non-commercial research "
+                       "under the dataset owners' agreement. The weights inherit those terms: research use only, no commercial "
+                       "use. Check the dataset's own agreement before any use.")
+        if converted and info is not None and info.upstream_license is None:
+            explanation += f" They were also converted from a checkpoint of {info.upstream_code}, which carries no licence."
+        return {"license": "other", "license_name": f"{slug}-research-only", "license_link": "LICENSE", "explanation": explanation}
     if converted and info is not None and info.upstream_license is None:
         return {
             "license": "other", "license_name": "upstream-unlicensed", "license_link": "LICENSE",

@@ -130,6 +130,9 @@ def prepare_upload_folder(
     if not weights:
         pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
         raise FileNotFoundError(f"--model {model_dir}: no .safetensors weights" + (f" (found pickled files {pickles}; only safetensors are published)" if pickles else ""))
+    if eval_results is None:
+        eval_results = [model_dir / "eval_results.json"] if (model_dir / "eval_results.json").is_file() else []
+    results = load_eval_results(eval_results)  # checked before anything is written
     if output.resolve() == model_dir.resolve():
         raise ValueError("--to-folder must differ from --model")
     if output.exists() and any(output.iterdir()):
@@ -160,9 +163,6 @@ def prepare_upload_folder(
         shutil.copy2(recipe, output / ("recipe" + recipe.suffix))
 
     # Evaluation results: the first at the top level (the card shows its confusion matrix), others under eval/<name>/.
-    if eval_results is None:
-        eval_results = [model_dir / "eval_results.json"] if (model_dir / "eval_results.json").is_file() else []
-    results = load_eval_results(eval_results)
     image_paths: list[str | None] = []
     used: set[str] = set()
     for position, result in enumerate(results):

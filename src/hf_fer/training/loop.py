@@ -218,7 +218,7 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     train_images = TrainingImages(train_data, transform, seed=settings.seed)
     sampler = EpochSampler(train_data["label"], recipe.data.sampler, seed=settings.seed, mrr_cap=recipe.data.mrr_cap)
     train_loader = DataLoader(train_images, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate,
-                              num_workers=recipe.data.num_workers, drop_last=False)
+                              num_workers=recipe.data.num_workers, drop_last=recipe.data.drop_last)
     validation_loader = DataLoader(EvalImages(validation_data, processor), batch_size=settings.eval_batch_size, collate_fn=collate,
                                    num_workers=recipe.data.num_workers)
 

@@ -50,6 +50,7 @@ class DataSection:
     sampler: str = "random"  # random | class_balanced | mrr
     mrr_cap: int | None = None
     num_workers: int = 0
+    drop_last: bool = False  # drop an incomplete last training batch (BatchNorm1d heads fail on a batch of 1)
     label_map: str = "strict"  # strict | auto (map dataset classes to the model's label space by name)
 
 

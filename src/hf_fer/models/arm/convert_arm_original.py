@@ -100,7 +100,8 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
             f"(image_size {config.image_size}, de-albino kernel {config.de_albino_kernel_size} stride {config.de_albino_stride}); "
             "pass the right --de-albino-stride / --image-size"
         )
-    model = ArmForImageClassification(config)
+    with torch.device("meta"):  # shapes only: every tensor is assigned below, no time spent on random init
+        model = ArmForImageClassification(config)
     expected = model.state_dict()
 
     mapped: dict[str, torch.Tensor] = {}
@@ -125,7 +126,9 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
             f"  missing keys ({len(report.missing)}): {report.missing}\n"
             f"  shape mismatches ({len(mismatched)}): {mismatched}"
         )
-    model.load_state_dict(mapped, strict=False)
+    mapped["arm.affinity_running_mean"] = torch.zeros(expected["arm.affinity_running_mean"].shape)
+    mapped["arm.affinity_num_batches_tracked"] = torch.zeros((), dtype=torch.long)  # 0: never estimated
+    model.load_state_dict(mapped, strict=True, assign=True)
     report.notes.append(
         f"alpha = {float(mapped['arm.alpha']):.4g}; affinity_mode='batch' (upstream): an image's logits depend on the other "
         "images of its batch. Call model.calibrate_affinity(dataloader) to switch to batch-independent 'running' mode."

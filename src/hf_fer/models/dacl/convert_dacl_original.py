@@ -101,7 +101,8 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
         attention_hidden_sizes=widths,
         image_size=getattr(options, "image_size", 224),
     )
-    model = DaclForImageClassification(config)
+    with torch.device("meta"):  # shapes only: every tensor is assigned below, no time spent on random init
+        model = DaclForImageClassification(config)
     expected = model.state_dict()
 
     mapped: dict[str, torch.Tensor] = {}
@@ -129,7 +130,7 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
     generator = torch.Generator().manual_seed(getattr(options, "centers_seed", 0))
     centers = torch.randn(tuple(model.center_loss.centers.shape), generator=generator) * math.sqrt(2.0 / num_labels)
     mapped["center_loss.centers"] = centers
-    model.load_state_dict(mapped, strict=True)
+    model.load_state_dict(mapped, strict=True, assign=True)
     report.notes.append(
         "upstream checkpoints hold no class centers: fresh centers drawn N(0, 2/num_classes) with seed "
         f"{getattr(options, 'centers_seed', 0)}; they only matter for further training (re-estimate them with "

@@ -32,7 +32,7 @@ class DmueConfig(PretrainedConfig):
         pooling (`str`, *optional*, defaults to `"avg"`):
             Global pooling of the stage-4 map: `"avg"` or `"gem"` (generalised mean with `gem_p`).
         gem_p (`float`, *optional*, defaults to 3.0):
-            Exponent of GeM pooling (fixed, not learned).
+            Exponent of GeM pooling (fixed, not learned; upstream's GeM option is not covered by the fixtures).
         use_bnneck (`bool`, *optional*, defaults to `True`):
             BatchNorm1d between the pooled feature and the classifier (its bias is frozen, as in BNNeck).
         classifier_bias (`bool`, *optional*, defaults to `False`):

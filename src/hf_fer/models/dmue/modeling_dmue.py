@@ -40,11 +40,15 @@ Decisions on upstream's training quirks (``shared/specs/dmue.md`` section 13); p
    features. Here only the target branch updates them (the auxiliary calls normalise with their own batch
    statistics, as upstream); ``neck_stats_from_all_branches=True`` restores upstream.
 4. DMUE's stem (no ReLU, 2x2 max-pool) is kept: it is what the MS-Celeb-1M pre-training used.
+5.-8. Training-script matters: DataParallel ``module.`` prefixes are handled by the converter; the model
+   makes no ``.cuda()`` calls and runs under DDP (each process splits its own batch by label); label-file
+   parsing, learning-rate tables and snapshot selection belong to the data/training code, not here.
 9. A class absent from the batch makes upstream produce NaN (empty means in the similarity statistics);
    upstream avoids it by skipping batches in which a class has fewer than 2 samples. Here every per-class
    term without samples is skipped instead: auxiliary branch c is skipped when every sample is of class c;
    the similarity statistics of absent classes are set to 0 and left out of the per-row min-max rescaling;
-   ``loss_aux`` and ``loss_sp`` average over the branches that ran. A batch whose class means are all
+   ``loss_aux`` and ``loss_sp`` average over the branches that ran (under DDP a skipped branch has unused
+   parameters: use ``find_unused_parameters=True`` if local batches can be single-class). A batch whose class means are all
    equal gives zeros instead of NaN. In training mode the BN neck normalises a single sample with its
    running statistics (batch statistics of one sample are undefined; upstream would crash).
    The per-class similarity mean still includes the sample itself, as upstream (parity needs it).

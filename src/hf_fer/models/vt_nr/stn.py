@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# theta of the identity warp, flattened row-major: [[1, 0, 0], [0, 1, 0]].
+IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
 
 def localization_output_size(image_size: int, kernel_sizes: list[int] | tuple[int, ...]) -> int:
     """Side of the localisation net's output: each stage is a valid convolution then a 2×2 max-pool."""
@@ -20,9 +23,6 @@ def localization_output_size(image_size: int, kernel_sizes: list[int] | tuple[in
     if size < 1:
         raise ValueError(f"image_size {image_size} is too small for the STN localisation kernels {list(kernel_sizes)}")
     return size
-
-
-IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 class AffineRegressor(nn.Linear):
