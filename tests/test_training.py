@@ -57,9 +57,19 @@ def test_recipe_rejects_unknown_keys_and_bad_choices(tmp_path):
 def test_every_shipped_recipe_is_valid():
     recipes = sorted((REPO / "modeling_configs").glob("*/*.yaml"))
     assert recipes, "no recipes shipped"
+    from transformers import AutoConfig
+
+    from hf_fer.models import ARCHITECTURES
+
     for path in recipes:
         recipe = load_recipe(path)
         assert recipe.model.arch == path.parent.name, path
+        if recipe.model.config_file:
+            config = AutoConfig.from_pretrained(REPO / recipe.model.config_file, **recipe.model.config)
+        else:
+            config = ARCHITECTURES[recipe.model.arch].config_class(**recipe.model.config)
+        assert config.model_type == recipe.model.arch, path
+        ARCHITECTURES[recipe.model.arch].image_processor_class(**recipe.model.image_processor)
 
 
 # ---------------------------------------------------------------------------------------------- schedules

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["EXPRESSIONS", "ExpressionGeometry", "render_face", "make_synthetic_fer", "synthetic_arrays"]
+__all__ = ["DIFFICULTIES", "EXPRESSIONS", "ExpressionGeometry", "render_face", "make_synthetic_fer", "synthetic_arrays"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ EXPRESSIONS: dict[str, ExpressionGeometry] = {
     "contempt": ExpressionGeometry(0.0, 0.0, 0.45, 1.1, 0.0, 0.0, 0.5, 0.0),
 }
 
+DIFFICULTIES: dict[str, float] = {"standard": 1.0, "easy": 0.35}  # nuisance scale
+
 _SKIN_TONES = np.array([[255, 224, 196], [241, 194, 150], [224, 172, 125], [198, 134, 89], [141, 85, 54], [94, 58, 38]], float)
 
 
@@ -76,7 +78,7 @@ def _jitter(rng: np.random.Generator, geometry: ExpressionGeometry, amount: floa
     return ExpressionGeometry(**values)
 
 
-def _background(rng: np.random.Generator, canvas: int) -> Image.Image:
+def _background(rng: np.random.Generator, canvas: int, clutter: bool = True) -> Image.Image:
     """Random gradient plus a few random shapes: clutter that is independent of the label."""
     base = rng.uniform(20, 235, 3)
     direction = rng.uniform(-1, 1, 3) * rng.uniform(0, 80)
@@ -86,7 +88,7 @@ def _background(rng: np.random.Generator, canvas: int) -> Image.Image:
     pixels = np.clip(base[None, None, :] + grid[..., None] * direction[None, None, :], 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, "RGB")
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(0, 6)):
+    for _ in range(rng.integers(0, 6) if clutter else 0):
         x0, y0 = rng.uniform(-0.2, 1.0, 2) * canvas
         w, h = rng.uniform(0.1, 0.5, 2) * canvas
         colour = tuple(int(c) for c in rng.uniform(0, 255, 3))
@@ -97,18 +99,26 @@ def _background(rng: np.random.Generator, canvas: int) -> Image.Image:
     return image
 
 
-def render_face(expression: str, rng: np.random.Generator, image_size: int = 112) -> Image.Image:
-    """Render one RGB face of ``expression`` (a canonical name), all nuisance drawn from ``rng``."""
-    geometry = _jitter(rng, EXPRESSIONS[expression])
+def render_face(expression: str, rng: np.random.Generator, image_size: int = 112, difficulty: str = "standard") -> Image.Image:
+    """Render one RGB face of ``expression`` (a canonical name), all nuisance drawn from ``rng``.
+
+    ``difficulty="easy"`` shrinks the nuisance (pose, clutter, blur, noise, lighting, expression jitter) to
+    about a third, for quick CPU training runs; the label still lives only in the face geometry and the
+    global statistics are still randomised.
+    """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    nuisance = DIFFICULTIES[difficulty]
+    geometry = _jitter(rng, EXPRESSIONS[expression], amount=0.08 * nuisance)
     supersample = 2
     canvas = image_size * supersample
-    background = _background(rng, canvas)
+    background = _background(rng, canvas, clutter=nuisance >= 1.0)
 
     layer = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     S = canvas
     cx, cy = S / 2, S / 2
-    scale = rng.uniform(0.85, 1.1)
+    scale = 1.0 + (rng.uniform(0.85, 1.1) - 1.0) * nuisance
     rx = S * 0.27 * scale * rng.uniform(0.88, 1.08)
     ry = S * 0.35 * scale * rng.uniform(0.92, 1.06)
     skin_a, skin_b = _SKIN_TONES[rng.integers(0, len(_SKIN_TONES), 2)]
@@ -176,12 +186,12 @@ def render_face(expression: str, rng: np.random.Generator, image_size: int = 112
         draw.line(upper, fill=line, width=stroke, joint="curve")
 
     # pose: rotate and shift the whole face layer, then composite on the background
-    angle = rng.uniform(-15, 15)
-    layer = layer.rotate(angle, resample=Image.BICUBIC, center=(cx, cy), translate=tuple(rng.uniform(-0.1, 0.1, 2) * S))
+    angle = rng.uniform(-15, 15) * nuisance
+    layer = layer.rotate(angle, resample=Image.BICUBIC, center=(cx, cy), translate=tuple(rng.uniform(-0.1, 0.1, 2) * S * nuisance))
     background.paste(layer, (0, 0), layer)
     image = background
 
-    blur = rng.uniform(0.0, 1.6)
+    blur = rng.uniform(0.0, 1.6) * nuisance
     if blur > 0.2:
         image = image.filter(ImageFilter.GaussianBlur(blur))
     image = image.resize((image_size, image_size), Image.LANCZOS)
@@ -190,9 +200,9 @@ def render_face(expression: str, rng: np.random.Generator, image_size: int = 112
     pixels = np.asarray(image, dtype=np.float32)
     ramp = np.linspace(-0.5, 0.5, image_size)
     light_angle = rng.uniform(0, 2 * math.pi)
-    light = 1.0 + rng.uniform(0.0, 0.6) * (np.cos(light_angle) * ramp[None, :] + np.sin(light_angle) * ramp[:, None])
+    light = 1.0 + rng.uniform(0.0, 0.6) * nuisance * (np.cos(light_angle) * ramp[None, :] + np.sin(light_angle) * ramp[:, None])
     pixels = pixels * light[..., None]
-    pixels = pixels + rng.normal(0.0, rng.uniform(0.0, 8.0), pixels.shape)
+    pixels = pixels + rng.normal(0.0, rng.uniform(0.0, 8.0) * nuisance, pixels.shape)
 
     # label-independent global statistics: per-channel mean and std set to random targets
     mean = pixels.reshape(-1, 3).mean(0)
@@ -211,25 +221,28 @@ def _labels_and_names(num_images: int, label_space: str, rng: np.random.Generato
     return labels, names
 
 
-def synthetic_arrays(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def synthetic_arrays(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db", difficulty: str = "standard") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Same faces as :func:`make_synthetic_fer` as ``(uint8 [N,H,W,3], int64 [N], names)`` arrays (for quick experiments)."""
     rng = np.random.default_rng(seed)
     labels, names = _labels_and_names(num_images, label_space, rng)
-    images = np.stack([np.asarray(render_face(names[label], rng, image_size)) for label in labels])
+    images = np.stack([np.asarray(render_face(names[label], rng, image_size, difficulty)) for label in labels])
     return images, labels.astype(np.int64), names
 
 
-def make_synthetic_fer(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db"):
+def make_synthetic_fer(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db", difficulty: str = "standard"):
     """Render ``num_images`` labelled faces as a ``datasets.Dataset`` (``image``: Image, ``label``: ClassLabel).
 
     Deterministic in ``seed``; classes balanced (``num_images % num_classes`` classes get one more);
     ``label_space`` is a benchmark key of :mod:`hf_fer.labels` and fixes both the class names and their
-    order (7-class spaces never render contempt).
+    order (7-class spaces never render contempt). ``difficulty``: ``"standard"`` or ``"easy"`` (less nuisance,
+    for short CPU training runs).
     """
     import datasets
 
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32 pixels to draw a face, got {image_size}")
     rng = np.random.default_rng(seed)
@@ -239,10 +252,10 @@ def make_synthetic_fer(num_images: int, image_size: int = 112, seed: int = 0, la
     def encoded():
         for label in labels:
             buffer = io.BytesIO()
-            render_face(names[int(label)], rng, image_size).save(buffer, format="PNG")
+            render_face(names[int(label)], rng, image_size, difficulty).save(buffer, format="PNG")
             yield {"image": {"bytes": buffer.getvalue(), "path": None}, "label": int(label)}
 
     rows = list(encoded())
     dataset = datasets.Dataset.from_list(rows, features=features)
-    dataset.info.description = f"hf_fer synthetic faces: {num_images} images, {image_size}px, seed {seed}, label space {label_space}"
+    dataset.info.description = f"hf_fer synthetic faces: {num_images} images, {image_size}px, seed {seed}, label space {label_space}, {difficulty}"
     return dataset

@@ -8,7 +8,25 @@ from .loop import latest_checkpoint, train
 from .optim import SAM
 from .recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 
-__all__ = ["train", "main", "load_recipe", "recipe_from_dict", "Recipe", "RecipeError", "SAM", "latest_checkpoint"]
+__all__ = ["train", "main", "SetEpochCallback", "load_recipe", "recipe_from_dict", "Recipe", "RecipeError", "SAM", "latest_checkpoint"]
+
+def _trainer_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class SetEpochCallback(_trainer_callback_base()):
+    """For plain ``transformers.Trainer`` users: calls ``model.set_epoch(epoch)`` at each epoch start (DMUE's ramp-up).
+
+    The hf_fer loop does this itself; ``Trainer`` knows nothing of it, so without this callback a DMUE
+    model trained with ``Trainer`` keeps its ramp at epoch 0.
+    """
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None and hasattr(model, "set_epoch"):
+            model.set_epoch(int(state.epoch or 0))
+
 
 EPILOG = """examples:
   hf-fer train --recipe modeling_configs/arm/synthetic.yaml --dataset synthetic --output runs/arm-demo

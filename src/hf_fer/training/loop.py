@@ -89,7 +89,8 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
 
     synthetic = recipe.data.synthetic
     options = {"num_train": synthetic.num_train, "num_validation": synthetic.num_validation, "num_test": synthetic.num_test,
-               "image_size": synthetic.image_size, "seed": synthetic.seed, "label_space": synthetic.label_space}
+               "image_size": synthetic.image_size, "seed": synthetic.seed, "label_space": synthetic.label_space,
+               "difficulty": synthetic.difficulty}
     data = load_fer_dataset(dataset, id2label=id2label, label_map=recipe.data.label_map, synthetic_options=options if dataset == "synthetic" else None)
     if recipe.data.train_split not in data:
         raise RecipeError(f"dataset {dataset} has no split {recipe.data.train_split!r} (splits: {list(data)})")
@@ -197,11 +198,14 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         logger.warning("recipe asks for fp16 mixed precision but no GPU is available: training in fp32 (use bf16 on CPU)")
         mixed_precision = "no"
+    from accelerate.utils import DistributedDataParallelKwargs
+
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=mixed_precision,
         log_with=settings.report_to,
         project_dir=str(output),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=settings.find_unused_parameters)],
     )
     set_seed(settings.seed)
 

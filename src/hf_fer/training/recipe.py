@@ -37,6 +37,7 @@ class SyntheticSection:
     image_size: int = 112
     seed: int = 0
     label_space: str = "raf-db"
+    difficulty: str = "standard"  # "easy": less nuisance, for short CPU runs
 
 
 @dataclass
@@ -105,6 +106,7 @@ class TrainingSection:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # no | bf16 | fp16
     max_grad_norm: float | None = None
+    find_unused_parameters: bool = False  # DDP: parameters may get no gradient in a step (e.g. DMUE branches)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     param_groups: list[ParamGroupSection] = field(default_factory=list)
     sam: SamSection | None = None

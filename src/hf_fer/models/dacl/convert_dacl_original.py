@@ -112,12 +112,12 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
         if new_key is None or new_key not in expected or new_key in NOT_IN_UPSTREAM:
             report.unexpected.append(key)
         elif expected[new_key].ndim == 0 and tensor.numel() == 1:  # a counter saved as shape [1] instead of []
-            mapped[new_key] = tensor.reshape(())
+            mapped[new_key] = tensor.reshape(()).to(expected[new_key].dtype)
             report.loaded.append(key)
         elif tuple(tensor.shape) != tuple(expected[new_key].shape):
             mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs expected {tuple(expected[new_key].shape)}")
         else:
-            mapped[new_key] = tensor
+            mapped[new_key] = tensor.to(expected[new_key].dtype)  # e.g. half-precision saves become float32
             report.loaded.append(key)
     report.missing = [k for k in expected if k not in mapped and k not in NOT_IN_UPSTREAM]
     if report.unexpected or report.missing or mismatched:

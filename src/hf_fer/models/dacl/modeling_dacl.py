@@ -128,7 +128,7 @@ class DaclSparseCenterLoss(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("centers", torch.zeros(num_classes, feature_dim))
 
-    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
+    def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1 or labels.shape[0] != batch_size:
             raise ValueError(
                 f"DACL's center loss needs integer class labels of shape [{batch_size}], got dtype {labels.dtype} "
@@ -139,7 +139,7 @@ class DaclSparseCenterLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, attention_weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """L_SC = Σ_i Σ_j A_ij (f_ij − c_{y_i j})² / (2·batch). Gradients reach ``features`` and ``attention_weights``."""
-        self._check_labels(labels, features.shape[0])
+        self.check_labels(labels, features.shape[0])
         centers = self.centers[labels].to(features.dtype)
         return (attention_weights * (features - centers).pow(2)).sum() / (2 * features.shape[0])
 
@@ -149,7 +149,7 @@ class DaclSparseCenterLoss(nn.Module):
 
         It ignores λ and the batch size on purpose (upstream behaviour); classes absent from the batch get 0.
         """
-        self._check_labels(labels, features.shape[0])
+        self.check_labels(labels, features.shape[0])
         weighted = attention_weights.float() * (features.float() - self.centers[labels].float())
         summed = torch.zeros_like(self.centers, dtype=torch.float32).index_add_(0, labels, weighted)
         counts = torch.bincount(labels, minlength=self.num_classes).float() + 1
@@ -234,7 +234,7 @@ class DaclForImageClassification(DaclPreTrainedModel):
 
         if labels is not None:
             labels = labels.to(logits.device)
-            self.center_loss._check_labels(labels, logits.shape[0])
+            self.center_loss.check_labels(labels, logits.shape[0])
         attention_weights = None
         if labels is not None or self.training or self.config.compute_attention_at_inference:
             expected = self.config.feature_map_size
@@ -280,7 +280,7 @@ class DaclForImageClassification(DaclPreTrainedModel):
             feature_map, _ = self.trunk(batch["pixel_values"].to(device=self.device, dtype=self.dtype))
             features = F.adaptive_avg_pool2d(feature_map, 1).flatten(1).double()
             weights = self.attention(feature_map).double()
-            self.center_loss._check_labels(labels, features.shape[0])
+            self.center_loss.check_labels(labels, features.shape[0])
             weighted_sum.index_add_(0, labels, weights * features)
             weight_total.index_add_(0, labels, weights)
         seen = weight_total > 0

@@ -25,7 +25,8 @@ class IRUnit(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(out_channels)
         if in_channels == out_channels:
-            self.shortcut = nn.MaxPool2d(kernel_size=1, stride=stride)
+            # upstream uses MaxPool2d(1, stride) here: plain subsampling, an identity for stride 1
+            self.shortcut = nn.MaxPool2d(kernel_size=1, stride=stride) if stride > 1 else nn.Identity()
         else:
             self.shortcut = nn.Sequential()
             self.shortcut.add_module("conv", nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False))
