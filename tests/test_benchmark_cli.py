@@ -66,3 +66,13 @@ def test_benchmark_help_has_examples(capsys):
     assert main(["benchmark", "--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "--quick" in out and "--devices" in out
+
+
+def test_training_throughput_mode(capsys):
+    from hf_fer.benchmark import main
+
+    assert main(["--train", "--arch", "dmue", "--batch-sizes", "2", "--image-size", "64", "--warmup", "0", "--iterations", "1", "--devices", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "train img/s" in out and "dmue" in out
+    row = [line for line in out.splitlines() if line.startswith("dmue")][0]
+    assert float(row.split()[5]) > 0

@@ -284,3 +284,15 @@ def test_shipped_model_configs(name, names):
     default = PosterV2Config(num_labels=len(names)).to_dict()
     for key in ("ir_stage_depths", "landmark_stage_depths", "hidden_size", "num_hidden_layers", "window_size", "internal_size"):
         assert getattr(config, key) == default[key], key
+
+
+def test_bad_inputs_and_configs_raise_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"pixel_values must be \(batch, 3, height, width\); got \(2, 1, 56, 56\)"):
+        model(pixel_values=torch.randn(2, 1, 56, 56))
+    with pytest.raises(ValueError, match=r"window_size must equal the cross-attention map sizes \[28, 14, 7\]"):
+        PosterV2Config(window_size=[14, 7, 4])
+    with pytest.raises(ValueError, match="landmark_stage_channels"):
+        PosterV2Config(landmark_stage_channels=[32, 128, 128])
+    with pytest.raises(ValueError, match="one value per scale"):
+        PosterV2Config(cross_attention_heads=[2, 4])

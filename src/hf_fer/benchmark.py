@@ -77,13 +77,65 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
-    """FLOPs of one forward pass on ``pixel_values`` (matmul/conv-type ops, 2 per multiply-add)."""
+    """FLOPs of one forward pass on ``pixel_values`` (matmul/conv-type ops, 2 per multiply-add).
+
+    ``FlopCounterMode`` does not see inside fused SDPA kernels on every backend, so models whose
+    attention implementation can be switched (transformers backbones) are counted in eager mode.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switched = False
+    if previous not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+            switched = True
+        except Exception:  # noqa: BLE001 - counting still works, just without the attention matmuls
+            switched = False
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(pixel_values=pixel_values)
+    try:
+        with torch.inference_mode(), counter:
+            model(pixel_values=pixel_values)
+    finally:
+        if switched:
+            model.set_attn_implementation(previous)
     return int(counter.get_total_flops())
+
+
+# Training-time configuration of each architecture where it differs from inference (the model that trains).
+TRAINING_CONFIG_OVERRIDES: dict[str, dict] = {"dmue": {"use_aux_branches": True}}
+
+
+def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_size: int = 8, warmup: int = 1,
+                        iterations: int = 3, image_size: int | None = None) -> dict:
+    """Training images/s of one architecture: forward with labels (the model's own loss), backward, AdamW step.
+
+    One plain optimizer step; recipes with SAM (POSTER V2) do two forward/backward passes per step.
+    """
+    from .models import ARCHITECTURES
+
+    arch = ARCHITECTURES[name]
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = arch.model_class(arch.config_class(**TRAINING_CONFIG_OVERRIDES.get(name, {}))).train().to(device)
+    height, width = (image_size, image_size) if image_size else _image_size(arch)
+    num_labels = model.config.num_labels
+    pixel_values = torch.randn(batch_size, 3, height, width, device=device)
+    labels = torch.arange(batch_size, device=device) % num_labels  # every class present (DMUE's branches all run)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = _time_calls(step, device, warmup, iterations)
+    median = statistics.median(times)
+    return {"arch": name, "device": str(device), "batch_size": batch_size, "image_size": [height, width],
+            "step_seconds": round(median, 4), "train_images_per_second": round(batch_size / median, 2),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "config_overrides": TRAINING_CONFIG_OVERRIDES.get(name, {})}
 
 
 def peak_forward_memory(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[float | None, str]:
@@ -375,6 +427,7 @@ def build_parser(prog: str = "hf-fer benchmark") -> argparse.ArgumentParser:
   hf-fer benchmark --quick
   hf-fer benchmark --arch poster_v2 arm --batch-sizes 1 32 --devices cpu cuda --json bench.json
   hf-fer benchmark --arch arm --modes eager compile --iterations 50
+  hf-fer benchmark --train --batch-sizes 8 32          # training images/s per architecture
 
 modes: {', '.join(MODES)} (bf16 = autocast where the device supports it; onnxruntime only when installed).
 --quick: batch size 1, 1 warm-up + 3 timed runs, modes {', '.join(QUICK_MODES)} unless --modes is given.
@@ -390,6 +443,7 @@ FLOPs count 2 per multiply-add (torch.utils.flop_counter); papers' "FLOPs" are u
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (see below)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--train", action="store_true", help="measure training images/s (forward + loss + backward + AdamW step) instead of inference")
     return parser
 
 
@@ -401,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(b < 1 for b in batch_sizes):
         raise ValueError(f"--batch-sizes must be positive, got {batch_sizes}")
     modes = args.modes or (list(QUICK_MODES) if args.quick else list(MODES))
+    if args.train:
+        return _main_train(args, batch_sizes)
     report = run_benchmark(
         args.arch, devices=args.devices, batch_sizes=batch_sizes, modes=modes,
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
@@ -414,3 +470,29 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(report, handle, indent=2)
         print(f"wrote {args.json}")
     return 1 if report["failures"] and not report["results"] else 0
+
+
+def _main_train(args, batch_sizes: list[int]) -> int:
+    from .evaluation.inference import resolve_device
+    from .models import available_architectures
+
+    rows = []
+    for device_name in args.devices:
+        device = resolve_device(device_name)
+        for name in args.arch or available_architectures():
+            for batch_size in batch_sizes if args.batch_sizes else [8]:
+                print(f"  training step: {name} batch {batch_size} on {device}", file=sys.stderr)
+                rows.append(training_throughput(name, device=device, batch_size=batch_size, image_size=args.image_size,
+                                                warmup=args.warmup if args.warmup is not None else 1,
+                                                iterations=args.iterations if args.iterations is not None else (2 if args.quick else 5)))
+    print(f"training throughput (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
+    print(f"{'arch':<10} {'device':<8} {'batch':>5} {'input':>9} {'s/step':>8} {'train img/s':>12} {'trainable params':>17}")
+    for row in rows:
+        size = "x".join(map(str, row["image_size"]))
+        print(f"{row['arch']:<10} {row['device']:<8} {row['batch_size']:>5} {size:>9} {row['step_seconds']:>8.3f} "
+              f"{row['train_images_per_second']:>12.2f} {row['trainable_params']:>17,}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"training": rows}, handle, indent=2)
+        print(f"wrote {args.json}")
+    return 0

@@ -279,6 +279,11 @@ def load_upstream_checkpoint(path: str | os.PathLike, container_key: str | None 
             if _is_state_dict(obj[key]):
                 state, found_key = obj[key], key
                 break
+        if state is None and set(map(str, obj)) <= {"state", "param_groups"}:
+            raise ValueError(
+                f"{path}: this file holds only an optimizer state (keys 'state' and 'param_groups'), no model weights. "
+                "POSTER V2's '*model_best.pth' is written this way by an upstream bug: convert the per-epoch checkpoint instead."
+            )
         if state is None:
             raise ValueError(
                 f"{path}: no state dict found; expected a dict of tensors at the top level or under one of "
@@ -364,6 +369,14 @@ def convert_original_checkpoint(
     model, report = converter.convert(state_dict, num_labels=num_labels, id2label=mapping, options=options)
     if dataset is not None:
         model.config.hf_fer_dataset = dataset
+    # provenance, read by `hf-fer push` for the model card (file name only: local paths stay private)
+    model.config.hf_fer_converted_from = {
+        "arch": arch,
+        "checkpoint": os.path.basename(str(checkpoint)) if checkpoint is not None else None,
+        "container_key": state_dict.container_key if state_dict is not None else None,
+        "epoch": _plain(state_dict.metadata.get("epoch") if state_dict is not None else None),
+        "best_acc": _plain(state_dict.metadata.get("best_acc") if state_dict is not None else None),
+    }
     image_processor = converter.default_image_processor(model.config) if hasattr(converter, "default_image_processor") else None
     save_with_remote_code(model, image_processor, output)
     if verbose:
@@ -374,6 +387,13 @@ def convert_original_checkpoint(
         print(report.summary())
         print(f"wrote {output}")
     return model, image_processor, report
+
+
+def _plain(value):
+    """A JSON-friendly copy of a checkpoint metadata value (0-d tensors become numbers; anything else: None)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    return value if isinstance(value, (int, float, str)) else None
 
 
 def save_with_remote_code(model, image_processor, output: str | os.PathLike) -> None:

@@ -496,6 +496,8 @@ def render_model_card(
     if converted_from is None:  # recorded by the converter, when it does (config key or conversion_info.json)
         conversion = _read_json(model_dir / "conversion_info.json") if (model_dir / "conversion_info.json").is_file() else None
         converted_from = config.get("hf_fer_converted_from") or (conversion or {}).get("checkpoint")
+        if isinstance(converted_from, dict):  # the converter's provenance record
+            converted_from = converted_from.get("checkpoint") or f"upstream {converted_from.get('arch')} weights"
     license_info = weights_license(arch, training_dataset, converted=bool(converted_from))
     name = model_name or (repo_id.split("/")[-1] if repo_id else model_dir.resolve().name)
 

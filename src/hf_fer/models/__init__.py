@@ -76,10 +76,9 @@ def register_architecture(arch: Architecture) -> None:
 
 
 def register_all() -> None:
+    """Register every architecture whose folder is installed; a broken folder fails loudly, naming itself."""
     for name in available_architectures():
-        try:  # DEV-LENIENT (remove before release): folders being written must not break `import hf_fer`
+        try:
             register_architecture(ARCHITECTURES[name])
-        except Exception as error:  # noqa: BLE001
-            import warnings
-
-            warnings.warn(f"hf_fer: architecture {name!r} could not be registered: {error}")
+        except Exception as error:
+            raise ImportError(f"hf_fer: could not register architecture {name!r}: {error}") from error

@@ -179,8 +179,8 @@ def map_upstream_state_dict(state_dict: Mapping[str, torch.Tensor], report: Conv
             report.dropped.append(key)
             continue
         if re.fullmatch(r"attn[123]\.relative_position_index", key):
-            window = int(round((tensor.shape[0]) ** 0.5))
-            if tensor.dim() != 2 or not torch.equal(tensor.long(), relative_position_index(window)):
+            window = int(round(tensor.shape[0] ** 0.5)) if tensor.dim() == 2 else 0
+            if window == 0 or not torch.equal(tensor.long(), relative_position_index(window)):
                 raise ValueError(f"{key}: unexpected relative-position index (shape {tuple(tensor.shape)}); it is recomputed, not loaded")
             report.dropped.append(key)  # deterministic buffer, recomputed by the model
             continue
@@ -199,8 +199,8 @@ def _as_scalar_if_needed(tensor: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 def _load_checked(model: PosterV2ForImageClassification, mapped: dict[str, torch.Tensor], report: ConversionReport,
-                  upstream_name: Mapping[str, str], strict: bool = True) -> None:
-    """Copy `mapped` into `model`, raising a ValueError that names every key/shape problem."""
+                  upstream_name: Mapping[str, str]) -> None:
+    """Copy `mapped` into `model` (every tensor must be filled), raising a ValueError naming every key/shape problem."""
     own = model.state_dict()
     problems = []
     for key, tensor in list(mapped.items()):
@@ -212,8 +212,7 @@ def _load_checked(model: PosterV2ForImageClassification, mapped: dict[str, torch
             problems.append(
                 f"{upstream_name.get(key, key)}: shape {tuple(tensor.shape)} does not fit {key} {tuple(own[key].shape)}"
             )
-    if strict:
-        report.missing.extend(key for key in own if key not in mapped)
+    report.missing.extend(key for key in own if key not in mapped)
     if report.unexpected:
         problems.append(f"unknown upstream keys: {report.unexpected[:20]}" + (" ..." if len(report.unexpected) > 20 else ""))
     if report.missing:
