@@ -255,7 +255,10 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     info = {"recipe": recipe.path, "recipe_values": recipe.to_dict(), "dataset": dataset, "num_processes": accelerator.num_processes,
             "train_samples": len(train_data), "validation_samples": len(validation_data), "test_samples": len(test_data) if test_data is not None else 0}
 
-    progress = tqdm(total=total_steps, initial=state.global_step, disable=quiet or not accelerator.is_local_main_process, desc="training")
+    import sys
+
+    progress = tqdm(total=total_steps, initial=state.global_step, disable=quiet or not accelerator.is_local_main_process, desc="training",
+                    mininterval=0.5 if sys.stderr.isatty() else 15.0)  # logs and CI get a line every 15 s, not every step
     started = time.perf_counter()
     images_seen = 0
     stopped_early = False
