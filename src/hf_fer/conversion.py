@@ -36,6 +36,7 @@ __all__ = [
     "ConversionReport",
     "load_upstream_checkpoint",
     "strip_prefix",
+    "map_state_dict",
     "convert_original_checkpoint",
 ]
 
@@ -301,6 +302,47 @@ def load_upstream_checkpoint(path: str | os.PathLike, container_key: str | None 
     for key, tensor in flat.items():
         checkpoint[key] = tensor.detach().cpu().contiguous()
     return checkpoint
+
+
+def map_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    rename_key,
+    expected: Mapping[str, torch.Tensor],
+    report: ConversionReport,
+    *,
+    not_in_upstream: Iterable[str] = (),
+    model_name: str = "the model",
+) -> dict[str, torch.Tensor]:
+    """Rename upstream keys onto ``expected`` (our state dict), checking names and shapes; fill ``report``.
+
+    ``rename_key(upstream_key)`` returns our key or ``None`` (unknown). Counters saved as shape ``[1]``
+    instead of ``[]`` are accepted; tensors are cast to our dtype (half-precision saves become float32).
+    Raises ``ValueError`` listing every unexpected key, missing key and shape mismatch at once.
+    """
+    skip = set(not_in_upstream)
+    mapped: dict[str, torch.Tensor] = {}
+    mismatched: list[str] = []
+    for key, tensor in state_dict.items():
+        new_key = rename_key(key)
+        if new_key is None or new_key not in expected or new_key in skip:
+            report.unexpected.append(key)
+        elif expected[new_key].ndim == 0 and tensor.numel() == 1:
+            mapped[new_key] = tensor.reshape(()).to(expected[new_key].dtype)
+            report.loaded.append(key)
+        elif tuple(tensor.shape) != tuple(expected[new_key].shape):
+            mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs expected {tuple(expected[new_key].shape)}")
+        else:
+            mapped[new_key] = tensor.to(expected[new_key].dtype)
+            report.loaded.append(key)
+    report.missing = [k for k in expected if k not in mapped and k not in skip]
+    if report.unexpected or report.missing or mismatched:
+        raise ValueError(
+            f"the checkpoint does not fit {model_name}:\n"
+            f"  unexpected keys ({len(report.unexpected)}): {report.unexpected}\n"
+            f"  missing keys ({len(report.missing)}): {report.missing}\n"
+            f"  shape mismatches ({len(mismatched)}): {mismatched}"
+        )
+    return mapped
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from hf_fer.conversion import ConversionReport
+from hf_fer.conversion import ConversionReport, map_state_dict
 from hf_fer.labels import id2label as benchmark_id2label
 
 from .configuration_dacl import DaclConfig
@@ -105,28 +105,8 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
         model = DaclForImageClassification(config)
     expected = model.state_dict()
 
-    mapped: dict[str, torch.Tensor] = {}
-    mismatched: list[str] = []
-    for key, tensor in state_dict.items():
-        new_key = rename_key(key)
-        if new_key is None or new_key not in expected or new_key in NOT_IN_UPSTREAM:
-            report.unexpected.append(key)
-        elif expected[new_key].ndim == 0 and tensor.numel() == 1:  # a counter saved as shape [1] instead of []
-            mapped[new_key] = tensor.reshape(()).to(expected[new_key].dtype)
-            report.loaded.append(key)
-        elif tuple(tensor.shape) != tuple(expected[new_key].shape):
-            mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs expected {tuple(expected[new_key].shape)}")
-        else:
-            mapped[new_key] = tensor.to(expected[new_key].dtype)  # e.g. half-precision saves become float32
-            report.loaded.append(key)
-    report.missing = [k for k in expected if k not in mapped and k not in NOT_IN_UPSTREAM]
-    if report.unexpected or report.missing or mismatched:
-        raise ValueError(
-            "the checkpoint does not fit DACL (upstream models/resnet.py resnet18):\n"
-            f"  unexpected keys ({len(report.unexpected)}): {report.unexpected}\n"
-            f"  missing keys ({len(report.missing)}): {report.missing}\n"
-            f"  shape mismatches ({len(mismatched)}): {mismatched}"
-        )
+    mapped = map_state_dict(state_dict, rename_key, expected, report, not_in_upstream=NOT_IN_UPSTREAM,
+                            model_name="DACL (upstream models/resnet.py resnet18)")
     generator = torch.Generator().manual_seed(getattr(options, "centers_seed", 0))
     centers = torch.randn(tuple(model.center_loss.centers.shape), generator=generator) * math.sqrt(2.0 / num_labels)
     mapped["center_loss.centers"] = centers
