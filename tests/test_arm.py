@@ -16,7 +16,7 @@ import harness
 import hf_fer  # noqa: F401  (registers the Auto classes)
 from hf_fer.labels import get_label_names, id2label
 from hf_fer.models.arm import ArmConfig, ArmForImageClassification, ArmImageProcessor
-from hf_fer.models.arm.convert_arm_original import rename_key
+from hf_fer.converters.convert_arm_original import rename_key
 
 FIXTURE = "arm"
 ATOL = 1e-4  # CPU float32 on both sides; the measured max difference is ~5e-6
@@ -137,7 +137,7 @@ def test_calibration_makes_single_images_reproduce_the_batch_logits():
     so the fixture's batch-of-2 ``logits`` (an independent upstream computation) is the expected answer.
     """
     state_dict = harness.load_fixture_state_dict(FIXTURE)
-    from hf_fer.models.arm.convert_arm_original import convert
+    from hf_fer.converters.convert_arm_original import convert
 
     model, _ = convert(state_dict, num_labels=None, id2label=None, options=None)
     fixture_io = harness.load_fixture_io(FIXTURE)

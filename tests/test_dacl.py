@@ -22,7 +22,7 @@ import harness
 import hf_fer  # noqa: F401  (registers the Auto classes)
 from hf_fer.labels import get_label_names, id2label
 from hf_fer.models.dacl import DaclConfig, DaclForImageClassification, DaclImageProcessor, DaclSparseCenterLoss
-from hf_fer.models.dacl.convert_dacl_original import rename_key
+from hf_fer.converters.convert_dacl_original import rename_key
 
 FIXTURE = "dacl"
 ATOL = 1e-4  # CPU float32 on both sides; measured max differences are ~2e-6
@@ -117,7 +117,7 @@ def test_parity_dataparallel_checkpoint(tmp_path):
 def test_parity_unprefixed_state_dict(tmp_path):
     """A bare state dict without ``module.`` converts too (library path: safe loader + converter, no CLI round trip)."""
     from hf_fer.conversion import load_upstream_checkpoint
-    from hf_fer.models.dacl.convert_dacl_original import convert
+    from hf_fer.converters.convert_dacl_original import convert
 
     checkpoint = tmp_path / "bare.pth"
     torch.save(harness.load_fixture_state_dict(FIXTURE), checkpoint)

@@ -20,7 +20,7 @@ import harness
 import hf_fer  # noqa: F401  (registers the Auto classes)
 from hf_fer.labels import get_label_names, id2label
 from hf_fer.models.dmue import DmueConfig, DmueForImageClassification, dmue_ramp_weights
-from hf_fer.models.dmue.convert_dmue_original import INFERENCE_WEIGHTS, TRAINING_SNAPSHOT, convert, rename_key
+from hf_fer.converters.convert_dmue_original import INFERENCE_WEIGHTS, TRAINING_SNAPSHOT, convert, rename_key
 
 
 def affectnet_config(**overrides) -> DmueConfig:

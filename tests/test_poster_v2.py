@@ -14,7 +14,7 @@ import torch
 import harness
 import hf_fer  # noqa: F401  (registers poster_v2 with the Auto classes)
 from hf_fer.models.poster_v2 import PosterV2Config, PosterV2ForImageClassification, PosterV2ImageProcessor
-from hf_fer.models.poster_v2 import convert_poster_v2_original as converter
+from hf_fer.converters import convert_poster_v2_original as converter
 
 RAFDB = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
 

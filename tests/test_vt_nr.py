@@ -338,7 +338,7 @@ def test_from_backbone_pretrained_loads_a_local_hub_style_checkpoint(tmp_path):
 
 
 def test_label_prior_is_permuted_into_other_label_spaces():
-    from hf_fer.models.vt_nr.convert_vt_nr_original import label_prior_for
+    from hf_fer.converters.convert_vt_nr_original import label_prior_for
 
     prior = np.asarray(FERPLUS_LABEL_PRIOR)
     # Spec §6: FER+ index of AffectNet classes 0..7 = [0, 1, 3, 2, 6, 5, 4, 7]; of RAF-DB (native order) = [2, 6, 5, 1, 3, 4, 0].

@@ -87,7 +87,7 @@ def test_converter_infers_the_config_and_rejects_checkpoints_that_do_not_fit():
     """Clear errors naming keys and shapes (uninitialised tensors of the fixture's shapes: no weights needed)."""
     import argparse
 
-    from hf_fer.models.vt_nr.convert_vt_nr_original import convert, infer_backbone_config, infer_image_size
+    from hf_fer.converters.convert_vt_nr_original import convert, infer_backbone_config, infer_image_size
 
     fake = {name: torch.empty(shape) for name, shape, _ in harness.load_fixture_meta(FIXTURE)["entries"]}
     backbone = infer_backbone_config(fake)

@@ -3,7 +3,7 @@
 Each architecture lives in its own self-contained folder ``hf_fer/models/<arch>/`` (the folder is what
 ``save_pretrained`` copies to the Hub as remote code, so it imports only torch/torchvision/transformers
 and its sibling files). Its ``__init__.py`` exports ``<Name>Config``, ``<Name>ForImageClassification`` and
-``<Name>ImageProcessor``; its ``convert_<arch>_original.py`` maps upstream checkpoints (see
+``<Name>ImageProcessor``; ``hf_fer/converters/convert_<arch>_original.py`` maps upstream checkpoints (see
 ``docs/adding_an_architecture.md``).
 """
 from __future__ import annotations
@@ -32,8 +32,10 @@ class Architecture:
 
     @property
     def converter(self):
-        """The folder's ``convert_<name>_original`` module (see docs/adding_an_architecture.md)."""
-        return importlib.import_module(f"{self.package_name}.convert_{self.name}_original")
+        """The ``convert_<name>_original`` module: ``hf_fer.converters`` for built-in architectures (kept out of
+        the model folder, which must stay self-contained remote code), the plug-in's own package otherwise."""
+        package = "hf_fer.converters" if self.package is None else self.package
+        return importlib.import_module(f"{package}.convert_{self.name}_original")
 
     @property
     def config_class(self):

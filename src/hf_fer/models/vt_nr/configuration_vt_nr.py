@@ -126,7 +126,7 @@ class VtNrConfig(PretrainedConfig):
             `[num_labels, num_labels]` prior label distribution, row = true class, in `id2label` order.
             Defaults to upstream's FER+ prior when the labels are the 8 FERPlus classes in FERPlus order
             (or unnamed); other label spaces must pass their own (e.g. the FER+ prior permuted with
-            `hf_fer.models.vt_nr.convert_vt_nr_original.label_prior_for`), else the PDLS losses raise.
+            `hf_fer.converters.convert_vt_nr_original.label_prior_for`), else the PDLS losses raise.
     """
 
     model_type = "vt_nr"

@@ -27,7 +27,7 @@ def pdls_targets(labels: torch.Tensor, num_labels: int, prior: torch.Tensor | No
         if prior is None:
             raise ValueError(
                 "PDLS with class-index labels needs config.label_prior_matrix ([num_labels, num_labels], rows = true class "
-                "in id2label order); build one for your label space (hf_fer.models.vt_nr.convert_vt_nr_original.label_prior_for) "
+                "in id2label order); build one for your label space (hf_fer.converters.convert_vt_nr_original.label_prior_for) "
                 "or set loss_type='cross_entropy'"
             )
         distribution = prior.to(device=labels.device)[labels]

@@ -21,9 +21,9 @@ import torch
 
 from hf_fer.conversion import ConversionReport, load_upstream_checkpoint
 
-from .configuration_poster_v2 import PosterV2Config
-from .image_processing_poster_v2 import PosterV2ImageProcessor
-from .modeling_poster_v2 import PosterV2ForImageClassification, relative_position_index
+from hf_fer.models.poster_v2.configuration_poster_v2 import PosterV2Config
+from hf_fer.models.poster_v2.image_processing_poster_v2 import PosterV2ImageProcessor
+from hf_fer.models.poster_v2.modeling_poster_v2 import PosterV2ForImageClassification, relative_position_index
 
 # Upstream state-dict entries that never influence the logits (spec poster_v2.md §4).
 DEAD_PREFIXES = (

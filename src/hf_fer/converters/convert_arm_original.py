@@ -22,9 +22,9 @@ import torch
 from hf_fer.conversion import ConversionReport, map_state_dict
 from hf_fer.labels import id2label as benchmark_id2label
 
-from .configuration_arm import ArmConfig
-from .image_processing_arm import ArmImageProcessor
-from .modeling_arm import ArmForImageClassification
+from hf_fer.models.arm.configuration_arm import ArmConfig
+from hf_fer.models.arm.image_processing_arm import ArmImageProcessor
+from hf_fer.models.arm.modeling_arm import ArmForImageClassification
 
 TRUNK_INDEX_TO_NAME = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 # Our buffers that upstream does not have: filled from the fresh model (zeros), never from the checkpoint.

@@ -24,9 +24,9 @@ import torch
 from hf_fer.conversion import ConversionReport, map_state_dict
 from hf_fer.labels import id2label as benchmark_id2label
 
-from .configuration_dacl import DaclConfig
-from .image_processing_dacl import DaclImageProcessor
-from .modeling_dacl import DaclForImageClassification
+from hf_fer.models.dacl.configuration_dacl import DaclConfig
+from hf_fer.models.dacl.image_processing_dacl import DaclImageProcessor
+from hf_fer.models.dacl.modeling_dacl import DaclForImageClassification
 
 TRUNK_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 NOT_IN_UPSTREAM = ("center_loss.centers",)

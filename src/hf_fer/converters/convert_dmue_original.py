@@ -32,9 +32,9 @@ import torch
 from hf_fer import labels as label_spaces
 from hf_fer.conversion import ConversionReport
 
-from .configuration_dmue import DmueConfig
-from .image_processing_dmue import DmueImageProcessor
-from .modeling_dmue import DmueForImageClassification
+from hf_fer.models.dmue.configuration_dmue import DmueConfig
+from hf_fer.models.dmue.image_processing_dmue import DmueImageProcessor
+from hf_fer.models.dmue.modeling_dmue import DmueForImageClassification
 
 TRAINING_SNAPSHOT = "multi-branch training snapshot"
 INFERENCE_WEIGHTS = "converted inference weights"

@@ -18,10 +18,10 @@ import torch
 from hf_fer import labels as label_spaces
 from hf_fer.conversion import ConversionReport
 
-from .configuration_vt_nr import FERPLUS_LABEL_PRIOR, SWIN_BASE_BACKBONE, VtNrConfig
-from .image_processing_vt_nr import VtNrImageProcessor
-from .modeling_vt_nr import VtNrForImageClassification
-from .stn import localization_output_size
+from hf_fer.models.vt_nr.configuration_vt_nr import FERPLUS_LABEL_PRIOR, SWIN_BASE_BACKBONE, VtNrConfig
+from hf_fer.models.vt_nr.image_processing_vt_nr import VtNrImageProcessor
+from hf_fer.models.vt_nr.modeling_vt_nr import VtNrForImageClassification
+from hf_fer.models.vt_nr.stn import localization_output_size
 
 # Fixed-name renames, upstream prefix → ours (longest match wins: checked in this order).
 PREFIX_RENAMES: tuple[tuple[str, str], ...] = (
