@@ -67,6 +67,8 @@ def test_config_defaults_are_upstream_and_validated():
         DmueConfig(backbone="resnet50_ibn")
     with pytest.raises(ValueError, match="stem_pool"):
         DmueConfig(stem_pool="avg")
+    with pytest.raises(ValueError, match=r"backbone_depths must list 4 positive block counts, got \[2, 2, 2\]"):
+        DmueConfig(backbone_depths=[2, 2, 2])
     with pytest.raises(ValueError, match="at least 2 classes"):
         DmueForImageClassification(DmueConfig(num_labels=1, use_aux_branches=True, problem_type="regression"))
 
@@ -85,6 +87,22 @@ def test_trunk_is_torchvision_resnet18_with_dmue_stem_and_paper_cost():
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(pixel_values=torch.zeros(1, 3, 224, 224))
     assert abs(counter.get_total_flops() / 1e9 - 3.627) < 0.001  # spec §14
+
+
+def test_lighter_trunk_keeps_the_layout_and_shrinks_every_branch(tmp_path):
+    """``backbone_depths`` (quick CPU recipes) changes block counts only: same names, one block per stage."""
+    config = DmueConfig(num_labels=7, use_aux_branches=True, backbone_depths=[1, 1, 1, 1])
+    model = DmueForImageClassification(config)
+    assert [len(getattr(model.resnet, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert all(len(branch) == 1 for branch in model.aux_branches)
+    # A BasicBlock stage-4 of one block: 3x3 256->512, 3x3 512->512, 1x1 downsample + three BNs.
+    block4 = 256 * 512 * 9 + 512 * 512 * 9 + 256 * 512 + 3 * 2 * 512
+    assert sum(p.numel() for p in model.aux_branches[0].parameters()) == block4
+    output = model(pixel_values=torch.randn(14, 3, 64, 64), labels=torch.arange(14) % 7)
+    assert torch.isfinite(output.loss) and len(output.aux_logits) == 7
+    model.save_pretrained(tmp_path, target_branch_only=True)
+    reloaded = DmueForImageClassification.from_pretrained(tmp_path)
+    assert reloaded.config.backbone_depths == [1, 1, 1, 1] and reloaded.aux_branches is None
 
 
 def test_ramp_weights_match_upstream_examples():

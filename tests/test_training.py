@@ -191,15 +191,17 @@ def test_two_processes_share_weights_and_count_every_eval_sample_once(tmp_path):
     values = json.loads(json.dumps(TINY_ARM))
     values["training"].update(epochs=1, checkpoint_every_steps=None)
     recipe = write_recipe(tmp_path, values)
-    # accelerate 1.x runs `--cpu` jobs as a single process; CPU DDP (gloo) is `--multi_gpu` with ACCELERATE_USE_CPU=1
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1", HF_FER_RANK_CHECKSUMS=str(tmp_path / "ranks"))
+    # The command: accelerate 1.x itself would run `--cpu` jobs as ONE process; hf_fer re-launches N gloo ranks.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_FER_RANK_CHECKSUMS=str(tmp_path / "ranks"))
+    env.pop("ACCELERATE_USE_CPU", None)
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", "synthetic",
          "--output", str(tmp_path / "ddp"), "--quiet", "--no-sample-predictions"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "launching 2 CPU processes" in result.stderr
     ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "ranks").glob("rank*.json"))]
     assert len(ranks) == 2 and ranks[0]["num_processes"] == 2
     assert ranks[0]["checksums"] == ranks[1]["checksums"]
@@ -208,3 +210,14 @@ def test_two_processes_share_weights_and_count_every_eval_sample_once(tmp_path):
     # 37 validation faces over 2 processes x batch 16: uneven last batch, each sample counted exactly once
     assert results["history"][-1]["num_samples"] == 37
     assert sum(results["history"][-1]["per_class"][name]["support"] for name in results["history"][-1]["label_names"]) == 37
+
+
+def test_cpu_launch_command_lines_are_recognised():
+    from hf_fer.training.launch import requested_cpu_processes
+
+    accelerate = "/venv/bin/accelerate"
+    assert requested_cpu_processes([sys.executable, accelerate, "launch", "--cpu", "--num_processes", "2", "train.py"]) == 2
+    assert requested_cpu_processes([sys.executable, "-m", "accelerate.commands.launch", "--num_processes=4", "--cpu", "t.py"]) == 4
+    assert requested_cpu_processes([sys.executable, accelerate, "launch", "--num_processes", "2", "train.py"]) is None  # GPUs
+    assert requested_cpu_processes([sys.executable, accelerate, "launch", "--cpu", "train.py"]) is None
+    assert requested_cpu_processes(["/bin/bash", "run.sh", "--cpu", "--num_processes", "2"]) is None  # not accelerate

@@ -308,6 +308,35 @@ def test_vit_backbone_is_interchangeable_and_trains():
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
 
 
+TINY_PVT_V2 = {"model_type": "pvt_v2", "image_size": 32, "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 24, 32],
+               "num_attention_heads": [1, 1, 1, 2], "drop_path_rate": 0.0}
+TINY_LEVIT = {"model_type": "levit", "image_size": 32, "hidden_sizes": [16, 24, 32], "num_attention_heads": [1, 2, 2],
+              "depths": [1, 1, 1], "key_dim": [8, 8, 8], "drop_path_rate": 0, "mlp_ratio": [2, 2, 2], "attention_ratio": [2, 2, 2]}
+
+
+@pytest.mark.parametrize("backbone, width", [(TINY_PVT_V2, 32), (TINY_LEVIT, 32)])
+def test_feature_map_and_multi_width_backbones_fit(backbone, width, tmp_path):
+    """Backbones without ``hidden_size`` (per-stage widths) and with ``[B, C, H, W]`` outputs (PVT-v2) fit behind
+    the resizer: the head reads the last width, feature maps are averaged over space, save/load is exact."""
+    torch.manual_seed(0)
+    model = VtNrForImageClassification(tiny_config(backbone=backbone)).eval()
+    assert model.head.dense.in_features == width and model.pooling == "mean"
+    pixel_values = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        output = model(pixel_values=pixel_values, output_intermediates=True)
+        last = model.backbone(pixel_values=model.resizer(model.stn(pixel_values)[0])).last_hidden_state
+    expected = last.mean(dim=(2, 3)) if last.dim() == 4 else last.mean(dim=1)
+    torch.testing.assert_close(output.pooled_output, expected)
+    assert output.logits.shape == (3, 8)
+    harness.check_save_load_roundtrip(model, pixel_values, tmp_path)
+
+
+def test_shipped_synthetic_recipe_config_is_a_pvt_v2_behind_the_resizer():
+    config = VtNrConfig.from_json_file(str(harness.REPO / "modeling_configs" / "vt_nr" / "synthetic.json"))
+    assert config.backbone_config.model_type == "pvt_v2" and config.backbone_input_size == 48
+    assert config.use_stn and config.use_resizer and config.loss_type == "focal_pdls"
+
+
 def test_from_backbone_pretrained_loads_a_local_hub_style_checkpoint(tmp_path):
     from transformers import SwinForImageClassification
 

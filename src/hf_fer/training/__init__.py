@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from .launch import relaunch_cpu_processes_if_needed
 from .loop import latest_checkpoint, train
 from .optim import SAM
 from .recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
@@ -31,7 +33,7 @@ class SetEpochCallback(_trainer_callback_base()):
 EPILOG = """examples:
   hf-fer train --recipe modeling_configs/arm/synthetic.yaml --dataset synthetic --output runs/arm-demo
   accelerate launch scripts/train.py --recipe modeling_configs/poster_v2/rafdb.yaml --dataset data/rafdb --output runs/pv2
-  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/train.py --recipe R --dataset D --output O   # 2 CPU processes (gloo)
+  accelerate launch --cpu --num_processes 2 scripts/train.py --recipe R --dataset D --output O   # 2 CPU processes (gloo DDP)
   hf-fer train --recipe R --dataset D --output O --resume            # continue from O/checkpoints/step_K (latest)
   hf-fer train --recipe R --dataset D --output O --set training.epochs=3 --set training.optimizer.lr=1e-4
 """
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-sample-predictions", action="store_true", help="do not reload the model and classify a few new faces at the end")
     args = parser.parse_args(argv)
+    exit_code = relaunch_cpu_processes_if_needed(_script_argv())
+    if exit_code is not None:
+        return exit_code
     recipe = load_recipe(args.recipe, args.overrides)
     results = train(recipe, args.dataset, args.output, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet)
     if results.get("best_epoch") is not None:
@@ -57,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "synthetic" and not args.no_sample_predictions and results.get("best_epoch") is not None:
         show_sample_predictions(args.output, recipe)
     return 0
+
+
+def _script_argv() -> list[str]:
+    """This process's command line in the form ``accelerate launch`` takes after its own options."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(Path(__file__).resolve().parents[1]):  # python -m hf_fer.cli train ...
+        return ["-m", "hf_fer.cli", *sys.argv[1:]]
+    return [sys.argv[0], *sys.argv[1:]]
 
 
 def show_sample_predictions(folder: str, recipe: Recipe, count: int = 6) -> None:

@@ -21,6 +21,9 @@ class DmueConfig(PretrainedConfig):
         backbone (`str`, *optional*, defaults to `"resnet18"`):
             Trunk. Only `"resnet18"` (torchvision's, with DMUE's stem) is implemented; upstream's
             `"resnet50_ibn"` is not.
+        backbone_depths (`list[int]`, *optional*, defaults to `[2, 2, 2, 2]`):
+            BasicBlocks per ResNet stage. `[2, 2, 2, 2]` is ResNet-18 (every published DMUE model); fewer blocks
+            give a lighter trunk (and lighter auxiliary stage-4 copies) for quick CPU runs.
         hidden_size (`int`, *optional*, defaults to 512):
             Width of the pooled feature (ResNet-18 stage 4 output).
         last_stride (`int`, *optional*, defaults to 2):
@@ -78,6 +81,7 @@ class DmueConfig(PretrainedConfig):
         self,
         num_labels: int = 8,
         backbone: str = "resnet18",
+        backbone_depths: list[int] | tuple[int, ...] = (2, 2, 2, 2),
         hidden_size: int = 512,
         last_stride: int = 2,
         stem_relu: bool = False,
@@ -101,6 +105,8 @@ class DmueConfig(PretrainedConfig):
     ):
         if backbone != "resnet18":
             raise ValueError(f"DmueConfig: backbone {backbone!r} is not implemented; only 'resnet18' is")
+        if len(backbone_depths) != 4 or any(int(depth) < 1 for depth in backbone_depths):
+            raise ValueError(f"DmueConfig: backbone_depths must list 4 positive block counts, got {list(backbone_depths)}")
         if stem_pool not in _STEM_POOLS:
             raise ValueError(f"DmueConfig: stem_pool must be one of {_STEM_POOLS}, got {stem_pool!r}")
         if pooling not in _POOLINGS:
@@ -113,6 +119,7 @@ class DmueConfig(PretrainedConfig):
         if "id2label" not in kwargs and "label2id" not in kwargs:
             kwargs["num_labels"] = num_labels
         self.backbone = backbone
+        self.backbone_depths = [int(depth) for depth in backbone_depths]
         self.hidden_size = hidden_size
         self.last_stride = last_stride
         self.stem_relu = stem_relu

@@ -133,8 +133,9 @@ def build_dmue_resnet18(config: DmueConfig) -> torchvision.models.ResNet:
     """torchvision's ResNet-18 with DMUE's stem (no ReLU, 2x2 max-pool) and without its pooling/fc head.
 
     Its ``layer4`` is the target branch; parameter names are torchvision's, which are also upstream's.
+    ``config.backbone_depths`` other than ``[2, 2, 2, 2]`` builds the same trunk with other block counts.
     """
-    resnet = torchvision.models.resnet18(weights=None)
+    resnet = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, list(config.backbone_depths))
     if not config.stem_relu:
         resnet.relu = nn.Identity()  # torchvision uses `relu` only in the stem; blocks have their own
     if config.stem_pool == "max2":

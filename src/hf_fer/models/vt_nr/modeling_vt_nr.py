@@ -72,6 +72,22 @@ def _backbone_init_kwargs(backbone_config) -> dict:
     return {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
 
 
+def backbone_feature_size(backbone_config) -> int:
+    """Width of the backbone's last hidden state: ``hidden_size`` (Swin, ViT, DeiT...) or the last of the
+    per-stage widths (``hidden_sizes``: LeViT, PVT-v2...; ``embed_dim`` lists: CvT)."""
+    size = getattr(backbone_config, "hidden_size", None)
+    if isinstance(size, int):
+        return size
+    for name in ("hidden_sizes", "embed_dim"):
+        sizes = getattr(backbone_config, name, None)
+        if isinstance(sizes, (list, tuple)) and sizes:
+            return int(sizes[-1])
+    raise ValueError(
+        f"cannot tell the feature width of backbone model_type {backbone_config.model_type!r}: its config has no "
+        "hidden_size, hidden_sizes or embed_dim list"
+    )
+
+
 def build_backbone(backbone_config) -> PreTrainedModel:
     """The transformers base model (``AutoModel``) of ``backbone_config``, randomly initialised."""
     return AutoModel.from_config(backbone_config, **_backbone_init_kwargs(backbone_config))
@@ -140,7 +156,7 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         self.backbone = build_backbone(config.backbone_config)
         self.pooling = self._resolve_pooling(config.backbone_pooling)
         self.head = VtNrClassificationHead(
-            config.backbone_config.hidden_size, config.head_hidden_size, config.head_dropout, config.num_labels
+            backbone_feature_size(config.backbone_config), config.head_hidden_size, config.head_dropout, config.num_labels
         )
         self.post_init()
 
@@ -191,7 +207,14 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             )
 
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
-        """Token features ``[B, N, C]`` → one vector ``[B, C]`` (class token, or mean over tokens like timm's Swin)."""
+        """Token features ``[B, N, C]`` → one vector ``[B, C]`` (class token, or mean over tokens like timm's Swin).
+
+        Backbones whose last hidden state is a feature map ``[B, C, H, W]`` (PVT-v2, CvT...) are averaged over space.
+        """
+        if last_hidden_state.dim() == 4:
+            if self.pooling == "cls":
+                raise ValueError("backbone_pooling 'cls' needs token outputs [B, N, C]; this backbone returns a feature map")
+            return last_hidden_state.mean(dim=(2, 3))
         if self.pooling == "cls":
             return last_hidden_state[:, 0]
         return last_hidden_state.mean(dim=1)
