@@ -135,3 +135,20 @@ def test_resolve_id2label():
     assert resolve_id2label(None, None, '{"0": "x", "1": "y"}') == {0: "x", 1: "y"}
     with pytest.raises(ValueError, match="disagrees"):
         resolve_id2label(8, "raf-db", None)
+
+
+def test_shared_checkpoint_checks_name_the_problem():
+    import torch
+
+    from hf_fer.conversion import classes_from_head, require_keys
+
+    with pytest.raises(ValueError, match=r"not an ARM checkpoint: no 'fc.weight' entry. Keys found: \['other'\]"):
+        require_keys({"other": 1}, "ARM", ("fc.weight",))
+    head = torch.zeros(7, 512)
+    assert classes_from_head("fc.weight", head, None, None) == 7
+    with pytest.raises(ValueError, match=r"--num-labels 8 but the checkpoint's fc.weight has 7 classes"):
+        classes_from_head("fc.weight", head, 8, None)
+    with pytest.raises(ValueError, match="3 class names given but the checkpoint has 7 classes"):
+        classes_from_head("fc.weight", head, None, {0: "a", 1: "b", 2: "c"})
+    with pytest.raises(ValueError, match=r"must be 2-D \[num_classes, 512\]"):
+        classes_from_head("fc.weight", torch.zeros(7), None, None, features="512")

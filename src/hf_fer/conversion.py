@@ -358,6 +358,27 @@ def _converter_module(arch: str):
     return ARCHITECTURES[arch].converter
 
 
+def require_keys(state_dict: Mapping, architecture: str, keys: tuple[str, ...]) -> None:
+    """Refuse a file that is not a checkpoint of ``architecture``, naming the missing entry and the keys found."""
+    for key in keys:
+        if key not in state_dict:
+            raise ValueError(
+                f"not a{'n' if architecture[0] in 'AEIOU' else ''} {architecture} checkpoint: no {key!r} entry. "
+                f"Keys found: {sorted(state_dict)[:30]}" + (" ..." if len(state_dict) > 30 else "")
+            )
+
+
+def classes_from_head(head_name: str, head, num_labels: int | None, id2label: Mapping | None, features: str = "features") -> int:
+    """Number of classes of a ``[num_classes, features]`` classifier weight, checked against ``--num-labels`` and the names."""
+    if head.ndim != 2:
+        raise ValueError(f"{head_name} must be 2-D [num_classes, {features}], got shape {tuple(head.shape)}")
+    if num_labels is not None and num_labels != head.shape[0]:
+        raise ValueError(f"--num-labels {num_labels} but the checkpoint's {head_name} has {head.shape[0]} classes (shape {tuple(head.shape)})")
+    if id2label is not None and len(id2label) != head.shape[0]:
+        raise ValueError(f"{len(id2label)} class names given but the checkpoint has {head.shape[0]} classes")
+    return int(head.shape[0])
+
+
 def resolve_id2label(num_labels: int | None, dataset: str | None, id2label: Mapping | str | None) -> dict[int, str] | None:
     """``--dataset``/``--id2label`` → ``{index: name}``; checks it agrees with ``--num-labels``."""
     from . import labels as label_spaces

@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from hf_fer.conversion import ConversionReport, map_state_dict
+from hf_fer.conversion import ConversionReport, classes_from_head, map_state_dict, require_keys
 from hf_fer.labels import id2label as benchmark_id2label
 
 from hf_fer.models.arm.configuration_arm import ArmConfig
@@ -62,20 +62,9 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
         raise ValueError("--arch arm needs --checkpoint (an upstream ARM .pth file)")
     report = ConversionReport()
 
-    for required in ("fc.weight", "arm.de_albino.weight"):
-        if required not in state_dict:
-            raise ValueError(
-                f"not an ARM checkpoint: no {required!r} entry. Keys found: {sorted(state_dict)[:30]}"
-                + (" ..." if len(state_dict) > 30 else "")
-            )
+    require_keys(state_dict, "ARM", ("fc.weight", "arm.de_albino.weight"))
     head = state_dict["fc.weight"]
-    if head.ndim != 2:
-        raise ValueError(f"fc.weight must be 2-D [num_classes, features], got shape {tuple(head.shape)}")
-    if num_labels is not None and num_labels != head.shape[0]:
-        raise ValueError(f"--num-labels {num_labels} but the checkpoint's fc.weight has {head.shape[0]} classes (shape {tuple(head.shape)})")
-    num_labels = head.shape[0]
-    if id2label is not None and len(id2label) != num_labels:
-        raise ValueError(f"{len(id2label)} class names given but the checkpoint has {num_labels} classes")
+    num_labels = classes_from_head("fc.weight", head, num_labels, id2label, features="features")
     if id2label is None:
         id2label, note = _default_id2label(num_labels)
         if note:

@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from hf_fer.conversion import ConversionReport, map_state_dict
+from hf_fer.conversion import ConversionReport, classes_from_head, map_state_dict, require_keys
 from hf_fer.labels import id2label as benchmark_id2label
 
 from hf_fer.models.dacl.configuration_dacl import DaclConfig
@@ -71,20 +71,8 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
     if state_dict is None:
         raise ValueError("--arch dacl needs --checkpoint (an upstream DACL .pth file)")
     report = ConversionReport()
-    for required in ("fc.weight", "attention.0.weight", "attention_heads.weight"):
-        if required not in state_dict:
-            raise ValueError(
-                f"not a DACL checkpoint: no {required!r} entry. Keys found: {sorted(state_dict)[:30]}"
-                + (" ..." if len(state_dict) > 30 else "")
-            )
-    head = state_dict["fc.weight"]
-    if head.ndim != 2:
-        raise ValueError(f"fc.weight must be 2-D [num_classes, 512], got shape {tuple(head.shape)}")
-    if num_labels is not None and num_labels != head.shape[0]:
-        raise ValueError(f"--num-labels {num_labels} but the checkpoint's fc.weight has {head.shape[0]} classes (shape {tuple(head.shape)})")
-    num_labels = head.shape[0]
-    if id2label is not None and len(id2label) != num_labels:
-        raise ValueError(f"{len(id2label)} class names given but the checkpoint has {num_labels} classes")
+    require_keys(state_dict, "DACL", ("fc.weight", "attention.0.weight", "attention_heads.weight"))
+    num_labels = classes_from_head("fc.weight", state_dict["fc.weight"], num_labels, id2label, features="512")
     if id2label is None:
         id2label, note = _default_id2label(num_labels)
         report.notes.append(note)
