@@ -30,9 +30,12 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=8.0", "pytest-timeout>=2.3"],
+        # dev: everything the test suite exercises (no test may be skipped for a missing dependency)
+        "dev": ["pytest>=8.0", "pytest-timeout>=2.3", "h5py>=3.10", "onnx>=1.16", "onnxruntime>=1.18",
+                "av>=12.0", "scikit-image>=0.22"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
-        "face": ["opencv-python-headless>=4.9"],
+        "video": ["av>=12.0"],  # PyAV (bundles its own FFmpeg): video files, webcams, RTSP streams
+        "convert": ["h5py>=3.10"],  # Keras .hdf5 checkpoints (mini-Xception)
     },
     entry_points={"console_scripts": ["hf-fer=hf_fer.cli:main"]},
 )
