@@ -210,7 +210,7 @@ def _open_header(handle, name: str) -> Image.Image:
     except UnidentifiedImageError:
         handle.seek(0)
         start = handle.read(12)
-        raise ImageDecodeError(name, f"not an image (unrecognised format; the data starts with {start!r})") from None
+        raise ImageDecodeError(name, f"cannot decode image: not an image (unrecognised format; the data starts with {start!r})") from None
     except Image.DecompressionBombError:
         # PIL's own limit (~179 Mpx) fired while reading the header; ours decides, with the actual size.
         handle.seek(0)
@@ -221,7 +221,7 @@ def _open_header(handle, name: str) -> Image.Image:
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Exception as error:  # corrupt header: OSError, SyntaxError, struct.error, EOFError...
-        raise ImageDecodeError(name, f"corrupt image header ({type(error).__name__}: {error})") from None
+        raise ImageDecodeError(name, f"cannot decode image: corrupt header ({type(error).__name__}: {error})") from None
 
 
 def _check_pixels(size: tuple[int, int], limit: int | None, name: str, what: str = "") -> None:
@@ -271,7 +271,7 @@ def _decode_opened(image: Image.Image, name: str, limit, max_size, mode: str, ow
     except Exception as error:
         message = str(error)
         kind = "truncated file" if "truncated" in message.lower() or isinstance(error, EOFError) else "corrupt image data"
-        raise ImageDecodeError(name, f"{kind} ({type(error).__name__}: {message})") from None
+        raise ImageDecodeError(name, f"cannot decode image: {kind} ({type(error).__name__}: {message})") from None
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG)
     except Exception:  # unreadable EXIF: keep the pixels as stored
