@@ -33,6 +33,7 @@ import io
 import os
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,9 @@ def _decode_stream(handle, name: str, limit, max_size, mode) -> Image.Image:
 def _open_header(handle, name: str) -> Image.Image:
     """``Image.open`` (reads the header only) with every failure mapped to :class:`ImageDecodeError`."""
     try:
-        return Image.open(handle)
+        with warnings.catch_warnings():  # PIL's "could be decompression bomb" warning: our own limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(handle)
     except UnidentifiedImageError:
         handle.seek(0)
         start = handle.read(12)
