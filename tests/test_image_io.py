@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -68,6 +69,7 @@ def test_every_corpus_file_decodes_right_or_fails_with_its_reason(corpus):
                 load_image(source)
             assert expected.error in caught.value.reason.lower(), (name, caught.value.reason)
             assert str(caught.value).startswith(f"{where}: "), str(caught.value)
+            assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)  # crosses DataLoader workers
     # The declared size is read from the header and reported: nothing was decoded.
     with pytest.raises(ImageDecodeError, match=f"{BOMB_SIDE}x{BOMB_SIDE}"):
         load_image(folder / "bomb_header.png")
@@ -118,6 +120,21 @@ def test_max_size_shrinks_while_decoding_and_matches_a_full_decode(tmp_path):
     assert load_image(tmp_path / "big.jpeg", max_pixels=1_000_000, max_size=300).size == (300, 200)
     with pytest.raises(ImageDecodeError, match="too many pixels: 2400x1600"):  # PNG has no such shortcut
         load_image(tmp_path / "big.png", max_pixels=1_000_000, max_size=300)
+
+
+def test_decode_size_follows_the_image_processor(toy):
+    from hf_fer.image_io import max_size_for
+    from hf_fer.models.dacl import DaclImageProcessor
+    from hf_fer.training.data import EvalImages, TrainingImages, build_train_transform
+    from toy_arch import ToyImageProcessor
+
+    assert max_size_for(ToyImageProcessor()) == 512  # 2 x 32, at least 512
+    assert max_size_for(ToyImageProcessor(size={"height": 384, "width": 300})) == 768
+    assert max_size_for(DaclImageProcessor(size={"shortest_edge": 300})) == 1200  # room for 2:1 images
+    assert max_size_for(object()) is None
+    processor = ToyImageProcessor(size={"height": 384, "width": 384})
+    assert TrainingImages([], build_train_transform(processor, []), seed=0).max_size == 768
+    assert EvalImages([], processor).max_size == 768
 
 
 def test_arrays_and_tensors(corpus):

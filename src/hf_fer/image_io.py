@@ -111,11 +111,14 @@ def max_size_for(image_processor: Any, minimum: int = 512) -> int | None:
     is practically the same as resizing from the full image, at a fraction of the memory.
     """
     size = getattr(image_processor, "size", None) or {}
-    if not isinstance(size, dict):
-        size = dict(size) if hasattr(size, "items") else {}
-    sides = [int(size[key]) for key in ("height", "width", "longest_edge") if size.get(key)]
-    if size.get("shortest_edge"):  # the long side ends up longer than the short one: allow 2:1 images
-        sides.append(2 * int(size["shortest_edge"]))
+
+    def side(key: str) -> int | None:  # a plain dict or transformers' SizeDict
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        return int(value) if value else None
+
+    sides = [value for value in (side("height"), side("width"), side("longest_edge")) if value]
+    if side("shortest_edge"):  # the long side ends up longer than the short one: allow 2:1 images
+        sides.append(2 * side("shortest_edge"))
     if not sides:
         return None
     return max(2 * max(sides), minimum)
