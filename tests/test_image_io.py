@@ -251,6 +251,9 @@ def test_prepare_dataset_accepts_exactly_what_trains_and_training_decodes_identi
     })
     train(recipe, str(prepared), tmp_path / "run", quiet=True)
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    results = json.loads((tmp_path / "run" / "training_results.json").read_text())
+    assert len(results["history"]) == 1 and results["global_step"] >= 1  # one epoch over the accepted images
+    assert "test" in results  # the test split (CMYK, 16-bit, palette... too) was evaluated
 
 
 # --------------------------------------------------------------------------------------------------------

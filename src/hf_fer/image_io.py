@@ -167,7 +167,7 @@ def load_image(
         name = name or "<bytes>"
         if len(source) == 0:
             raise ImageDecodeError(name, "empty file (0 bytes)")
-        return _decode_stream(io.BytesIO(bytes(source)), name, limit, max_size, mode)
+        return _decode_stream(io.BytesIO(source if isinstance(source, bytes) else bytes(source)), name, limit, max_size, mode)
     if isinstance(source, Image.Image):
         name = name or getattr(source, "filename", None) or "<PIL image>"
         return _decode_opened(source, name, limit, max_size, mode, own=False)
