@@ -177,7 +177,7 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("SyntheticSection", "num_train"): (lambda v: v >= 1, "a positive integer"),
     ("SyntheticSection", "num_validation"): (lambda v: v >= 1, "a positive integer"),
     ("SyntheticSection", "num_test"): (lambda v: v >= 0, ">= 0"),
-    ("SyntheticSection", "image_size"): (lambda v: 16 <= v <= 4096, "in [16, 4096]"),
+    ("SyntheticSection", "image_size"): (lambda v: 32 <= v <= 4096, "in [32, 4096]"),
     ("SyntheticSection", "seed"): (lambda v: v >= 0, ">= 0"),
 }
 
