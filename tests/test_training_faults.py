@@ -112,7 +112,7 @@ def assert_same_final_state(actual: Path, expected: Path):
 
 def test_second_run_into_the_same_folder_fails_fast_and_the_first_finishes(reference):
     code, out, seconds = reference["second"]
-    assert code != 0 and "is in use by another training run" in out and f"PID" in out, out
+    assert code != 0 and "is in use by another training run" in out and "PID" in out, out
     assert seconds < 60, seconds
     output = reference["output"]
     results = json.loads((output / "training_results.json").read_text())

@@ -29,8 +29,20 @@ from torch.utils.data import DataLoader
 from .data import EpochSampler, EvalImages, TrainingImages, build_train_transform, collate
 from .optim import build_lr_lambdas, build_optimizer, build_param_groups, wrap_sam
 from .recipe import Recipe, RecipeError
-from .state import (CHECKPOINTS, OutputLockedError, TrainingStateError, acquire_lock, checkpoint_steps, fault_point,
-                    finish_pending_publish, load_checkpoint, publish, release_lock, save_checkpoint)
+from .state import (
+    CHECKPOINTS,
+    OutputLockedError,
+    TrainingStateError,
+    acquire_lock,
+    check_checkpointing_supported,
+    checkpoint_steps,
+    fault_point,
+    finish_pending_publish,
+    load_checkpoint,
+    publish,
+    release_lock,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -331,6 +343,8 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
     state = TrainerState()
     sam = wrap_sam(optimizer, settings.sam)
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer_state": state}
+    if settings.checkpoint_every_steps or resume:
+        check_checkpointing_supported(accelerator)
 
     unwrapped = accelerator.unwrap_model(model)
     label_names = [unwrapped.config.id2label[i] for i in range(unwrapped.config.num_labels)]

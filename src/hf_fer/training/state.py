@@ -358,6 +358,15 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
+def check_checkpointing_supported(accelerator) -> None:
+    kind = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise TrainingStateError(
+            f"resumable checkpoints are written for single-process and DDP runs; this run uses {kind}, whose sharded states "
+            "this writer does not gather: set training.checkpoint_every_steps: null (the best and last models are still saved)"
+        )
+
+
 def save_checkpoint(accelerator, output: Path, step: int, keep: int, *, model, optimizer, scheduler, trainer_state) -> Path:
     """Write ``output/checkpoints/step_<step>`` atomically, pickle-free; keep the newest ``keep``.
 
@@ -366,6 +375,7 @@ def save_checkpoint(accelerator, output: Path, step: int, keep: int, *, model, o
     """
     from safetensors.torch import save_model
 
+    check_checkpointing_supported(accelerator)
     root = output / CHECKPOINTS
     final, temporary = root / f"step_{step}", root / f".tmp_step_{step}"
     unwrapped = accelerator.unwrap_model(model)
