@@ -61,7 +61,7 @@ def synthetic_batch(num_images: int, image_size: int = 64, seed: int = 0):
 
 def test_parity_released_checkpoint(tmp_path):
     """Upstream container → CLI → AutoModel (and remote code) reproduces upstream's batch-coupled logits."""
-    model, outputs, fixture_io = harness.run_parity(FIXTURE, "arm", released_container, tmp_path, atol=ATOL)
+    model, outputs, fixture_io = harness.run_parity(FIXTURE, "arm", released_container, tmp_path, atol=ATOL, cli_args=("--dataset", "raf-db"))
     assert isinstance(model, ArmForImageClassification)
     assert model.config.affinity_mode == "batch"
     assert model.config.id2label == id2label("raf-db")
@@ -75,11 +75,11 @@ def test_parity_released_checkpoint(tmp_path):
 
 def test_parity_ddp_checkpoint(tmp_path):
     """Checkpoints from upstream's DDP script carry ``module.`` prefixes."""
-    harness.run_parity(FIXTURE, "arm", ddp_container, tmp_path, atol=ATOL, remote_code=False)
+    harness.run_parity(FIXTURE, "arm", ddp_container, tmp_path, atol=ATOL, remote_code=False, cli_args=("--dataset", "raf-db"))
 
 
 def test_parity_bare_state_dict(tmp_path):
-    harness.run_parity(FIXTURE, "arm", lambda sd: dict(sd), tmp_path, atol=ATOL, remote_code=False)
+    harness.run_parity(FIXTURE, "arm", lambda sd: dict(sd), tmp_path, atol=ATOL, remote_code=False, cli_args=("--dataset", "raf-db"))
 
 
 def test_key_map_follows_spec():
@@ -99,7 +99,7 @@ def test_key_map_follows_spec():
 def _convert(state_dict, tmp_path, *args):
     checkpoint = tmp_path / "bad.pth"
     torch.save(released_container(state_dict), checkpoint)
-    return harness.convert_with_cli("arm", checkpoint, tmp_path / "out", args)
+    return harness.convert_with_cli("arm", checkpoint, tmp_path / "out", ["--dataset", "raf-db", *args])
 
 
 def test_refuses_stale_key_names(tmp_path):
@@ -122,7 +122,7 @@ def test_refuses_shape_mismatch(tmp_path):
         _convert(state_dict, tmp_path)
     state_dict = harness.load_fixture_state_dict(FIXTURE)
     with pytest.raises(ValueError, match="--num-labels 8 but the checkpoint's fc.weight has 7 classes"):
-        _convert(state_dict, tmp_path, "--num-labels", "8")
+        _convert(state_dict, tmp_path, "--num-labels", "8", "--id2label", "a,b,c,d,e,f,g,h")
     with pytest.raises(ValueError, match="fc.weight has 121 inputs but this configuration gives"):
         _convert(state_dict, tmp_path, "--de-albino-stride", "4")
 

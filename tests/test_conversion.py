@@ -152,3 +152,97 @@ def test_shared_checkpoint_checks_name_the_problem():
         classes_from_head("fc.weight", head, None, {0: "a", 1: "b", 2: "c"})
     with pytest.raises(ValueError, match=r"must be 2-D \[num_classes, 512\]"):
         classes_from_head("fc.weight", torch.zeros(7), None, None, features="512")
+
+
+@pytest.mark.parametrize("arch, choices", [("arm", "raf-db, affectnet-7, sfew"), ("dacl", "raf-db, affectnet-7"),
+                                           ("poster_v2", "raf-db, affectnet-7, affectnet-8, caer-s"), ("dmue", "raf-db, ferplus, affectnet-8")])
+def test_multi_benchmark_architectures_need_the_class_order(tmp_path, arch, choices):
+    from hf_fer.conversion import main
+
+    torch.save({"fc.weight": torch.zeros(7, 4)}, tmp_path / "c.pth")
+    with pytest.raises(ValueError, match=rf"{arch} was trained upstream on several benchmarks.*pass --dataset \(one of {choices}\) or --id2label"):
+        main(["--arch", arch, "--checkpoint", str(tmp_path / "c.pth"), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_legacy_format_with_pickled_helper_objects_converts_like_zip(tmp_path):
+    container = {"epoch": 7, "state_dict": {"module.fc.weight": torch.randn(7, 4)}, "recorder": RecorderMeter(3)}
+    path = tmp_path / "legacy.pth"
+    main = sys.modules["__main__"]
+    old_module, had_attr = RecorderMeter.__module__, hasattr(main, "RecorderMeter")
+    RecorderMeter.__module__, main.RecorderMeter = "__main__", RecorderMeter
+    try:
+        torch.save(container, path, _use_new_zipfile_serialization=False)
+    finally:
+        RecorderMeter.__module__ = old_module
+        if not had_attr:
+            del main.RecorderMeter
+    assert not zipfile.is_zipfile(path)
+    checkpoint = load_upstream_checkpoint(path)
+    assert torch.equal(checkpoint["fc.weight"], container["state_dict"]["module.fc.weight"])
+    assert checkpoint.stubbed_globals == ["__main__.RecorderMeter"] and checkpoint.metadata["epoch"] == 7
+    np.testing.assert_array_equal(checkpoint.metadata["recorder"].epoch_accuracy, np.arange(6, dtype=np.float64).reshape(3, 2))
+
+
+def test_empty_and_truncated_files_say_so(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.pth: the file is empty \(0 bytes\)"):
+        load_upstream_checkpoint(tmp_path / "empty.pth")
+    torch.save({"state_dict": {"w": torch.ones(100)}}, tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut.pth: a truncated zip archive"):
+        load_upstream_checkpoint(tmp_path / "cut.pth")
+    torch.save({"state_dict": {"w": torch.ones(100)}}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "legacy.pth").read_bytes()
+    for size in (5, 200):
+        (tmp_path / "cut_legacy.pth").write_bytes(data[:size])
+        with pytest.raises(ValueError, match=r"cut_legacy.pth: the file is truncated"):
+            load_upstream_checkpoint(tmp_path / "cut_legacy.pth")
+    (tmp_path / "cut_legacy.pth").write_bytes(data[:-20])  # cut inside the tensor bytes after the pickles
+    with pytest.raises(ValueError, match=r"truncated or damaged"):
+        load_upstream_checkpoint(tmp_path / "cut_legacy.pth")
+
+
+def _deflate_bomb(path, inflated_mib=1536):
+    """A valid zip whose ``archive/data.pkl`` deflates 1.5 GiB of zeros into ~1.5 MB (built without inflating anything)."""
+    import struct
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(b"\0" * 2**20) + compressor.flush(zlib.Z_FULL_FLUSH)  # self-contained: repeatable
+    tail = compressor.flush()
+    crc, zeros = 0, b"\0" * 2**26
+    for _ in range(inflated_mib // 64):
+        crc = zlib.crc32(zeros, crc)
+    size, compressed = inflated_mib * 2**20, len(block) * inflated_mib + len(tail)
+    name = b"archive/data.pkl"
+    local = struct.pack("<4s5H3L2H", b"PK\3\4", 20, 0, 8, 0, 0, crc, compressed, size, len(name), 0) + name
+    with open(path, "wb") as handle:
+        handle.write(local)
+        for _ in range(inflated_mib):
+            handle.write(block)
+        handle.write(tail)
+        central = struct.pack("<4s6H3L5H2L", b"PK\1\2", 20, 20, 0, 8, 0, 0, crc, compressed, size, len(name), 0, 0, 0, 0, 0, 0) + name
+        offset = handle.tell()
+        handle.write(central)
+        handle.write(struct.pack("<4s4H2LH", b"PK\5\6", 0, 0, 1, 1, len(central), offset, 0))
+
+
+def test_deflate_bomb_is_refused_quickly_without_inflating(tmp_path):
+    import resource
+    import time
+
+    path = tmp_path / "bomb.pth"
+    _deflate_bomb(path)
+    assert os.path.getsize(path) < 3 * 2**20
+    with zipfile.ZipFile(path) as archive:  # a real bomb: a plain reader would inflate it
+        assert archive.getinfo("archive/data.pkl").file_size == 1536 * 2**20
+        with archive.open("archive/data.pkl") as member:
+            assert member.read(2**20) == b"\0" * 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(UnsafeCheckpointError, match=r"bomb.pth: member archive/data.pkl would inflate from [\d,]+ to 1,610,612,736 bytes.*decompression bomb"):
+        load_upstream_checkpoint(path)
+    assert time.perf_counter() - started < 2
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 100 * 2**20

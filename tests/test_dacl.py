@@ -92,9 +92,10 @@ def outputs_in_fresh_python(folder, pixel_values, tmp_path) -> dict[str, torch.T
 
 def test_parity_dataparallel_checkpoint(tmp_path):
     """DataParallel container → CLI → AutoModel and remote code: logits, features and attention match upstream."""
-    model, outputs, fixture_io = harness.run_parity(FIXTURE, "dacl", dataparallel_container, tmp_path, atol=ATOL, remote_code=False)
+    model, outputs, fixture_io = harness.run_parity(FIXTURE, "dacl", dataparallel_container, tmp_path, atol=ATOL, remote_code=False,
+                                                     cli_args=("--dataset", "affectnet-7"))
     assert isinstance(model, DaclForImageClassification)
-    assert model.config.id2label == id2label("affectnet-7")  # documented default when --dataset is not given
+    assert model.config.id2label == id2label("affectnet-7")
     harness.assert_close(outputs.features, fixture_io["features"], atol=ATOL, what="features")
     harness.assert_close(outputs.attention_weights, fixture_io["attention_weights"], atol=ATOL, what="attention weights")
 
@@ -226,7 +227,7 @@ def test_estimate_centers_is_attention_weighted_mean():
 def _convert(state_dict, tmp_path, *args):
     checkpoint = tmp_path / "bad.pth"
     torch.save(dataparallel_container(state_dict), checkpoint)
-    return harness.convert_with_cli("dacl", checkpoint, tmp_path / "out", args)
+    return harness.convert_with_cli("dacl", checkpoint, tmp_path / "out", ["--dataset", "raf-db", *args])
 
 
 def _small_upstream_state_dict():

@@ -37,7 +37,7 @@ def converted(tmp_path_factory):
     state_dict = harness.load_fixture_state_dict(FIXTURE)
     snapshot = OrderedDict(("module." + key, value) for key, value in state_dict.items())
     torch.save(snapshot, folder / "ep7_b3400_acc0.6285.pth")
-    return harness.convert_with_cli("dmue", folder / "ep7_b3400_acc0.6285.pth", folder / "converted", ["--keep-aux-branches"])
+    return harness.convert_with_cli("dmue", folder / "ep7_b3400_acc0.6285.pth", folder / "converted", ["--keep-aux-branches", "--dataset", "affectnet-8"])
 
 
 @pytest.fixture(scope="module")

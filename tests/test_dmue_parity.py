@@ -29,7 +29,8 @@ def training_snapshot(state_dict):
 
 
 def test_parity_converted_inference_weights(tmp_path):
-    model, outputs, fixture_io = harness.run_parity("dmue", "dmue", converted_weights_file, tmp_path, atol=ATOL, rtol=0)
+    model, outputs, fixture_io = harness.run_parity("dmue", "dmue", converted_weights_file, tmp_path, atol=ATOL, rtol=0,
+                                                         cli_args=("--dataset", "affectnet-8"))
     assert model.config.use_aux_branches is False
     assert model.num_parameters() == 11_181_632  # spec §2 / §14
     assert model.config.id2label == id2label("affectnet-8")  # upstream's released model: AffectNet, native order

@@ -171,7 +171,7 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path):
     killed.wait()
     assert not (tmp_path / "killed" / "last").exists(), "the run finished before it was killed"
     reference = _run(["--recipe", recipe, "--dataset", "synthetic", "--output", tmp_path / "reference"])
-    resumed = _run(["--recipe", recipe, "--dataset", "synthetic", "--output", tmp_path / "killed", "--resume"])
+    resumed = _run(["--recipe", recipe, "--dataset", "synthetic", "--output", tmp_path / "killed", "--resume", "--force"])  # --force: the killed run left its lock
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0 and "resumed from" in out, out
     out, _ = reference.communicate(timeout=600)

@@ -171,19 +171,40 @@ def _numpy_globals() -> dict[str, Any]:
     return allowed
 
 
-def _pickled_globals(path: str) -> list[str]:
-    """List every global a torch zip checkpoint (or plain pickle) references, without unpickling it."""
+# The pickled *structure* of a checkpoint (tensors live outside it) is a few MB even for large models.
+MAX_PICKLE_BYTES = 256 * 2**20
+# torch stores zip members uncompressed; a member that inflates far beyond its stored size is a bomb.
+MAX_COMPRESSION_RATIO = 100
+
+
+class _CappedReader:
+    """A read-only stream that refuses to hand out more than ``limit`` bytes (bounded memory and time)."""
+
+    def __init__(self, stream, limit: int, what: str):
+        self.stream, self.limit, self.what, self.count = stream, limit, what, 0
+
+    def _take(self, data: bytes) -> bytes:
+        self.count += len(data)
+        if self.count > self.limit:
+            raise ValueError(f"{self.what}: the pickled part exceeds {self.limit // 2**20} MiB; refusing to read further")
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._take(self.stream.read(self.limit + 1 - self.count if size is None or size < 0 else min(size, self.limit + 1 - self.count)))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._take(self.stream.readline(self.limit + 1 - self.count))
+
+
+def _scan_pickles(stream, what: str, max_pickles: int) -> list[str]:
+    """Globals referenced by up to ``max_pickles`` pickles stored back to back in ``stream`` (read incrementally)."""
     names: list[str] = []
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
-            blobs = [archive.read(n) for n in pickles]
-    else:
-        blobs = [Path(path).read_bytes()]
-    for blob in blobs:
+    for index in range(max_pickles):
         recent_strings: list[str] = []
+        opcodes = 0
         try:
-            for opcode, arg, _ in pickletools.genops(io.BytesIO(blob)):
+            for opcode, arg, _ in pickletools.genops(stream):
+                opcodes += 1
                 if opcode.name in ("GLOBAL", "INST"):
                     names.append(str(arg).replace(" ", "."))
                 elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
@@ -191,9 +212,56 @@ def _pickled_globals(path: str) -> list[str]:
                 elif opcode.name == "STACK_GLOBAL" and len(recent_strings) == 2:
                     names.append(f"{recent_strings[0]}.{recent_strings[1]}")
                 elif opcode.name == "STOP":
-                    break  # legacy (non-zip) torch files hold several pickles back to back
-        except Exception:
-            break
+                    break
+        except ValueError as error:
+            text = str(error)
+            if "refusing" in text:
+                raise
+            if index > 0 and opcodes == 0:
+                break  # the end of a plain pickle file (or data that follows the last pickle)
+            if index > 0 or any(word in text for word in ("exhausted", "not enough data", "remain")):
+                raise ValueError(f"{what}: the file is truncated or damaged (it ends or breaks inside a pickle: {error})") from None
+            raise ValueError(f"{what}: not a PyTorch checkpoint or pickle ({error})") from None
+    return names
+
+
+def _pickled_globals(path: str) -> list[str]:
+    """List every global a torch checkpoint (zip or legacy format) or plain pickle references, without unpickling it.
+
+    Memory and time stay bounded: pickles are streamed (never read whole), their size is capped and zip
+    members that would inflate far beyond their stored size are refused before anything is decompressed.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes), not a checkpoint (an interrupted download or copy?)")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    names: list[str] = []
+    if zipfile.is_zipfile(path):
+        try:
+            archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"{path}: a damaged or truncated zip archive ({error})") from None
+        with archive:
+            for info in archive.infolist():
+                if info.file_size > 16 * 2**20 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+                    raise UnsafeCheckpointError(
+                        f"{path}: member {info.filename} would inflate from {info.compress_size:,} to {info.file_size:,} bytes "
+                        f"(ratio > {MAX_COMPRESSION_RATIO}): refusing a possible decompression bomb (torch stores checkpoint members uncompressed)"
+                    )
+            for info in archive.infolist():
+                if not info.filename.endswith(".pkl"):
+                    continue
+                if info.file_size > MAX_PICKLE_BYTES:
+                    raise UnsafeCheckpointError(f"{path}: {info.filename} declares {info.file_size:,} bytes of pickle "
+                                                f"(limit {MAX_PICKLE_BYTES // 2**20} MiB); refusing to read it")
+                with archive.open(info) as member:
+                    names += _scan_pickles(_CappedReader(member, MAX_PICKLE_BYTES, f"{path}:{info.filename}"), f"{path}:{info.filename}", 1)
+    elif magic.startswith(b"PK"):
+        raise ValueError(f"{path}: a truncated zip archive ({size:,} bytes, no central directory): an incomplete download or copy?")
+    else:
+        with open(path, "rb") as handle:  # legacy torch format: magic, protocol, sys info, the object, storage keys
+            names += _scan_pickles(_CappedReader(handle, MAX_PICKLE_BYTES, path), path, 5)
     return list(dict.fromkeys(names))
 
 
@@ -240,7 +308,9 @@ def _read_pickle(path: str) -> tuple[Any, list[str]]:
             raise UnsafeCheckpointError(f"{path}: {cause}") from None
         if "UnsafeCheckpointError" in str(error) or "refusing" in str(error):
             raise UnsafeCheckpointError(f"{path}: {error}") from None
-        raise ValueError(f"{path}: could not read the checkpoint with torch.load(weights_only=True): {error}") from error
+        hint = (f" (the file has {os.path.getsize(path):,} bytes: it is truncated or damaged)"
+                if any(word in str(error) for word in ("EOF", "corrupt", "truncat", "out of range")) else "")
+        raise ValueError(f"{path}: could not read the checkpoint with torch.load(weights_only=True): {error}{hint}") from error
     return obj, stubbed
 
 
@@ -406,6 +476,16 @@ def resolve_id2label(num_labels: int | None, dataset: str | None, id2label: Mapp
     return mapping
 
 
+# Architectures whose upstream released or trained models on several benchmarks (each with its own class
+# order): a checkpoint of theirs does not say which, so converting one needs --dataset or --id2label.
+UPSTREAM_BENCHMARKS: dict[str, tuple[str, ...]] = {
+    "arm": ("raf-db", "affectnet-7", "sfew"),
+    "dacl": ("raf-db", "affectnet-7"),
+    "poster_v2": ("raf-db", "affectnet-7", "affectnet-8", "caer-s"),
+    "dmue": ("raf-db", "ferplus", "affectnet-8"),
+}
+
+
 def convert_original_checkpoint(
     arch: str,
     checkpoint: str | os.PathLike,
@@ -423,6 +503,11 @@ def convert_original_checkpoint(
     """
     converter = _converter_module(arch)
     mapping = resolve_id2label(num_labels, dataset, id2label)
+    if mapping is None and checkpoint is not None and arch in UPSTREAM_BENCHMARKS:
+        raise ValueError(
+            f"{arch} was trained upstream on several benchmarks, each with its own class order, and the checkpoint does not say which: "
+            f"pass --dataset (one of {', '.join(UPSTREAM_BENCHMARKS[arch])}) or --id2label with the class names in the checkpoint's order"
+        )
     state_dict = load_upstream_checkpoint(checkpoint) if checkpoint is not None else None
     if options is None:
         parser = argparse.ArgumentParser()

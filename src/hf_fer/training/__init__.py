@@ -35,6 +35,7 @@ EPILOG = """examples:
   accelerate launch scripts/train.py --recipe modeling_configs/poster_v2/rafdb.yaml --dataset data/rafdb --output runs/pv2
   accelerate launch --cpu --num_processes 2 scripts/train.py --recipe R --dataset D --output O   # 2 CPU processes (gloo DDP)
   hf-fer train --recipe R --dataset D --output O --resume            # continue from O/checkpoints/step_K (latest)
+  hf-fer train --recipe R --dataset D --output O --resume --force    # after a kill: break the dead run's lock and continue
   hf-fer train --recipe R --dataset D --output O --set training.epochs=3 --set training.optimizer.lr=1e-4
 """
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="'synthetic', a prepare-dataset/save_to_disk folder, an imagefolder directory or a Hub dataset id")
     parser.add_argument("--output", required=True, help="output folder: the best model lands here, last model in OUTPUT/last")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, help="resume from the latest checkpoint in OUTPUT (or a given checkpoint folder)")
+    parser.add_argument("--force", action="store_true", help="take over OUTPUT: break a stale lock (its process must be gone) and, "
+                        "without --resume, start over a run that did not finish (its checkpoints are deleted)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (overrides the recipe's epochs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value (dotted key, YAML value)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if exit_code is not None:
         return exit_code
     recipe = load_recipe(args.recipe, args.overrides)
-    results = train(recipe, args.dataset, args.output, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet)
+    results = train(recipe, args.dataset, args.output, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet, force=args.force)
     if results.get("best_epoch") is not None:
         print(f"best model (validation {recipe.training.selection_metric} {results['best_validation_' + recipe.training.selection_metric]:.4f}, "
               f"epoch {results['best_epoch']}) saved to {args.output}")

@@ -29,15 +29,27 @@ from torch.utils.data import DataLoader
 from .data import EpochSampler, EvalImages, TrainingImages, build_train_transform, collate
 from .optim import build_lr_lambdas, build_optimizer, build_param_groups, wrap_sam
 from .recipe import Recipe, RecipeError
+from .state import (
+    CHECKPOINTS,
+    OutputLockedError,
+    TrainingStateError,
+    acquire_lock,
+    check_checkpointing_supported,
+    checkpoint_steps,
+    fault_point,
+    finish_pending_publish,
+    load_checkpoint,
+    publish,
+    release_lock,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
 
 
 @dataclass
 class TrainerState:
-    """Counters saved in every checkpoint (registered with ``accelerator.register_for_checkpointing``)."""
+    """Counters saved (as JSON) in every checkpoint."""
 
     global_step: int = 0
     epoch: int = 0
@@ -45,6 +57,7 @@ class TrainerState:
     best_metric: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False  # the final evaluation, publication and checkpoint are done
 
     def state_dict(self) -> dict[str, Any]:
         return {"json": json.dumps(self.__dict__)}
@@ -53,7 +66,53 @@ class TrainerState:
         self.__dict__.update(json.loads(state["json"]))
 
 
-def _build_model(recipe: Recipe, id2label: dict[int, str] | None):
+def reorder_classes(model, order: list[int]) -> None:
+    """Permute every class-indexed axis of ``model`` so that new class ``i`` is old class ``order[i]``.
+
+    The class-indexed axes are found, not hard-coded: a copy of the architecture built (on the meta
+    device) with one more class shows which tensor axes grow with the number of classes. Architectures
+    whose label-dependent structure is not a plain class axis (extra modules per class, a ``2C`` input)
+    are refused rather than half-permuted. A ``[C, C]`` ``label_prior_matrix`` in the config is permuted too.
+    """
+    import copy
+
+    config = model.config
+    count = config.num_labels
+    probe_config = copy.deepcopy(config)
+    probe_config.id2label = {i: f"class_{i}" for i in range(count + 1)}
+    probe_config.label2id = {v: k for k, v in probe_config.id2label.items()}
+    if getattr(probe_config, "label_prior_matrix", None) is not None:
+        probe_config.label_prior_matrix = None
+    with torch.device("meta"):
+        probe = type(model)(probe_config)
+    own, grown = model.state_dict(), probe.state_dict()
+    name = type(model).__name__
+    if set(own) != set(grown):
+        changed = sorted(set(own) ^ set(grown))[:6]
+        raise RecipeError(f"cannot reorder the classes of {name}: it has modules per class ({changed} ...); "
+                          "set model.label_space to the order of the init_from model and data.label_map: auto")
+    index = torch.as_tensor(order)
+    with torch.no_grad():
+        for key, tensor in own.items():
+            if tensor.shape == grown[key].shape:
+                continue
+            axes = [d for d in range(tensor.ndim) if tensor.shape[d] != grown[key].shape[d]]
+            if any(tensor.shape[d] != count or grown[key].shape[d] != count + 1 for d in axes):
+                raise RecipeError(f"cannot reorder the classes of {name}: {key} {tuple(tensor.shape)} depends on the number of classes "
+                                  "in a way other than one row per class; set model.label_space to the order of the init_from model")
+            permuted = tensor
+            for axis in axes:
+                permuted = permuted.index_select(axis, index.to(tensor.device))
+            tensor.copy_(permuted.clone())
+    prior = getattr(config, "label_prior_matrix", None)
+    if prior is not None:
+        config.label_prior_matrix = [[prior[r][c] for c in order] for r in order]
+    names = [config.id2label[i] for i in order]
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
+
+
+def _build_model(recipe: Recipe, id2label: dict[int, str] | None, announce=print):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     from ..models import ARCHITECTURES
@@ -63,8 +122,26 @@ def _build_model(recipe: Recipe, id2label: dict[int, str] | None):
     if id2label is not None:
         label_kwargs = {"num_labels": len(id2label), "id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
     if section.init_from:
-        model = AutoModelForImageClassification.from_pretrained(section.init_from, **section.config, **label_kwargs, ignore_mismatched_sizes=bool(label_kwargs))
+        source_config = AutoConfig.from_pretrained(section.init_from)
+        source = [str(source_config.id2label[i]) for i in range(source_config.num_labels)]
+        target = [str(id2label[i]) for i in range(len(id2label))] if id2label is not None else source
         processor = AutoImageProcessor.from_pretrained(section.init_from, **section.image_processor)
+        if target == source:
+            return AutoModelForImageClassification.from_pretrained(section.init_from, **section.config), processor
+        if sorted(target) == sorted(source):
+            model = AutoModelForImageClassification.from_pretrained(section.init_from, **section.config)
+            reorder_classes(model, [source.index(name) for name in target])
+            announce(f"init_from {section.init_from}: classifier rows reordered by class name from {source} to the dataset's order {target}")
+            return model, processor
+        if len(target) == len(source):
+            raise RecipeError(
+                f"model.init_from {section.init_from} has the classes {source} but the dataset has {target}: the names differ, so "
+                "its classifier rows cannot be matched to the data. Rename the dataset's classes, or set model.label_space "
+                "and data.label_map: auto to map them by name."
+            )
+        model = AutoModelForImageClassification.from_pretrained(section.init_from, **section.config, **label_kwargs, ignore_mismatched_sizes=True)
+        announce(f"init_from {section.init_from}: {len(source)} classes {source} -> the dataset's {len(target)} {target}: "
+                 "the classifier is newly initialised")
         return model, processor
     if section.arch not in ARCHITECTURES:
         raise RecipeError(f"model.arch {section.arch!r} is not one of {sorted(ARCHITECTURES)}")
@@ -105,42 +182,20 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
     return train, validation, test
 
 
-def _atomic_save_state(accelerator, output: Path, step: int, keep: int) -> Path:
-    """``save_state`` into a temporary folder, then rename: a killed run never leaves half a checkpoint."""
-    root = output / CHECKPOINTS
-    final = root / f"step_{step}"
-    temporary = root / f".tmp_step_{step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
-        kept = sorted((p for p in root.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
-        for old in kept[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
 def latest_checkpoint(output: str | Path) -> Path | None:
-    root = Path(output) / CHECKPOINTS
-    candidates = [p for p in root.glob("step_*") if p.is_dir()] if root.is_dir() else []
-    return max(candidates, key=lambda p: int(p.name.split("_")[1])) if candidates else None
+    found = checkpoint_steps(Path(output))
+    return found[-1] if found else None
 
 
-def _save_model(accelerator, model, processor, folder: Path, extra: dict[str, Any]) -> None:
+def _model_writer(accelerator, model, processor, extra: dict[str, Any]):
+    """A callable that saves the current weights (+ config, processor, remote code, training_info.json) into a folder."""
     from ..conversion import save_with_remote_code
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        save_with_remote_code(unwrapped, processor, folder)
+    def write(folder: Path) -> None:
+        save_with_remote_code(accelerator.unwrap_model(model), processor, folder)
         (folder / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
-    accelerator.wait_for_everyone()
+
+    return write
 
 
 @torch.no_grad()
@@ -179,18 +234,45 @@ def _write_rank_checksums(accelerator, model) -> None:
     (Path(folder) / f"rank{accelerator.process_index}.json").write_text(json.dumps(payload))
 
 
+def _results(state: TrainerState, settings, info: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """``training_results.json``: always published together with the model it describes."""
+    return {"status": "finished" if state.finished else "running", "best_epoch": state.best_epoch,
+            "best_validation_" + settings.selection_metric: state.best_metric, "history": state.history,
+            "global_step": state.global_step, "epochs_completed": state.epoch, **extra, **info}
+
+
+def _check_output(output: Path, resume, force: bool) -> None:
+    """Main process, lock held: finish a committed publish, refuse to start over an unfinished run by accident."""
+    if finish_pending_publish(output):
+        print(f"completed the publication of the model in {output} that an interrupted run had committed", flush=True)
+    for leftover in (output / CHECKPOINTS).glob(".tmp_step_*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    existing = checkpoint_steps(output)
+    if resume or not existing:
+        return
+    results = output / "training_results.json"
+    finished = results.is_file() and json.loads(results.read_text() or "{}").get("status") == "finished"
+    if not finished and not force:
+        raise TrainingStateError(
+            f"{output} holds an unfinished training run (checkpoints up to {existing[-1].name}): pass --resume to continue it, "
+            "or --force to start over (its checkpoints are deleted)"
+        )
+    print(f"starting over in {output}: removing the checkpoints of the earlier {'finished' if finished else 'unfinished'} run", flush=True)
+    shutil.rmtree(output / CHECKPOINTS)
+
+
 def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | bool | None = None, max_steps: int | None = None,
-          stop_after_steps: int | None = None, quiet: bool = False) -> dict[str, Any]:
+          stop_after_steps: int | None = None, quiet: bool = False, force: bool = False) -> dict[str, Any]:
     """Train ``recipe`` on ``dataset`` (``"synthetic"``, a saved dataset, an imagefolder or a Hub id) into ``output``.
 
     ``output`` receives the best model (validation ``selection_metric``) itself, ``output/last`` the last
-    one, ``output/checkpoints/step_K`` resumable states, ``output/training_results.json`` the metrics.
-    ``resume``: ``True``/``"latest"`` for the newest checkpoint in ``output``, or a checkpoint path.
-    ``stop_after_steps`` ends the run early (as if killed) — for tests.
+    one, ``output/checkpoints/step_K`` resumable states, ``output/training_results.json`` the metrics
+    (published together: see :mod:`hf_fer.training.state`). ``resume``: ``True``/``"latest"`` for the
+    newest checkpoint in ``output``, or a checkpoint path. ``force`` breaks a stale lock and allows
+    starting over a folder that holds an unfinished run. ``stop_after_steps`` ends the run early (as if killed) — for tests.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
 
     output = Path(output)
     settings = recipe.training
@@ -198,8 +280,6 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         logger.warning("recipe asks for fp16 mixed precision but no GPU is available: training in fp32 (use bf16 on CPU)")
         mixed_precision = "no"
-    from accelerate.utils import DistributedDataParallelKwargs
-
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         mixed_precision=mixed_precision,
@@ -207,15 +287,40 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
         project_dir=str(output),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=settings.find_unused_parameters)],
     )
-    set_seed(settings.seed)
+    lock, problem = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = acquire_lock(output, force=force)
+            _check_output(output, resume, force)
+        except TrainingStateError as error:
+            problem = [(isinstance(error, OutputLockedError), str(error))]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(problem)
+    if problem[0] is not None:
+        if lock is not None:
+            release_lock(lock)
+        locked, message = problem[0]
+        raise (OutputLockedError if locked else TrainingStateError)(message)
+    try:
+        return _train(accelerator, recipe, dataset, output, resume=resume, max_steps=max_steps, stop_after_steps=stop_after_steps, quiet=quiet)
+    finally:
+        if lock is not None:
+            release_lock(lock)
 
+
+def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, max_steps, stop_after_steps, quiet) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    settings = recipe.training
+    set_seed(settings.seed)
     id2label = _resolve_label_space(recipe)
     with accelerator.main_process_first():
         train_data, validation_data, test_data = _load_data(recipe, dataset, id2label)
     if id2label is None:
         names = train_data.features["label"].names
         id2label = dict(enumerate(names))
-    model, processor = _build_model(recipe, id2label)
+    model, processor = _build_model(recipe, id2label, announce=accelerator.print)
     set_seed(settings.seed)  # model init consumed RNG; keep data/dropout streams independent of it
 
     transform = build_train_transform(processor, recipe.data.augmentation)
@@ -233,27 +338,35 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     batches_per_epoch = len(train_loader)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / settings.gradient_accumulation_steps))
     total_steps = max_steps or settings.max_steps or steps_per_epoch * settings.epochs
-    total_epochs = math.ceil(total_steps / steps_per_epoch)
     lambdas = build_lr_lambdas(settings.scheduler, sources, steps_per_epoch, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    accelerator.register_for_checkpointing(scheduler)
     state = TrainerState()
-    accelerator.register_for_checkpointing(state)
     sam = wrap_sam(optimizer, settings.sam)
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer_state": state}
+    if settings.checkpoint_every_steps or resume:
+        check_checkpointing_supported(accelerator)
 
-    if resume:
-        checkpoint = latest_checkpoint(output) if resume in (True, "latest") else Path(resume)
-        if checkpoint is None or not checkpoint.is_dir():
-            raise FileNotFoundError(f"no checkpoint to resume from in {output / CHECKPOINTS}" if checkpoint is None else f"checkpoint {checkpoint} not found")
-        accelerator.load_state(str(checkpoint))
-        accelerator.print(f"resumed from {checkpoint} (step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
-
-    if settings.report_to:
-        accelerator.init_trackers("hf_fer", config={"recipe": recipe.path or "", "dataset": dataset})
     unwrapped = accelerator.unwrap_model(model)
     label_names = [unwrapped.config.id2label[i] for i in range(unwrapped.config.num_labels)]
     info = {"recipe": recipe.path, "recipe_values": recipe.to_dict(), "dataset": dataset, "num_processes": accelerator.num_processes,
             "train_samples": len(train_data), "validation_samples": len(validation_data), "test_samples": len(test_data) if test_data is not None else 0}
+
+    if resume:
+        checkpoint = latest_checkpoint(output) if resume in (True, "latest") else Path(resume)
+        if checkpoint is None:
+            accelerator.print(f"no checkpoint in {output / CHECKPOINTS} to resume from: starting from the beginning")
+        elif not checkpoint.is_dir():
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+        else:
+            load_checkpoint(accelerator, checkpoint, **stateful)
+            accelerator.print(f"resumed from {checkpoint} (step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
+            if state.finished:
+                accelerator.print(f"the run in {output} had already finished: nothing to do")
+                results_path = output / "training_results.json"
+                return json.loads(results_path.read_text()) if results_path.is_file() else {"best_epoch": state.best_epoch}
+
+    if settings.report_to:
+        accelerator.init_trackers("hf_fer", config={"recipe": recipe.path or "", "dataset": dataset})
 
     import sys
 
@@ -262,6 +375,7 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
     started = time.perf_counter()
     images_seen = 0
     stopped_early = False
+    every = settings.checkpoint_every_steps
     while state.global_step < total_steps:
         epoch = state.epoch
         sampler.set_training_epoch(epoch)
@@ -271,6 +385,7 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
         model.train()
         loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
         running = []
+        checkpoint_after_epoch = False
         for batch in loader:
             with accelerator.accumulate(model):
                 outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
@@ -278,6 +393,7 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
                 if loss is None:
                     raise RuntimeError(f"{type(unwrapped).__name__} returned no loss for labels: it breaks the model contract")
                 accelerator.backward(loss)
+                fault_point("mid_step")
                 if sam is not None:
                     sam.first_step()
                     accelerator.backward(model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss)
@@ -301,10 +417,13 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
                     progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                     if settings.report_to:
                         accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=state.global_step)
-                if settings.checkpoint_every_steps and state.global_step % settings.checkpoint_every_steps == 0:
-                    _atomic_save_state(accelerator, output, state.global_step, settings.keep_checkpoints)
-                if stop_after_steps is not None and state.global_step >= stop_after_steps:
-                    stopped_early = True
+                end_of_epoch = state.batches_in_epoch >= batches_per_epoch or state.global_step >= total_steps
+                if every and state.global_step % every == 0:
+                    if end_of_epoch:  # taken after this epoch's evaluation and model publication, never before
+                        checkpoint_after_epoch = True
+                    else:
+                        save_checkpoint(accelerator, output, state.global_step, settings.keep_checkpoints, **stateful)
+                if stopped_early := stop_after_steps is not None and state.global_step >= stop_after_steps:
                     break
                 if state.global_step >= total_steps:
                     break
@@ -312,7 +431,13 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
             break
         state.epoch += 1
         state.batches_in_epoch = 0
-        if state.epoch % settings.eval_every_epochs == 0 or state.global_step >= total_steps:
+        final = state.global_step >= total_steps
+        parts: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        better = False
+        if state.epoch % settings.eval_every_epochs == 0 or final:
+            if final:
+                fault_point("final_evaluation")
             metrics = evaluate_model(accelerator, model, validation_loader, label_names)
             metrics.update(epoch=state.epoch, step=state.global_step, train_loss=float(np.mean(running)) if running else None)
             state.history.append(metrics)
@@ -324,31 +449,41 @@ def train(recipe: Recipe, dataset: str, output: str | Path, *, resume: str | boo
             better = state.best_metric is None or (value < state.best_metric if settings.selection_metric == "loss" else value > state.best_metric)
             if better:
                 state.best_metric, state.best_epoch = value, state.epoch
-                _save_model(accelerator, model, processor, output, {**info, "selected_on": "validation", "selection_metric": settings.selection_metric,
-                                                                    "validation": metrics})
+                parts["best"] = _model_writer(accelerator, model, processor, {
+                    **info, "selected_on": "validation", "selection_metric": settings.selection_metric, "validation": metrics})
+        if final:
+            state.finished = True
+            elapsed = time.perf_counter() - started
+            parts["last"] = _model_writer(accelerator, model, processor, {
+                **info, "last_epoch": state.epoch, "validation": state.history[-1] if state.history else None})
+            extra = {"train_seconds": elapsed, "train_images_per_second": images_seen / elapsed if elapsed > 0 else None}
+            if test_data is not None:
+                extra["test"] = _evaluate_best_on_test(accelerator, model if better else None, output, test_data, processor, settings, label_names)
+        if parts or state.epoch % settings.eval_every_epochs == 0:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                needed = len(parts) * sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()) + (1 << 20)
+                publish(output, parts, _results(state, settings, info, **extra), needed)
+            accelerator.wait_for_everyone()
+        if checkpoint_after_epoch or (final and every):
+            save_checkpoint(accelerator, output, state.global_step, settings.keep_checkpoints, **stateful)
     progress.close()
-    elapsed = time.perf_counter() - started
     if stopped_early:
         return {"stopped_early": True, "global_step": state.global_step}
-
-    _save_model(accelerator, model, processor, output / "last", {**info, "last_epoch": state.epoch,
-                                                                 "validation": state.history[-1] if state.history else None})
-    results: dict[str, Any] = {
-        "best_epoch": state.best_epoch, "best_validation_" + settings.selection_metric: state.best_metric,
-        "history": state.history, "global_step": state.global_step, "train_seconds": elapsed,
-        "train_images_per_second": images_seen / elapsed if elapsed > 0 else None, **info,
-    }
-    if test_data is not None:
-        from transformers import AutoModelForImageClassification
-
-        best = AutoModelForImageClassification.from_pretrained(output)
-        test_loader = accelerator.prepare(DataLoader(EvalImages(test_data, processor), batch_size=settings.eval_batch_size, collate_fn=collate))
-        results["test"] = evaluate_model(accelerator, best.to(accelerator.device), test_loader, label_names)
-        accelerator.print(f"test (best validation model): accuracy {results['test']['accuracy']:.4f}, "
-                          f"mean class accuracy {results['test']['mean_class_accuracy']:.4f}")
-    if accelerator.is_main_process:
-        (output / "training_results.json").write_text(json.dumps(results, indent=2, default=str))
+    results = json.loads((output / "training_results.json").read_text())
     _write_rank_checksums(accelerator, model)
     if settings.report_to:
         accelerator.end_training()
     return results
+
+
+def _evaluate_best_on_test(accelerator, current_model, output: Path, test_data, processor, settings, label_names) -> dict[str, Any]:
+    """Test metrics of the selected model: the current one if it was just selected, else the one published in ``output``."""
+    if current_model is None:
+        from transformers import AutoModelForImageClassification
+
+        current_model = AutoModelForImageClassification.from_pretrained(output).to(accelerator.device)
+    test_loader = accelerator.prepare(DataLoader(EvalImages(test_data, processor), batch_size=settings.eval_batch_size, collate_fn=collate))
+    metrics = evaluate_model(accelerator, current_model, test_loader, label_names)
+    accelerator.print(f"test (best validation model): accuracy {metrics['accuracy']:.4f}, mean class accuracy {metrics['mean_class_accuracy']:.4f}")
+    return metrics

@@ -1,7 +1,7 @@
 """Optimizers from recipes: parameter groups by name pattern, SAM, and epoch-aware LR schedules.
 
 Every schedule is expressed as a per-optimizer-step multiplier (``LambdaLR``), so it is stepped once
-per step, checkpointed with ``accelerator.save_state`` and resumed exactly; per-epoch schedules of
+per step, checkpointed (``hf_fer.training.state.save_checkpoint``) and resumed exactly; per-epoch schedules of
 the papers (ARM's ExponentialLR, DACL's StepLR, DMUE's lr tables) are functions of
 ``step // steps_per_epoch``.
 """

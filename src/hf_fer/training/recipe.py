@@ -8,6 +8,11 @@ architecture. Unknown keys are errors (a typo must not silently fall back to a d
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,56 +139,141 @@ class Recipe:
         return data
 
 
+# ---------------------------------------------------------------------------------------------- schema checks
+
+# Value ranges per (section, field): a test and what it means, for the error message.
+_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("OptimizerSection", "lr"): (lambda v: 0 < v < 10, "in (0, 10)"),
+    ("OptimizerSection", "weight_decay"): (lambda v: 0 <= v < 10, "in [0, 10)"),
+    ("OptimizerSection", "eps"): (lambda v: 0 < v < 1, "in (0, 1)"),
+    ("OptimizerSection", "momentum"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("OptimizerSection", "betas"): (lambda v: all(0 <= b < 1 for b in v), "two values in [0, 1)"),
+    ("ParamGroupSection", "lr"): (lambda v: 0 < v < 10, "in (0, 10)"),
+    ("ParamGroupSection", "weight_decay"): (lambda v: 0 <= v < 10, "in [0, 10)"),
+    ("ParamGroupSection", "momentum"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("ParamGroupSection", "betas"): (lambda v: all(0 <= b < 1 for b in v), "two values in [0, 1)"),
+    ("SchedulerSection", "warmup_steps"): (lambda v: v >= 0, ">= 0"),
+    ("SchedulerSection", "gamma"): (lambda v: 0 < v <= 10, "in (0, 10]"),
+    ("SchedulerSection", "step_size"): (lambda v: v >= 1, ">= 1"),
+    ("SchedulerSection", "milestones"): (lambda v: all(m >= 0 for m in v) and list(v) == sorted(v), "non-negative and increasing"),
+    ("SchedulerSection", "values"): (lambda v: all(0 <= x <= 100 for x in v), "each in [0, 100]"),
+    ("SchedulerSection", "epoch_offset"): (lambda v: v >= 0, ">= 0"),
+    ("SchedulerSection", "min_lr_ratio"): (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("SamSection", "rho"): (lambda v: 0 < v < 10, "in (0, 10)"),
+    ("TrainingSection", "seed"): (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    ("TrainingSection", "epochs"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "max_steps"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "batch_size"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "eval_batch_size"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "gradient_accumulation_steps"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "max_grad_norm"): (lambda v: v > 0, "> 0"),
+    ("TrainingSection", "checkpoint_every_steps"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "keep_checkpoints"): (lambda v: v >= 1, "a positive integer"),
+    ("TrainingSection", "eval_every_epochs"): (lambda v: v >= 1, ">= 1"),
+    ("TrainingSection", "log_every_steps"): (lambda v: v >= 1, ">= 1"),
+    ("DataSection", "validation_fraction"): (lambda v: 0 < v < 1, "in (0, 1)"),
+    ("DataSection", "mrr_cap"): (lambda v: v >= 1, "a positive integer"),
+    ("DataSection", "num_workers"): (lambda v: v >= 0, ">= 0"),
+    ("SyntheticSection", "num_train"): (lambda v: v >= 1, "a positive integer"),
+    ("SyntheticSection", "num_validation"): (lambda v: v >= 1, "a positive integer"),
+    ("SyntheticSection", "num_test"): (lambda v: v >= 0, ">= 0"),
+    ("SyntheticSection", "image_size"): (lambda v: 32 <= v <= 4096, "in [32, 4096]"),
+    ("SyntheticSection", "seed"): (lambda v: v >= 0, ">= 0"),
+}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is tuple:
+        return f"a list of {len(args)} {_describe(args[0])}"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` converted to ``hint`` (a type annotation), or a RecipeError naming ``where``, expected and got."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def wrong() -> RecipeError:
+        return RecipeError(f"{where}: expected {_describe(hint)}, got {type(value).__name__} {value!r}")
+
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong()
+        options = [a for a in args if a is not type(None)]
+        return _check_value(value, options[0], where) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong()
+        return value
+    if hint is float:
+        if isinstance(value, bool):
+            raise wrong()
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise wrong() from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise wrong()
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise wrong()
+        return [_check_value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise wrong()
+        return tuple(_check_value(item, arg, f"{where}[{i}]") for i, (item, arg) in enumerate(zip(value, args)))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise wrong()
+        return dict(value)
+    return value
+
+
 def _build(cls, values: Any, where: str):
-    """Recursively build dataclass ``cls`` from ``values``, rejecting unknown keys with a clear message."""
+    """Build dataclass ``cls`` from ``values``: unknown keys, wrong types and out-of-range values are errors."""
     if values is None:
         return None
     if not isinstance(values, dict):
         raise RecipeError(f"{where}: expected a mapping, got {type(values).__name__}: {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields) - {"path"})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(map(str, values)) - set(fields))
     if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(k for k in fields if k != 'path')}")
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, fields, n=1)) else repr(k) for k in unknown]
+        raise RecipeError(f"{where}: unknown key(s) [{', '.join(hints)}]; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        kind = fields[name].type if isinstance(fields[name].type, str) else str(fields[name].type)
-        sub = None
-        for candidate in (ModelSection, SyntheticSection, DataSection, OptimizerSection, SchedulerSection, SamSection, TrainingSection):
-            if kind.startswith(candidate.__name__):
-                sub = candidate
-        if sub is not None:
-            kwargs[name] = _build(sub, value, f"{where}.{name}")
-        elif name == "param_groups":
-            if not isinstance(value, list):
-                raise RecipeError(f"{where}.param_groups: expected a list")
-            kwargs[name] = [_build(ParamGroupSection, group, f"{where}.param_groups[{i}]") for i, group in enumerate(value)]
-            for group in kwargs[name]:
-                if group.scheduler is not None and not isinstance(group.scheduler, SchedulerSection):
-                    group.scheduler = _build(SchedulerSection, group.scheduler, f"{where}.param_groups.scheduler")
-        elif name in ("betas",) and value is not None:
-            kwargs[name] = tuple(float(v) for v in value)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise RecipeError(f"{where}: {error}") from None
-
-
-def _coerce_numbers(section: Any, where: str) -> None:
-    """YAML reads '1e-3' as a string: coerce numeric fields and check simple choices."""
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if dataclasses.is_dataclass(value):
-            _coerce_numbers(value, f"{where}.{f.name}")
-        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-            for i, item in enumerate(value):
-                _coerce_numbers(item, f"{where}.{f.name}[{i}]")
-        elif isinstance(value, str) and f.type in ("float", "float | None", "int", "int | None"):
-            try:
-                setattr(section, f.name, float(value) if "float" in f.type else int(value))
-            except ValueError:
-                raise RecipeError(f"{where}.{f.name}: expected a number, got {value!r}") from None
+        path = f"{where}.{name}"
+        checked = _check_value(value, hints[name], path)
+        rule = _RANGES.get((cls.__name__, name))
+        if rule is not None and checked is not None and not rule[0](checked):
+            raise RecipeError(f"{path}: expected {rule[1]}, got {value!r}")
+        kwargs[name] = checked
+    return cls(**kwargs)
 
 
 _CHOICES = {
@@ -193,12 +283,76 @@ _CHOICES = {
     "training.optimizer.name": ("adam", "adamw", "sgd"),
     "training.scheduler.name": ("constant", "exponential", "step", "multistep", "piecewise", "cosine", "linear"),
     "training.selection_metric": ("accuracy", "mean_class_accuracy", "macro_f1", "loss"),
+    "data.synthetic.difficulty": ("standard", "easy"),
 }
 
 
+def _allowed_keys(cls, instance) -> set[str]:
+    """Keys a config / image processor accepts: its ``__init__`` parameters (whole MRO) and its default attributes."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return (names | set(instance.to_dict())) - {"self"}
+
+
+def _check_unknown(values: dict[str, Any], allowed: set[str], where: str, what: str) -> None:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, allowed, n=1)) else repr(k) for k in unknown]
+        raise RecipeError(f"{where}: unknown key(s) [{', '.join(hints)}] for {what}")
+
+
+def _validate_model_section(recipe: Recipe, where: str) -> None:
+    """``model.config`` / ``model.image_processor`` keys against the architecture's classes; the config must build."""
+    from ..labels import BENCHMARKS, benchmark_key
+    from ..models import ARCHITECTURES
+
+    for path, space in (("model.label_space", recipe.model.label_space), ("data.synthetic.label_space", recipe.data.synthetic.label_space)):
+        if space is not None:
+            try:
+                benchmark_key(space)
+            except (KeyError, ValueError):
+                raise RecipeError(f"{where}.{path}: expected one of {sorted(BENCHMARKS)}, got {space!r}") from None
+    arch = recipe.model.arch
+    source = recipe.model.config_file or recipe.model.init_from
+    if not arch and source and (Path(source) / "config.json").is_file():
+        import json
+
+        arch = json.loads((Path(source) / "config.json").read_text()).get("model_type", "")
+    elif not arch and source and Path(source).is_file():
+        import json
+
+        arch = json.loads(Path(source).read_text()).get("model_type", "")
+    if not arch:
+        return
+    if arch not in ARCHITECTURES:
+        raise RecipeError(f"{where}.model.arch: expected one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    entry = ARCHITECTURES[arch]
+    default_config = entry.config_class()
+    _check_unknown(recipe.model.config, _allowed_keys(entry.config_class, default_config), f"{where}.model.config",
+                   f"{entry.config_class.__name__}")
+    _check_unknown(recipe.model.image_processor, _allowed_keys(entry.image_processor_class, entry.image_processor_class()),
+                   f"{where}.model.image_processor", entry.image_processor_class.__name__)
+    if not recipe.model.config_file and not recipe.model.init_from:
+        try:
+            entry.config_class(**recipe.model.config)
+        except (ValueError, TypeError) as error:
+            raise RecipeError(f"{where}.model.config: {error}") from None
+    from . import data as training_data
+
+    make = getattr(training_data, "_make", None)  # builds one augmentation; None if data.py changes shape
+    for index, spec in enumerate(recipe.data.augmentation if make is not None else []):
+        try:
+            make(spec)
+        except (ValueError, TypeError) as error:
+            raise RecipeError(f"{where}.data.augmentation[{index}]: {error}") from None
+
+
 def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Validate ``values`` against the recipe schema (before any data is loaded) and build the :class:`Recipe`."""
     recipe = _build(Recipe, values, where)
-    _coerce_numbers(recipe, where)
     for dotted, allowed in _CHOICES.items():
         obj = recipe
         for part in dotted.split("."):
@@ -209,6 +363,7 @@ def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Recipe:
         raise RecipeError(f"{where}: model.arch (or model.init_from) is required")
     if recipe.training.sam is not None and recipe.training.gradient_accumulation_steps != 1:
         raise RecipeError(f"{where}: SAM needs the same batch for both passes; gradient_accumulation_steps must be 1")
+    _validate_model_section(recipe, where)
     return recipe
 
 
