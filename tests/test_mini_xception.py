@@ -10,9 +10,8 @@ References, all independent of our code:
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -81,8 +80,8 @@ def test_shipped_model_matches_keras_and_compiles(shipped_model, fixture_io):
 
 def test_shipped_folder_is_regenerated_byte_for_byte(tmp_path):
     """scripts/make_pretrained_mini_xception.py on the wheel's .hdf5 rewrites exactly the committed files."""
-    subprocess.run([sys.executable, str(harness.REPO / "scripts" / "make_pretrained_mini_xception.py"), str(HDF5),
-                    "--output", str(tmp_path / "out")], check=True, capture_output=True, timeout=300)
+    script = runpy.run_path(str(harness.REPO / "scripts" / "make_pretrained_mini_xception.py"), run_name="make_pretrained")
+    assert script["main"]([str(HDF5), "--output", str(tmp_path / "out")]) == 0
     shipped = hf_fer.pretrained_path()
     names = sorted(p.name for p in shipped.iterdir())
     assert names == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
@@ -212,6 +211,8 @@ def fer_face_crop(image: Image.Image, box) -> Image.Image:
 
 # Faces (image, index in expected_faces.json) with a broad, teeth-showing smile, judged by eye on the photos.
 CLEARLY_SMILING = {("sample1.jpg", 2), ("sample3.jpg", 1), ("sample3.jpg", 2), ("sample4.jpg", 2), ("sample4.jpg", 3), ("sample6.jpg", 1)}
+# Faces with no smile at all (biting a finger; a kiss pout), judged by eye.
+CLEARLY_NOT_SMILING = {("sample2.jpg", 0), ("sample6.jpg", 2)}
 
 
 def test_real_faces_top1(shipped_model):
@@ -231,6 +232,7 @@ def test_real_faces_top1(shipped_model):
         print(f"{key[0]} face {key[1]}: {label:<9} {p.max():.2f}{'  (clearly smiling)' if key in CLEARLY_SMILING else ''}")
     smiling = [label for key, label in zip(keys, names) if key in CLEARLY_SMILING]
     assert sum(label == "happiness" for label in smiling) >= 5, smiling
+    assert all(label != "happiness" for key, label in zip(keys, names) if key in CLEARLY_NOT_SMILING)
     assert len(set(names)) >= 2, "the same class for every face is not a real prediction"
 
 
