@@ -294,7 +294,7 @@ def benchmark_architecture(
                         with torch.autocast(device.type, dtype=torch.bfloat16):
                             return model(pixel_values=pixel_values)
                 elif mode == "compile":
-                    compiled = compiled or torch.compile(model)
+                    compiled = compiled if compiled is not None else torch.compile(model)  # `or` would call len() on the module
                     with torch.inference_mode():
                         compiled(pixel_values=pixel_values)  # compile (and recompile per batch size) outside the timing
                     run = lambda: compiled(pixel_values=pixel_values)  # noqa: E731
