@@ -508,7 +508,9 @@ def convert_original_checkpoint(
             f"{arch} was trained upstream on several benchmarks, each with its own class order, and the checkpoint does not say which: "
             f"pass --dataset (one of {', '.join(UPSTREAM_BENCHMARKS[arch])}) or --id2label with the class names in the checkpoint's order"
         )
-    state_dict = load_upstream_checkpoint(checkpoint) if checkpoint is not None else None
+    # a converter reading another format (mini_xception: Keras HDF5) brings its own `load_checkpoint`
+    loader = getattr(converter, "load_checkpoint", load_upstream_checkpoint)
+    state_dict = loader(checkpoint) if checkpoint is not None else None
     if options is None:
         parser = argparse.ArgumentParser()
         if hasattr(converter, "add_arguments"):
@@ -568,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output poster-v2-rafdb --dataset raf-db",
     )
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), required=True)
-    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True))")
+    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True)); Keras .hdf5 for mini_xception")
     parser.add_argument("--output", required=True, help="folder to write (config.json, model.safetensors, ...)")
     parser.add_argument("--num-labels", type=int, default=None, help="number of classes (default: from the head's shape)")
     parser.add_argument("--dataset", default=None, help="benchmark whose class order the checkpoint uses (sets id2label), e.g. raf-db")
