@@ -132,6 +132,12 @@ def _benchmark_of_source(dataset) -> str | None:
         return None
 
 
+def _is_hub_dataset_id(source: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not source.startswith((".", "/", "~")) and not Path(source).expanduser().exists()
+
+
 def _label_column(dataset) -> str:
     for name in ("label", "labels"):
         if name in dataset.column_names:
@@ -391,6 +397,8 @@ def evaluate_model(
         "model": str(model),
         "model_type": getattr(loaded.model.config, "model_type", None),
         "dataset": source_text,
+        # a Hub dataset id (what the card's `datasets` and `.eval_results` link to); None for local folders
+        "dataset_hub_id": source_text if isinstance(dataset, str) and _is_hub_dataset_id(source_text) else None,
         "dataset_name": dataset_name or (Path(source_text).name if source_text not in ("synthetic",) else "synthetic"),
         # The benchmark is only named when it is known (prepare-dataset's report, or the caller); a label order
         # alone does not make data a benchmark (synthetic faces use RAF-DB's order).
