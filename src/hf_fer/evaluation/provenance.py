@@ -66,11 +66,15 @@ def package_versions() -> dict:
     """Versions of everything that can change a number."""
     from importlib import metadata
 
+    import importlib
+
     versions = {"python": platform.python_version()}
-    for package in ("hf_fer", "torch", "torchvision", "transformers", "datasets", "numpy", "scikit-learn", "scipy", "pillow", "huggingface-hub"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
+    modules = {"torch": "torch", "torchvision": "torchvision", "transformers": "transformers", "datasets": "datasets", "numpy": "numpy",
+               "scikit-learn": "sklearn", "scipy": "scipy", "pillow": "PIL", "huggingface-hub": "huggingface_hub"}
+    for package, module_name in modules.items():
+        try:  # the running module's own version (torch's includes its build, e.g. +cu130)
+            versions[package] = getattr(importlib.import_module(module_name), "__version__", None) or metadata.version(package)
+        except (ImportError, metadata.PackageNotFoundError):
             versions[package] = None
     try:
         from .. import __version__
