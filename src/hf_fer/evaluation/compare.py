@@ -53,6 +53,12 @@ def compare_models(
     if mcnemar not in MCNEMAR_METHODS:
         raise ValueError(f"--mcnemar must be one of {MCNEMAR_METHODS}, got {mcnemar!r}")
     evaluate_kwargs = {**evaluate_kwargs, "bootstrap": bootstrap, "seed": seed, "output_dir": None, "plots": False}
+    if str(dataset) == "synthetic":  # both models on model A's faces (its training recipe, or the given overrides)
+        from .synthetic import synthetic_render_options
+
+        _, record = synthetic_render_options(str(model_a), split, evaluate_kwargs.get("synthetic"))
+        evaluate_kwargs["synthetic"] = {key: record[key] for key in ("image_size", "difficulty", "num_images", "seed")}
+        evaluate_kwargs["synthetic"]["_source"] = f"comparison (model A's faces: {record['training_record'] or 'defaults'})"
     results = [evaluate_model(model, dataset, split, **evaluate_kwargs) for model in (model_a, model_b)]
     hashes = [r.info["dataset_fingerprint"]["split_sha256"] for r in results]
     if hashes[0] != hashes[1] or not np.array_equal(results[0].references, results[1].references):
@@ -130,6 +136,10 @@ def build_parser(prog: str = "hf-fer compare") -> argparse.ArgumentParser:
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--output", default=None, help="also write the comparison as JSON to this file")
+    parser.add_argument("--synthetic-size", type=int, default=None, help="--dataset synthetic: face size (default: model A's training faces)")
+    parser.add_argument("--synthetic-difficulty", default=None, choices=("easy", "standard"))
+    parser.add_argument("--synthetic-num-images", type=int, default=None)
+    parser.add_argument("--synthetic-seed", type=int, default=None)
     return parser
 
 
@@ -137,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = compare_models(args.model_a, args.model_b, args.dataset, args.split, mcnemar=args.mcnemar, bootstrap=args.bootstrap,
                             seed=args.seed, protocol=args.protocol, label_map=args.label_map, batch_size=args.batch_size,
-                            device=args.device, max_samples=args.max_samples, trust_remote_code=args.trust_remote_code, progress=False)
+                            device=args.device, max_samples=args.max_samples, trust_remote_code=args.trust_remote_code, progress=False,
+                            synthetic={"image_size": args.synthetic_size, "difficulty": args.synthetic_difficulty,
+                                       "num_images": args.synthetic_num_images, "seed": args.synthetic_seed})
     print(format_comparison(report))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

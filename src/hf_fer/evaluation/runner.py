@@ -291,11 +291,15 @@ def evaluate_model(
     if isinstance(dataset, (str, os.PathLike)) and str(dataset) == "synthetic":
         from .synthetic import synthetic_render_options
 
-        synthetic_options, synthetic_record = synthetic_render_options(str(model), split, synthetic)
+        overrides = {k: v for k, v in (synthetic or {}).items() if k != "_source"}
+        synthetic_options, synthetic_record = synthetic_render_options(str(model), split, overrides,
+                                                                       (synthetic or {}).get("_source", "command line"))
         print(f"synthetic faces: rendering {synthetic_record['num_images']} {synthetic_record['image_size']}-px "
               f"{synthetic_record['difficulty']!r} faces (seed {synthetic_record['render_seed']}, split {split}) - "
               f"settings from {synthetic_record['training_record'] or 'defaults'}"
-              + (", overridden on the command line" if "command line" in synthetic_record["sources"].values() else ""), file=sys.stderr)
+              + "".join(sorted({", overridden on the command line" if v == "command line" else f", set by the {v}"
+                                for v in synthetic_record["sources"].values()
+                                if v not in ("default", synthetic_record["training_record"]) and "preprocessor" not in v})), file=sys.stderr)
     data = _load_split(dataset, split, model_names, synthetic_options)
     label_column, image_column = _label_column(data), _image_column(data)
     label_feature = data.features[label_column]
@@ -431,7 +435,8 @@ def evaluate_model(
         from .synthetic import training_test_metrics
 
         training_test = training_test_metrics(str(model))
-        if training_test and synthetic_record["split"] == "test" and "command line" not in synthetic_record["sources"].values():
+        from_training = all(v in ("default", synthetic_record["training_record"]) for v in synthetic_record["sources"].values())
+        if training_test and synthetic_record["split"] == "test" and from_training:
             info["training_time_test_accuracy"] = training_test.get("accuracy")
     result = EvaluationResult(metrics=metrics, label_mapping=mapping_report, skipped_images=skipped, info=info,
                               uncertainty=uncertainty, tta=tta_row, references=reference_array, probabilities=probabilities,
@@ -498,6 +503,9 @@ def _format_summary(result: EvaluationResult) -> str:
         f"  macro-F1            {metrics['macro_f1'] * 100:6.2f} %{_interval(intervals, 'macro_f1')}",
         f"  ECE ({result.uncertainty.get('ece_bins')} bins)       {result.uncertainty.get('ece', float('nan')) * 100:6.2f} %",
     ]
+    scaled = result.uncertainty.get("temperature_scaled")
+    if scaled:
+        lines.append(f"  ECE with the stored temperature T={scaled['temperature']:.3f}: {scaled['ece'] * 100:.2f} % (accuracy unchanged)")
     if info.get("training_time_test_accuracy") is not None:
         lines.append(f"  training-time test accuracy {info['training_time_test_accuracy'] * 100:.2f} % (training_results.json)")
     if result.tta:

@@ -44,7 +44,8 @@ def _processor_size(model_dir: Path) -> int | None:
     return None
 
 
-def synthetic_render_options(model: str, split: str = "test", overrides: Mapping | None = None) -> tuple[dict, dict]:
+def synthetic_render_options(model: str, split: str = "test", overrides: Mapping | None = None,
+                             override_source: str = "command line") -> tuple[dict, dict]:
     """Options for :func:`hf_fer.data.loading.load_fer_dataset` (``synthetic_options``) and a record of where each came from.
 
     Only ``split`` is rendered. ``overrides`` (``image_size``, ``difficulty``, ``num_images``, ``seed``) win over the
@@ -82,7 +83,7 @@ def synthetic_render_options(model: str, split: str = "test", overrides: Mapping
             options[key] = value
         else:
             raise ValueError(f"unknown synthetic override {key!r}")
-        sources[key] = "command line"
+        sources[key] = override_source
     for key in ("image_size", "seed", "difficulty", "num_images"):
         sources.setdefault(key, "default")
     load_options = {**options, "num_train": 0, "num_validation": 0, "num_test": 0}
