@@ -29,6 +29,8 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "matplotlib>=3.7",
+        "scikit-learn>=1.3",  # evaluation metrics (hf_fer.evaluation.metrics), calibration checks
+        "scipy>=1.10",  # McNemar exact test, temperature-scaling fit
     ],
     extras_require={
         # dev: everything the test suite exercises (no test may be skipped for a missing dependency)

@@ -171,3 +171,7 @@ def test_local_evaluate_module_works_offline(tmp_path):
     assert result["accuracy"] == pytest.approx(0.8)
     assert result["mean_class_accuracy"] == pytest.approx((2 / 3 + 1 + 4 / 5) / 3)
     assert result["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 4]]
+    from hf_fer.evaluation import bootstrap_confidence_intervals
+
+    with_ci = metric.compute(predictions=PREDICTIONS, references=REFERENCES, num_classes=3, bootstrap=200, seed=3)
+    assert with_ci["confidence_intervals"] == bootstrap_confidence_intervals(REFERENCES, PREDICTIONS, 3, num_resamples=200, seed=3)

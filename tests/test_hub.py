@@ -53,7 +53,8 @@ def test_card_carries_the_evaluation_numbers_and_round_trips(tmp_path):
     assert data["pipeline_tag"] == "image-classification" and data["library_name"] == "transformers"
 
     text = loaded.text
-    assert "| RAF-DB | test | 3068 | 91.23 | 85.43 | 86.11 |" in text
+    assert "| RAF-DB | test | – | single | 3068 | 91.23 | – | 85.43 | 86.11 | – |" in text
+    assert "| RAF-DB | 92.05 | arXiv 2103.10189 v2" in text  # paper next to reproduced
     assert "![Confusion matrix on RAF-DB test](confusion_matrix.png)" in text
     assert "| 0 | surprise |" in text and "| 6 | neutral |" in text  # label order table
     assert "@article{shi2021arm" in text and "92.05" in text  # citation and the paper's (labelled) numbers
@@ -116,7 +117,7 @@ def test_to_folder_writes_exactly_the_upload(toy, tmp_path):
     assert result.files == sorted([
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "configuration_toy.py",
         "modeling_toy.py", "layers_toy.py", "image_processing_toy.py", "training_info.json", "eval_results.json",
-        "confusion_matrix.png",
+        "confusion_matrix.png", ".eval_results/synthetic-test-reproduced-unrecorded-protocol.yaml",
     ])
     assert any("pytorch_model.bin" in note for note in result.skipped) and any("checkpoints/" in note for note in result.skipped)
     readme = (tmp_path / "upload" / "README.md").read_text()
@@ -182,3 +183,84 @@ def test_converted_checkpoint_is_described_and_licensed_by_its_upstream(tmp_path
     assert "converted from the upstream checkpoint `dacl_rafdb_best.pth`" in card.text
     assert license_info["license_name"] == "upstream-unlicensed"
     assert "no licence (all rights reserved by the authors)" in card.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub metadata people and tools read: base_model, datasets, model-index and .eval_results/*.yaml
+# ---------------------------------------------------------------------------------------------
+
+FULL_RESULTS = {
+    **EVAL_RESULTS,
+    "dataset": "data/rafdb",
+    "date": "2026-11-29T19:00:00+00:00",
+    "protocol": {"name": "paper", "forward_batch_size": 64, "batch_independent": False, "notes": []},
+    "tta": "flip",
+    "confidence_intervals": {"accuracy": {"low": 0.902, "high": 0.922}, "mean_class_accuracy": {"low": 0.84, "high": 0.87},
+                             "macro_f1": {"low": 0.85, "high": 0.872}, "confidence": 0.95, "num_resamples": 1000, "seed": 0},
+    "ece": 0.0412,
+    "tta_results": {"mode": "flip", "metrics": {"accuracy": 0.9201, "mean_class_accuracy": 0.86, "macro_f1": 0.87},
+                    "confidence_intervals": {"accuracy": {"low": 0.91, "high": 0.93}}, "ece": 0.05},
+    "dataset_fingerprint": {"split_sha256": "ab" * 32},
+    "checkpoint": {"sha256": "cd" * 32},
+}
+
+
+def test_pushed_folder_has_hub_metadata_and_eval_results_files(toy, tmp_path):
+    from huggingface_hub import parse_eval_result_entries
+
+    model_dir = fx.save_toy_model(tmp_path / "model")
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(model_type="arm", hf_fer_converted_from={"arch": "arm", "checkpoint": "epoch59_acc0.9205.pth"})  # an ARM conversion
+    (model_dir / "config.json").write_text(json.dumps(config))
+    (model_dir / "eval_results.json").write_text(json.dumps(FULL_RESULTS))
+    prepare_upload_folder(model_dir, tmp_path / "upload", repo_id="me/arm-rafdb", training_dataset="raf-db",
+                          base_model="someone/arm-upstream-mirror", base_model_relation="quantized")
+
+    card = ModelCard.load(tmp_path / "upload" / "README.md")
+    data = card.data.to_dict()
+    assert ModelCardData(**data).to_dict() == data
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-classification"
+    assert data["base_model"] == "someone/arm-upstream-mirror" and data["base_model_relation"] == "quantized"
+    assert data["datasets"] == ["raf-db"] and data["license"] == "other"
+    index = data["model-index"][0]["results"][0]
+    assert index["dataset"]["type"] == "raf-db" and index["metrics"][0] == {"type": "accuracy", "value": 0.9123, "name": "Accuracy"}
+    # results table: single view and the TTA row apart; paper next to reproduced
+    assert "| RAF-DB | test | paper | single | 3068 | 91.23 | 90.20–92.20 | 85.43 | 86.11 | 4.12 |" in card.text
+    assert "| RAF-DB | test | paper | flip TTA | 3068 | 92.01 | 91.00–93.00 |" in card.text
+    assert "| RAF-DB | 92.05 | arXiv 2103.10189 v2" in card.text and "| 91.23 | 90.20–92.20 | paper |" in card.text
+
+    files = sorted(p.name for p in (tmp_path / "upload" / ".eval_results").iterdir())
+    assert files == ["raf-db-test-paper-reported.yaml", "raf-db-test-reproduced-paper-tta-flip.yaml", "raf-db-test-reproduced-paper.yaml"]
+    reproduced = parse_eval_result_entries(yaml.safe_load((tmp_path / "upload" / ".eval_results" / "raf-db-test-reproduced-paper.yaml").read_text()))
+    assert {(e.dataset_id, e.task_id, e.value) for e in reproduced} >= {("raf-db", "accuracy", 91.23), ("raf-db", "macro_f1", 86.11)}
+    assert all(e.source_name == "reproduced by hf_fer" and e.source_url == "https://huggingface.co/me/arm-rafdb/blob/main/eval_results.json"
+               and e.date == "2026-11-29T19:00:00+00:00" for e in reproduced)
+    tta = parse_eval_result_entries(yaml.safe_load((tmp_path / "upload" / ".eval_results" / "raf-db-test-reproduced-paper-tta-flip.yaml").read_text()))
+    assert {e.task_id: e.value for e in tta}["accuracy"] == 92.01 and all("flip TTA" in e.notes for e in tta)
+
+
+def test_paper_numbers_are_marked_as_the_papers(tmp_path):
+    from huggingface_hub import parse_eval_result_entries
+
+    from hf_fer.hub import eval_results_files
+
+    files = eval_results_files([{**FULL_RESULTS, "tta_results": None}], "arm", repo_id="me/arm")
+    paper = parse_eval_result_entries(files["raf-db-test-paper-reported.yaml"])
+    assert len(paper) == 1 and paper[0].value == 92.05 and paper[0].source_name == "paper"
+    assert paper[0].source_url == "https://arxiv.org/abs/2103.10189" and paper[0].date == "2021-06"
+    assert sorted(files) == ["raf-db-test-paper-reported.yaml", "raf-db-test-reproduced-paper.yaml"]
+    # a benchmark with no paper number (synthetic faces) gets only the reproduced file
+    synthetic = eval_results_files([{**FULL_RESULTS, "benchmark": "synthetic", "dataset_name": "synthetic", "tta_results": None}], "arm")
+    assert list(synthetic) == ["synthetic-test-reproduced-paper.yaml"]
+    assert all(e.source_name is None and "reproduced by hf_fer" in e.notes
+               for e in parse_eval_result_entries(synthetic["synthetic-test-reproduced-paper.yaml"]))
+
+
+def test_fine_tune_gets_base_model_from_its_recipe(toy, tmp_path):
+    model_dir = fx.save_toy_model(tmp_path / "model")
+    (model_dir / "training_info.json").write_text(json.dumps({"dataset": "synthetic", "recipe_values": {"model": {"init_from": "org/base-fer"}}}))
+    card, _ = render_model_card(model_dir, eval_results=[], training_dataset="synthetic")
+    assert card.data.base_model == "org/base-fer" and card.data.to_dict()["base_model_relation"] == "finetune"
+    assert "fine-tuned from: `org/base-fer`" in card.text
+    with pytest.raises(ValueError, match="base-model-relation"):
+        render_model_card(model_dir, eval_results=[], base_model="a/b", base_model_relation="cousin")

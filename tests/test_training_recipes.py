@@ -27,3 +27,25 @@ def test_synthetic_recipe_learns(arch, tmp_path):
     assert test_accuracy >= 0.85, json.dumps(results["history"], default=str)[:2000]
     saved = sorted(p.name for p in (tmp_path / arch).iterdir())
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "training_results.json", "last"} <= set(saved)
+    if arch == "arm":  # the README main job: evaluating it on "synthetic" renders the faces it was trained on
+        _check_synthetic_evaluation_matches_training(tmp_path / arch, results, recipe)
+
+
+def _check_synthetic_evaluation_matches_training(model_dir, results, recipe):
+    """`hf-fer evaluate --dataset synthetic` scores within 3 points of the training-time test accuracy and says what it rendered."""
+    import contextlib
+    import io
+
+    from hf_fer.cli import main
+
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        assert main(["evaluate", "--model", str(model_dir), "--dataset", "synthetic", "--no-progress", "--no-plots", "--bootstrap", "200",
+                     "--output-dir", str(model_dir / "eval")]) == 0
+    evaluated = json.loads((model_dir / "eval" / "eval_results.json").read_text())
+    synthetic = recipe.data.synthetic
+    rendered = evaluated["synthetic"]
+    assert (rendered["image_size"], rendered["difficulty"], rendered["num_images"]) == (synthetic.image_size, synthetic.difficulty, synthetic.num_test)
+    assert f"rendering {synthetic.num_test} {synthetic.image_size}-px '{synthetic.difficulty}' faces" in errors.getvalue()
+    assert abs(evaluated["metrics"]["accuracy"] - results["test"]["accuracy"]) <= 0.03
+    assert evaluated["training_time_test_accuracy"] == results["test"]["accuracy"]

