@@ -13,7 +13,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"hf_fer.hub": ["templates/*.md"]},
+    package_data={"hf_fer.hub": ["templates/*.md"], "hf_fer.faces": ["weights/*.safetensors", "weights/NOTICE"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
