@@ -169,11 +169,18 @@ class FacialExpressionRecognitionPipeline(Pipeline):
     # ------------------------------------------------------------------ configuration
     @property
     def face_alignment(self) -> dict:
-        if self._face_alignment_override is not None:
-            return dict(self._face_alignment_override)
-        from . import get_face_alignment
+        from . import get_face_alignment, validate_face_alignment
+        from .alignment import _processor_size
 
-        return get_face_alignment(self.image_processor)
+        if self._face_alignment_override is not None:
+            alignment = validate_face_alignment(dict(self._face_alignment_override))
+        else:
+            alignment = get_face_alignment(self.image_processor)
+        if alignment["method"] == "box" and alignment.get("output_size") is None:
+            # Warp each face straight to the classifier's input size: a face's crop never depends on the other
+            # faces of the image (the largest-box size would), and all crops of a chunk stack into one tensor.
+            alignment["output_size"] = _processor_size(self.image_processor)
+        return alignment
 
     @property
     def detector(self):
@@ -280,12 +287,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         for index, item in enumerate(images):
             name = names[index] if names is not None else _input_name(item, start_index + index)
             try:
-                source = item
-                if isinstance(item, dict):  # a `datasets` Image entry with decode=False
-                    source = item.get("bytes") or item.get("path")
-                    if source is None:
-                        raise ImageDecodeError(f"{name}: empty image entry (no bytes and no path)")
-                image = load_image(source, name=name)
+                image = load_image(item, name=name)  # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
             except (ImageDecodeError, OSError, ValueError, TypeError) as error:
                 message = str(error)
                 results.append(FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}"))
