@@ -12,6 +12,7 @@ Nothing in that path loops over faces in Python; only the final dicts are built 
 """
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
@@ -31,6 +32,10 @@ __all__ = ["TASK", "FacialExpressionRecognitionPipeline", "FaceResult", "registe
 
 TASK = "facial-expression-recognition"
 DEFAULT_BATCH_SIZE = 8
+#: Photos larger than this (long side, pixels) are reduced while decoding: the detector works at 640 px and face crops
+#: at the classifier's size, so more only costs memory (6 x 12000² photos would otherwise hold GBs). Coordinates are
+#: still reported in the pixels of the full-size displayed image.
+DEFAULT_MAX_IMAGE_SIZE = 4096
 #: Used when the processor wants a 5-point alignment but only boxes are known (user boxes without landmarks).
 BOX_FALLBACK_ALIGNMENT = {"method": "box", "margin": 0.0, "square": True, "output_size": None,
                           "source": "hf_fer fallback: boxes without landmarks"}
@@ -47,7 +52,9 @@ class FaceResult:
     detection_scores: torch.Tensor | None = None  # [N] float32, CPU, or None (user boxes / no detection)
     probabilities: torch.Tensor | None = None  # [N, num_labels] float32, CPU
     error: str | None = None
+    exception: BaseException | None = None  # what caused ``error`` (re-raised for a single input)
     image: Any = None  # the decoded PIL image, only when asked (annotation)
+    scale: tuple[float, float] = (1.0, 1.0)  # displayed pixels per decoded pixel (x, y); > 1 when downscaled at decode
 
     @property
     def num_faces(self) -> int:
@@ -103,6 +110,23 @@ def _as_landmark_tensor(landmarks: Any, num_faces: int) -> torch.Tensor | None:
     return tensor
 
 
+def _displayed_size(item: Any) -> tuple[int, int] | None:
+    """(width, height) of an encoded image as displayed (EXIF orientation applied), from its header only."""
+    from PIL import Image
+
+    if isinstance(item, dict):
+        item = item.get("bytes") or item.get("path")
+    if not isinstance(item, (str, os.PathLike, bytes)):
+        return None
+    try:
+        with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 — load_image reports the problem with its own message
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def _image_to_tensor(image) -> torch.Tensor:
     """PIL RGB → uint8 [3, H, W] (a view of the decoded array, no copy of the pixels beyond numpy's)."""
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
@@ -149,9 +173,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def __init__(self, *args, detector=None, face_alignment: dict | None = None, **kwargs):
+    def __init__(self, *args, detector=None, face_alignment: dict | None = None,
+                 max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE, **kwargs):
         self._detector = detector
         self._face_alignment_override = face_alignment
+        self.max_image_size = max_image_size
         super().__init__(*args, **kwargs)
         if self.image_processor is None:
             raise ValueError(f"{TASK}: the model needs an image processor (preprocessor_config.json); none was found or given")
@@ -259,9 +285,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             offset += len(chunk)
             for result in results:
                 if result.error is not None and options["errors"] == "raise":
-                    from ..image_io import ImageDecodeError
-
-                    raise ImageDecodeError(result.error)
+                    raise result.exception if result.exception is not None else ValueError(result.error)
                 yield self.format_result(result, top_k=top_k)
 
     # ------------------------------------------------------------------ the work
@@ -287,14 +311,21 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         for index, item in enumerate(images):
             name = names[index] if names is not None else _input_name(item, start_index + index)
             try:
-                image = load_image(item, name=name)  # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
+                displayed = _displayed_size(item) if self.max_image_size else None
+                reduce = displayed is not None and max(displayed) > self.max_image_size
+                # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
+                image = load_image(item, name=name, max_size=self.max_image_size if reduce else None)
             except (ImageDecodeError, OSError, ValueError, TypeError) as error:
                 message = str(error)
-                results.append(FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}"))
+                results.append(FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
+                                          exception=error))
                 tensors.append(None)
                 continue
-            results.append(FaceResult(name=name, size=image.size, image=image if keep_images else None))
+            size = displayed if reduce else image.size
+            scale = (size[0] / image.size[0], size[1] / image.size[1])
+            results.append(FaceResult(name=name, size=size, image=image if keep_images else None, scale=scale))
             tensors.append(_image_to_tensor(image))
+            del image
         timings.decode += time.perf_counter() - started
         timings.images += len(images)
 
@@ -310,10 +341,14 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 try:
                     result.boxes = _as_box_tensor(user_boxes)
                     result.landmarks = _as_landmark_tensor(landmarks[index] if landmarks is not None else None, result.boxes.shape[0])
+                    if result.scale != (1.0, 1.0):  # user coordinates are in displayed pixels
+                        sx, sy = result.scale
+                        result.boxes = result.boxes / torch.tensor([sx, sy, sx, sy])
+                        result.landmarks = None if result.landmarks is None else result.landmarks / torch.tensor([sx, sy])
                 except (ValueError, TypeError, KeyError) as error:
-                    result.error, tensors[index] = f"{result.name}: {error}", None
+                    result.error, result.exception, tensors[index] = f"{result.name}: {error}", error, None
             elif not detect:
-                width, height = result.size
+                height, width = tensors[index].shape[1:]
                 result.boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]])
                 whole_images.add(index)
             else:
@@ -341,6 +376,13 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             else:
                 crops.append(self._align(tensor, result, alignment))
             counts.append(result.num_faces)
+            tensors[index] = None  # the full image is no longer needed: keep peak memory to one chunk of crops
+        for result in results:  # report coordinates in pixels of the full-size displayed image
+            if result.scale != (1.0, 1.0) and result.boxes is not None:
+                sx, sy = result.scale
+                result.boxes = result.boxes * torch.tensor([sx, sy, sx, sy])
+                if result.landmarks is not None:
+                    result.landmarks = result.landmarks * torch.tensor([sx, sy])
         timings.alignment += time.perf_counter() - started
 
         total = sum(counts)
