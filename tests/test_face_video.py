@@ -63,7 +63,8 @@ def test_predict_video_ids_stable_and_annotated_video(video, tmp_path, capsys):
     assert main(["predict", str(video), "--every-n-frames", "20", "--output", str(out), "--annotate", str(annotated),
                  "--top-k", "2", "--smoothing", "0.5"]) == 0
     captured = capsys.readouterr()
-    assert "the shipped default model" in captured.err.splitlines()[0] and "detected" in captured.err.splitlines()[0]
+    (announced,) = [line for line in captured.err.splitlines() if line.startswith("hf-fer predict:")]
+    assert "the shipped default model" in announced and "detected" in announced
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in records] == list(range(0, 200, 20))
     assert all(len(r["faces"]) == 3 for r in records), [len(r["faces"]) for r in records]
