@@ -246,7 +246,8 @@ class RetinaFaceDetector(nn.Module):
         self.max_faces = max_faces
         self.min_face_size = min_face_size
         self.batch_size = batch_size
-        self.model = RetinaFace()
+        # channels_last: measurably faster convolutions on CPU (oneDNN) for this small network.
+        self.model = RetinaFace().to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(BGR_MEAN).view(1, 3, 1, 1), persistent=False)
         self._priors: dict[tuple[int, int, str], torch.Tensor] = {}
         self.eval()
@@ -270,7 +271,7 @@ class RetinaFaceDetector(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw heads ``(loc, conf, landmarks)`` for pre-processed input (see :meth:`preprocess`); ONNX parity."""
-        return self.model(pixel_values)
+        return self.model(pixel_values.contiguous(memory_format=torch.channels_last))
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float RGB [B, 3, H, W] (0..255) -> BGR float minus the training mean."""
@@ -282,12 +283,14 @@ class RetinaFaceDetector(nn.Module):
         scale = self.max_size / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
-    def _resize(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """[3, H, W] uint8 -> [3, h, w] float (0..255), antialiased when shrinking."""
-        x = image.to(self.mean.dtype)
-        if tuple(image.shape[-2:]) == size:
-            return x
-        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    @staticmethod
+    def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[3, H, W] -> [3, h, w], same dtype, antialiased bilinear (uint8 stays uint8: torch's fast CPU path)."""
+        if tuple(image.shape[-2:]) == tuple(size):
+            return image
+        if image.dtype == torch.uint8 and image.device.type != "cpu":
+            image = image.float()  # the uint8 antialiased kernel is CPU-only
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
     def priors(self, height: int, width: int) -> torch.Tensor:
         key = (height, width, str(self.mean.device))
@@ -342,7 +345,7 @@ class RetinaFaceDetector(nn.Module):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start: start + self.batch_size]
                 batch = torch.stack([self._resize(images[i].to(device), (h, w)) for i in chunk])
-                loc, conf, lms = self.model(self.preprocess(batch))
+                loc, conf, lms = self(self.preprocess(batch))
                 for i, det in zip(chunk, self.postprocess(loc, conf, lms, h, w)):
                     sx, sy = images[i].shape[2] / w, images[i].shape[1] / h
                     if sx != 1.0 or sy != 1.0:
