@@ -1,0 +1,151 @@
+"""Alignment: the Umeyama similarity against a hand-made transform and scikit-image, the batched warp against
+scikit-image / torchvision, and the ``face_alignment`` setting surviving save/load for every architecture."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.transform import SimilarityTransform, warp
+from torchvision.transforms.functional import resized_crop
+
+from hf_fer.faces import (
+    ARCFACE_112_TEMPLATE,
+    align_faces,
+    get_face_alignment,
+    similarity_transform,
+    validate_face_alignment,
+)
+
+
+def make_similarity(angle: float, scale: float, tx: float, ty: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[scale * c, -scale * s, tx], [scale * s, scale * c, ty]], dtype=torch.float64)
+
+
+def apply(m: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    return points @ m[:, :2].T + m[:, 2]
+
+
+def test_recovers_a_known_similarity_exactly():
+    rng = torch.Generator().manual_seed(0)
+    truths = [make_similarity(0.3, 1.7, 12.5, -4.0), make_similarity(-2.5, 0.4, -100.0, 33.0),
+              make_similarity(math.pi, 1.0, 0.0, 0.0)]
+    src = torch.rand(len(truths), 5, 2, generator=rng, dtype=torch.float64) * 200
+    dst = torch.stack([apply(m, p) for m, p in zip(truths, src)])
+    found = similarity_transform(src, dst)
+    assert found.shape == (3, 2, 3) and found.dtype == torch.float64
+    torch.testing.assert_close(found, torch.stack(truths), atol=1e-9, rtol=0)
+    # One template for all faces ([K, 2]) and float32 input
+    one = similarity_transform(src.float(), dst[0].float())
+    assert one.dtype == torch.float32 and one.shape == (3, 2, 3)
+    torch.testing.assert_close(one[0].double(), truths[0], atol=1e-3, rtol=0)
+
+
+def test_matches_scikit_image_least_squares():
+    rng = np.random.default_rng(1)
+    template = np.array(ARCFACE_112_TEMPLATE)
+    src = rng.uniform(0, 500, size=(4, 5, 2))
+    src[1] = src[1, :, ::-1]  # a mirrored layout: the best proper similarity, not a reflection
+    ours = similarity_transform(torch.from_numpy(src), torch.from_numpy(template)).numpy()
+    for i in range(len(src)):
+        if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
+            reference = SimilarityTransform.from_estimate(src[i], template)
+        else:
+            reference = SimilarityTransform()
+            assert reference.estimate(src[i], template)
+        np.testing.assert_allclose(ours[i], reference.params[:2], atol=1e-8)
+        assert np.linalg.det(ours[i][:, :2]) > 0
+
+
+def test_similarity_warp_matches_scikit_image():
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:120, 0:160]
+    image = np.stack([(xx * 1.5) % 256, (yy * 2.0) % 256, (xx + yy) % 256]).astype(np.uint8)  # smooth ramps
+    image[:, 40:80, 60:100] = rng.integers(0, 256, size=(3, 40, 40))  # and texture
+    # landmarks = the template moved into the image by a known similarity (image <- crop)
+    crop_to_image = make_similarity(0.35, 1.3, 40.0, 10.0)
+    template = torch.tensor(ARCFACE_112_TEMPLATE, dtype=torch.float64)
+    landmarks = apply(crop_to_image, template)[None]
+    alignment = {"method": "similarity_5pt", "template": template.tolist(), "output_size": [112, 112]}
+    ours = align_faces(torch.from_numpy(image), boxes=None, landmarks=landmarks, alignment=alignment)
+    assert ours.shape == (1, 3, 112, 112) and ours.dtype == torch.uint8
+    inverse = SimilarityTransform(matrix=np.vstack([crop_to_image.numpy(), [0, 0, 1]]))
+    for c in range(3):
+        expected = warp(image[c].astype(np.float64), inverse, output_shape=(112, 112), order=1, mode="constant",
+                        cval=0, preserve_range=True)
+        diff = np.abs(ours[0, c].numpy().astype(np.float64) - expected)
+        assert diff[2:-2, 2:-2].max() <= 2.0, f"channel {c}: max diff {diff[2:-2, 2:-2].max()}"
+
+
+def test_box_crops_match_torchvision_resized_crop():
+    rng = np.random.default_rng(3)
+    image = torch.from_numpy(rng.integers(0, 256, size=(3, 90, 130), dtype=np.uint8))
+    image = torch.nn.functional.avg_pool2d(image[None].float(), 3, 1, 1)[0].round().to(torch.uint8)  # smoother
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 70.0], [60.0, 5.0, 120.0, 65.0]])
+    alignment = {"method": "box", "margin": 0.0, "square": False, "output_size": [48, 48]}
+    crops = align_faces(image, boxes=boxes, landmarks=None, alignment=alignment)
+    assert crops.shape == (2, 3, 48, 48)
+    for crop, (x0, y0, x1, y1) in zip(crops, boxes.int().tolist()):
+        expected = resized_crop(image, y0, x0, y1 - y0, x1 - x0, [48, 48], antialias=False)
+        # borders differ on purpose: torchvision clamps at the crop's edge, we read the real neighbouring pixels
+        diff = (crop.int() - expected.int()).abs()[:, 1:-1, 1:-1]
+        assert diff.max() <= 2, diff.max()
+    # margins and square: the crop of a 40x50 box with 25% margins is the 60x75 region -> square 75x75
+    wide = align_faces(image, boxes=boxes[:1], landmarks=None,
+                       alignment={"method": "box", "margin": 0.25, "square": True, "output_size": None})
+    assert wide.shape == (1, 3, 75, 75)
+    # outside the image is black
+    assert wide[0, :, :, :3].max() == 0
+
+
+def test_none_and_errors():
+    image = torch.zeros(3, 10, 12, dtype=torch.uint8)
+    assert align_faces(image, boxes=None, landmarks=None, alignment={"method": "none"}).shape == (1, 3, 10, 12)
+    empty = align_faces(image, boxes=torch.zeros(0, 4), landmarks=torch.zeros(0, 5, 2),
+                        alignment={"method": "box", "margin": 0.1, "output_size": [8, 8]})
+    assert empty.shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match="face_alignment.method"):
+        validate_face_alignment({"method": "affine"})
+    with pytest.raises(ValueError, match=r"face_alignment.template: expected shape \[5, 2\]"):
+        validate_face_alignment({"method": "similarity_5pt", "template": [[0, 0]] * 4, "output_size": [10, 10]})
+    with pytest.raises(ValueError, match="output_size"):
+        validate_face_alignment({"method": "box", "output_size": [0, 10]})
+
+
+ARCHITECTURES = ["arm", "dacl", "dmue", "poster_v2", "vt_nr"]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_face_alignment_survives_save_and_load(arch, tmp_path):
+    import hf_fer  # noqa: F401  registers the architectures
+    from transformers import AutoImageProcessor
+
+    from hf_fer.models import ARCHITECTURES as REGISTRY
+
+    processor = REGISTRY[arch].image_processor_class()
+    default = get_face_alignment(processor)
+    assert default["source"], f"{arch}: the default alignment names its source"
+    processor.save_pretrained(tmp_path / "default")
+    saved = json.loads((tmp_path / "default" / "preprocessor_config.json").read_text())
+    assert saved["face_alignment"] == processor.face_alignment
+    assert AutoImageProcessor.from_pretrained(tmp_path / "default").face_alignment == processor.face_alignment
+
+    custom = {"method": "box", "margin": [0.1, 0.2, 0.1, 0.0], "square": True, "output_size": [64, 64],
+              "source": "test"}
+    processor.face_alignment = custom
+    processor.save_pretrained(tmp_path / "custom")
+    loaded = AutoImageProcessor.from_pretrained(tmp_path / "custom")
+    assert type(loaded) is type(processor)
+    assert get_face_alignment(loaded) == validate_face_alignment(custom)
+    # and the processor still processes images
+    out = loaded(images=torch.zeros(3, 40, 40, dtype=torch.uint8), return_tensors="pt")
+    assert out["pixel_values"].ndim == 4
+
+
+def test_default_for_processors_without_face_alignment():
+    from transformers import ViTImageProcessor
+
+    alignment = get_face_alignment(ViTImageProcessor(size={"height": 224, "width": 224}))
+    assert alignment["method"] == "box" and alignment["output_size"] == [224, 224]
+    assert get_face_alignment(None)["method"] == "box"
