@@ -149,3 +149,45 @@ def test_default_for_processors_without_face_alignment():
     alignment = get_face_alignment(ViTImageProcessor(size={"height": 224, "width": 224}))
     assert alignment["method"] == "box" and alignment["output_size"] == [224, 224]
     assert get_face_alignment(None)["method"] == "box"
+
+
+CONFIG_DATASETS = {"rafdb": "raf-db", "affectnet7": "affectnet-7", "affectnet8": "affectnet-8",
+                   "affectnet8_multibranch": "affectnet-8", "caer_s": "caer-s", "ferplus": "ferplus",
+                   "synthetic": "synthetic"}
+
+
+def test_every_modeling_config_carries_its_training_alignment():
+    from pathlib import Path
+
+    from hf_fer.faces import training_alignment
+    from hf_fer.models import ARCHITECTURES as REGISTRY
+
+    root = Path(__file__).resolve().parents[1] / "modeling_configs"
+    files = sorted(root.glob("*/*.json"))
+    assert len(files) >= 10
+    for file in files:
+        alignment = json.loads(file.read_text()).get("face_alignment")
+        assert alignment is not None, f"{file}: no face_alignment"
+        validate_face_alignment(alignment, name=str(file))
+        assert alignment["source"], f"{file}: face_alignment without a source"
+        assert alignment == training_alignment(file.parent.name, CONFIG_DATASETS[file.stem]), file
+    # each architecture's processor default is the alignment of its main training set
+    for arch, dataset in {"arm": "raf-db", "dacl": "raf-db", "poster_v2": "raf-db", "dmue": "affectnet-8",
+                          "vt_nr": "ferplus"}.items():
+        assert REGISTRY[arch].image_processor_class().face_alignment == training_alignment(arch, dataset), arch
+
+
+@pytest.mark.parametrize("dataset, method", [("raf-db", "similarity_5pt"), ("affectnet-7", "box")])
+def test_converted_folder_carries_the_datasets_alignment(dataset, method, tmp_path):
+    """``convert_original_checkpoint --dataset D`` writes D's face crop into preprocessor_config.json."""
+    import harness
+    from transformers import AutoImageProcessor
+
+    from hf_fer.faces import training_alignment
+
+    checkpoint = tmp_path / "arm.pth"
+    torch.save({"state_dict": harness.load_fixture_state_dict("arm")}, checkpoint)
+    out = harness.convert_with_cli("arm", checkpoint, tmp_path / "out", ["--dataset", dataset])
+    saved = json.loads((out / "preprocessor_config.json").read_text())["face_alignment"]
+    assert saved["method"] == method and saved == training_alignment("arm", dataset)
+    assert get_face_alignment(AutoImageProcessor.from_pretrained(out)) == validate_face_alignment(saved)

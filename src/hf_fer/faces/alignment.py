@@ -56,6 +56,83 @@ DEFAULT_ALIGNMENT = {
     "source": "hf_fer default for processors without face_alignment: square detector box + 10% margin",
 }
 
+AFFECTNET_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.1,
+    "square": True,
+    "output_size": None,
+    "source": "AffectNet ships face crops made from its own face boxes (no 5-point alignment); approximated by a "
+              "square detector box with a 10% margin, resized to the processor's input size",
+}
+
+FER_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.0,
+    "square": True,
+    "output_size": [48, 48],
+    "source": "FER2013 / FER+ 48x48 face crops from a box detector (face centred, about the same size); "
+              "approximated by a square detector box without margin at 48x48",
+}
+
+# DMUE re-aligns AffectNet itself (see dmue.md section 7); mirrors DmueImageProcessor's default.
+DMUE_AFFECTNET_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.0714,
+    "square": False,
+    "output_size": [256, 256],
+    "source": "DMUE AffectNet preprocessing (crop_align.py): MTCNN box enlarged by 256/224, resized to 256x256; "
+              "approximated by the detector box with a 1/14 margin per side (its 98-point template alignment is "
+              "not reproduced)",
+}
+
+CAER_S_ALIGNMENT = {
+    "method": "none",
+    "source": "CAER-S used as released (whole TV frames, no face crop; POSTER V2 upstream issue #15): the model "
+              "saw full frames, so the whole image is classified",
+}
+
+SYNTHETIC_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.2,
+    "square": True,
+    "output_size": None,
+    "source": "hf_fer synthetic cartoon faces (random position, scale and rotation; the face fills most of the "
+              "image); approximated by a square detector box with a 20% margin",
+}
+
+# Alignment of each benchmark's training images (benchmark keys of hf_fer.labels), and per-architecture exceptions.
+TRAINING_ALIGNMENTS: dict[str, dict] = {
+    "raf-db": RAFDB_ALIGNMENT,
+    "affectnet-7": AFFECTNET_ALIGNMENT,
+    "affectnet-8": AFFECTNET_ALIGNMENT,
+    "fer2013": FER_ALIGNMENT,
+    "ferplus": FER_ALIGNMENT,
+    "caer-s": CAER_S_ALIGNMENT,
+    "synthetic": SYNTHETIC_ALIGNMENT,
+}
+ARCH_TRAINING_ALIGNMENTS: dict[tuple[str, str], dict] = {
+    ("dmue", "affectnet-7"): DMUE_AFFECTNET_ALIGNMENT,
+    ("dmue", "affectnet-8"): DMUE_AFFECTNET_ALIGNMENT,
+}
+
+
+def training_alignment(arch: str | None, dataset: str | None) -> dict | None:
+    """The ``face_alignment`` matching a checkpoint of ``arch`` trained on ``dataset`` (benchmark key or alias);
+    ``None`` when unknown (the processor's own default then applies)."""
+    if not dataset:
+        return None
+    key = str(dataset).lower()
+    if key not in TRAINING_ALIGNMENTS:
+        try:
+            from ..labels import benchmark_key
+
+            key = benchmark_key(str(dataset))
+        except (ImportError, KeyError, ValueError):
+            return None
+    found = ARCH_TRAINING_ALIGNMENTS.get((arch or "", key), TRAINING_ALIGNMENTS.get(key))
+    return copy.deepcopy(found) if found is not None else None
+
+
 _METHODS = ("similarity_5pt", "box", "none")
 
 
@@ -274,6 +351,8 @@ __all__ = [
     "ARCFACE_112_TEMPLATE",
     "RAFDB_ALIGNMENT",
     "DEFAULT_ALIGNMENT",
+    "TRAINING_ALIGNMENTS",
+    "training_alignment",
     "scaled_template",
     "validate_face_alignment",
     "get_face_alignment",

@@ -22,8 +22,8 @@ FACE_ALIGNMENT = {
     "margin": 0.0,
     "square": True,
     "output_size": [48, 48],
-    "source": "FER+ 48x48 face crops from a box detector (FER2013 registration: face centred, about the same "
-              "size); approximated by a square detector box without margin",
+    "source": "FER2013 / FER+ 48x48 face crops from a box detector (face centred, about the same size); "
+              "approximated by a square detector box without margin at 48x48",
 }
 
 
