@@ -138,6 +138,9 @@ def test_face_alignment_survives_save_and_load(arch, tmp_path):
     loaded = AutoImageProcessor.from_pretrained(tmp_path / "custom")
     assert type(loaded) is type(processor)
     assert get_face_alignment(loaded) == validate_face_alignment(custom)
+    loaded.face_alignment = dict(custom, output_size=None)  # null = the processor's input size
+    size = loaded.crop_size if getattr(loaded, "do_center_crop", False) else loaded.size
+    assert get_face_alignment(loaded)["output_size"] == [size["width"], size["height"]]
     # and the processor still processes images
     out = loaded(images=torch.zeros(3, 40, 40, dtype=torch.uint8), return_tensors="pt")
     assert out["pixel_values"].ndim == 4
@@ -153,7 +156,7 @@ def test_default_for_processors_without_face_alignment():
 
 CONFIG_DATASETS = {"rafdb": "raf-db", "affectnet7": "affectnet-7", "affectnet8": "affectnet-8",
                    "affectnet8_multibranch": "affectnet-8", "caer_s": "caer-s", "ferplus": "ferplus",
-                   "synthetic": "synthetic"}
+                   "synthetic": "synthetic", "fer2013": "fer2013"}
 
 
 def test_every_modeling_config_carries_its_training_alignment():
@@ -170,7 +173,7 @@ def test_every_modeling_config_carries_its_training_alignment():
         assert alignment is not None, f"{file}: no face_alignment"
         validate_face_alignment(alignment, name=str(file))
         assert alignment["source"], f"{file}: face_alignment without a source"
-        assert alignment == training_alignment(file.parent.name, CONFIG_DATASETS[file.stem]), file
+        assert alignment == training_alignment(file.parent.name, CONFIG_DATASETS.get(file.stem, file.stem)), file
     # each architecture's processor default is the alignment of its main training set
     for arch, dataset in {"arm": "raf-db", "dacl": "raf-db", "poster_v2": "raf-db", "dmue": "affectnet-8",
                           "vt_nr": "ferplus"}.items():
@@ -190,4 +193,5 @@ def test_converted_folder_carries_the_datasets_alignment(dataset, method, tmp_pa
     out = harness.convert_with_cli("arm", checkpoint, tmp_path / "out", ["--dataset", dataset])
     saved = json.loads((out / "preprocessor_config.json").read_text())["face_alignment"]
     assert saved["method"] == method and saved == training_alignment("arm", dataset)
-    assert get_face_alignment(AutoImageProcessor.from_pretrained(out)) == validate_face_alignment(saved)
+    resolved = get_face_alignment(AutoImageProcessor.from_pretrained(out))
+    assert resolved == dict(saved, output_size=saved["output_size"] or [224, 224])  # null -> ARM's 224x224 input

@@ -23,6 +23,7 @@ from .alignment import (
     validate_face_alignment,
     warp_affine,
 )
+from .benchmark import benchmark_detector, cpu_description
 from .retinaface import (
     DEFAULT_WEIGHTS,
     FaceDetections,
@@ -35,6 +36,8 @@ from .retinaface import (
 )
 
 __all__ = [
+    "benchmark_detector",
+    "cpu_description",
     "ARCFACE_112_TEMPLATE",
     "DEFAULT_ALIGNMENT",
     "RAFDB_ALIGNMENT",

@@ -177,15 +177,15 @@ def validate_face_alignment(alignment: dict, name: str = "face_alignment") -> di
 def get_face_alignment(image_processor: Any = None) -> dict:
     """The processor's ``face_alignment`` (validated); a sensible default when it has none.
 
-    The default is a square box crop with a 10% margin, resized to the processor's input size when known.
+    The default is a square box crop with a 10% margin. A box crop without ``output_size`` gets the processor's
+    input size (crop size when it centre-crops) when known.
     """
     alignment = getattr(image_processor, "face_alignment", None) if image_processor is not None else None
-    if alignment is None:
-        alignment = copy.deepcopy(DEFAULT_ALIGNMENT)
-        size = _processor_size(image_processor)
-        if size is not None:
-            alignment["output_size"] = size
-    return validate_face_alignment(alignment)
+    alignment = validate_face_alignment(alignment if alignment is not None else DEFAULT_ALIGNMENT)
+    if alignment["method"] == "box" and alignment.get("output_size") is None:
+        # null output size = the processor's input size (one resampling instead of two)
+        alignment["output_size"] = _processor_size(image_processor) if image_processor is not None else None
+    return alignment
 
 
 def _processor_size(processor: Any) -> list[int] | None:
