@@ -92,7 +92,7 @@ def test_no_face_images(detector):
 
 
 def test_raw_outputs_match_onnxruntime(detector, photos):
-    ort = pytest.importorskip("onnxruntime")  # installed by the dev extra; skipped only where it is not
+    import onnxruntime as ort  # installed by the dev extra: never skipped
     image = photos["sample5.jpg"]
     size = detector._target_size(*image.shape[1:])
     batch = torch.stack([detector._resize(image, size), detector._resize(photos["sample2.jpg"], size)])
@@ -118,6 +118,10 @@ def test_batched_equals_one_by_one(detector, photos):
         torch.testing.assert_close(det.boxes, single.boxes, atol=1e-3, rtol=0)
         torch.testing.assert_close(det.scores, single.scores, atol=1e-5, rtol=0)
         torch.testing.assert_close(det.landmarks, single.landmarks, atol=1e-3, rtol=0)
+    # numpy HWC arrays and PIL images are accepted as well
+    array = other.permute(1, 2, 0).numpy()
+    for alt in detector.detect([array, Image.fromarray(array)]):
+        torch.testing.assert_close(alt.boxes, batched[2].boxes)
     # a [B, 3, H, W] tensor is accepted too, and the mirrored photo gives mirrored boxes
     stacked = detector.detect(same_size)
     torch.testing.assert_close(stacked[0].boxes, batched[0].boxes)
@@ -129,6 +133,8 @@ def test_batched_equals_one_by_one(detector, photos):
 def test_bad_input_is_named(detector):
     with pytest.raises(ValueError, match=r"image 1: expected shape \[3, H, W\]"):
         detector.detect([torch.zeros(3, 64, 64, dtype=torch.uint8), torch.zeros(64, 64, dtype=torch.uint8)])
+    with pytest.raises(TypeError, match="image 0: expected a torch.Tensor"):
+        detector.detect(["not an image"])
     with pytest.raises(FileNotFoundError, match="RetinaFace weights not found"):
         RetinaFaceDetector.from_pretrained("/nonexistent/weights.safetensors")
 

@@ -208,13 +208,31 @@ def decode_landmarks(landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Ten
     return priors[..., None, :2] + offsets * CENTER_VARIANCE * priors[..., None, 2:]
 
 
-def _check_image(image: torch.Tensor, index: int) -> None:
+def _as_image_tensor(image, index: int) -> torch.Tensor:
+    """uint8 RGB [3, H, W] tensor from a tensor ([3|1, H, W]), a numpy array (H x W [x 3], RGB) or a PIL image."""
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image {index}: expected a torch.Tensor [3, H, W] uint8 RGB, got {type(image).__name__}")
+        try:
+            import numpy as np
+            from PIL import Image
+        except ImportError:  # pragma: no cover
+            np = Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            image = np.array(image.convert("RGB"))
+        if np is not None and isinstance(image, np.ndarray):
+            array = image[..., None] if image.ndim == 2 else image
+            if array.ndim != 3 or array.shape[-1] not in (1, 3):
+                raise ValueError(f"image {index}: expected an H x W x 3 (RGB) array, got shape {list(image.shape)}")
+            array = np.ascontiguousarray(array) if array.flags.writeable else array.copy()
+            image = torch.from_numpy(array).permute(2, 0, 1)
+        else:
+            raise TypeError(f"image {index}: expected a torch.Tensor [3, H, W] uint8 RGB, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image.expand(3, -1, -1)  # grayscale
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image {index}: expected shape [3, H, W] (RGB), got {list(image.shape)}")
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"image {index}: empty image of shape {list(image.shape)}")
+    return image
 
 
 class RetinaFaceDetector(nn.Module):
@@ -328,14 +346,15 @@ class RetinaFaceDetector(nn.Module):
 
     @torch.inference_mode()
     def detect(self, images: Sequence[torch.Tensor] | torch.Tensor) -> list[FaceDetections]:
-        """Detect faces in uint8 RGB images [3, H, W] (a list, or a [B, 3, H, W] tensor); one result per image."""
+        """Detect faces in uint8 RGB images [3, H, W] (a list, or a [B, 3, H, W] tensor); one result per image.
+
+        Numpy H x W x 3 arrays (RGB) and PIL images are accepted too; [1, H, W] tensors count as grayscale.
+        """
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = list(images)
         elif isinstance(images, torch.Tensor):
             images = [images]
-        images = list(images)
-        for i, image in enumerate(images):
-            _check_image(image, i)
+        images = [_as_image_tensor(image, i) for i, image in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(self._target_size(image.shape[1], image.shape[2]), []).append(i)
