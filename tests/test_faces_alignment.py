@@ -195,3 +195,22 @@ def test_converted_folder_carries_the_datasets_alignment(dataset, method, tmp_pa
     assert saved["method"] == method and saved == training_alignment("arm", dataset)
     resolved = get_face_alignment(AutoImageProcessor.from_pretrained(out))
     assert resolved == dict(saved, output_size=saved["output_size"] or [224, 224])  # null -> ARM's 224x224 input
+
+
+@pytest.mark.parametrize("recipe, dataset, expected", [
+    ("rafdb.yaml", "data/rafdb", "raf-db"),  # from the config file (modeling_configs/arm/rafdb.json)
+    ("affectnet7.yaml", "data/affectnet", "affectnet-7"),  # no config file: from the label space
+    ("rafdb.yaml", "synthetic", "synthetic"),  # what the model is actually trained on wins
+])
+def test_training_gives_the_processor_its_datas_alignment(recipe, dataset, expected):
+    from pathlib import Path
+
+    from hf_fer.faces import training_alignment
+    from hf_fer.labels import id2label
+    from hf_fer.training import load_recipe
+    from hf_fer.training.loop import _build_model
+
+    loaded = load_recipe(Path(__file__).resolve().parents[1] / "modeling_configs" / "arm" / recipe)
+    model, processor = _build_model(loaded, id2label(loaded.model.label_space), dataset)
+    assert processor.face_alignment == training_alignment("arm", expected)
+    assert not hasattr(model.config, "face_alignment")  # it belongs to the processor
