@@ -63,19 +63,22 @@ def test_similarity_warp_matches_scikit_image():
     yy, xx = np.mgrid[0:120, 0:160]
     image = np.stack([(xx * 1.5) % 256, (yy * 2.0) % 256, (xx + yy) % 256]).astype(np.uint8)  # smooth ramps
     image[:, 40:80, 60:100] = rng.integers(0, 256, size=(3, 40, 40))  # and texture
-    # landmarks = the template moved into the image by a known similarity (image <- crop)
-    crop_to_image = make_similarity(0.35, 1.3, 40.0, 10.0)
+    # landmarks = the template moved into the image by known similarities (image <- crop); the second face hangs
+    # over the image's edge (zeros there) and both are warped in one call
+    crop_to_image = [make_similarity(0.35, 1.3, 40.0, 10.0), make_similarity(-0.8, 0.6, 110.0, 70.0)]
     template = torch.tensor(ARCFACE_112_TEMPLATE, dtype=torch.float64)
-    landmarks = apply(crop_to_image, template)[None]
+    landmarks = torch.stack([apply(m, template) for m in crop_to_image])
     alignment = {"method": "similarity_5pt", "template": template.tolist(), "output_size": [112, 112]}
     ours = align_faces(torch.from_numpy(image), boxes=None, landmarks=landmarks, alignment=alignment)
-    assert ours.shape == (1, 3, 112, 112) and ours.dtype == torch.uint8
-    inverse = SimilarityTransform(matrix=np.vstack([crop_to_image.numpy(), [0, 0, 1]]))
-    for c in range(3):
-        expected = warp(image[c].astype(np.float64), inverse, output_shape=(112, 112), order=1, mode="constant",
-                        cval=0, preserve_range=True)
-        diff = np.abs(ours[0, c].numpy().astype(np.float64) - expected)
-        assert diff[2:-2, 2:-2].max() <= 2.0, f"channel {c}: max diff {diff[2:-2, 2:-2].max()}"
+    assert ours.shape == (2, 3, 112, 112) and ours.dtype == torch.uint8
+    for face, m in enumerate(crop_to_image):
+        inverse = SimilarityTransform(matrix=np.vstack([m.numpy(), [0, 0, 1]]))
+        for c in range(3):
+            expected = warp(image[c].astype(np.float64), inverse, output_shape=(112, 112), order=1, mode="constant",
+                            cval=0, preserve_range=True)
+            diff = np.abs(ours[face, c].numpy().astype(np.float64) - expected)
+            assert diff[2:-2, 2:-2].max() <= 2.0, f"face {face} channel {c}: max diff {diff[2:-2, 2:-2].max()}"
+    assert ours[1, :, -10:, -10:].max() == 0  # beyond the image
 
 
 def test_box_crops_match_torchvision_resized_crop():

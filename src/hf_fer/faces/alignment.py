@@ -238,12 +238,17 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([linear, shift], dim=2).to(out_dtype)
 
 
-def _invert_affine(m: torch.Tensor) -> torch.Tensor:
-    """[N, 2, 3] -> [N, 2, 3] inverse affine maps."""
+def _to_3x3(m: torch.Tensor) -> torch.Tensor:
+    """[N, 2, 3] affine maps -> [N, 3, 3] homogeneous matrices."""
     full = torch.zeros(m.shape[0], 3, 3, dtype=m.dtype, device=m.device)
     full[:, :2] = m
     full[:, 2, 2] = 1.0
-    return torch.linalg.inv(full)[:, :2]
+    return full
+
+
+def _invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """[N, 2, 3] -> [N, 2, 3] inverse affine maps."""
+    return torch.linalg.inv(_to_3x3(m))[:, :2]
 
 
 def box_transforms(boxes: torch.Tensor, margin=0.0, square: bool = False,
@@ -290,15 +295,28 @@ def warp_affine(image: torch.Tensor, matrices: torch.Tensor, output_size: tuple[
     n = matrices.shape[0]
     if n == 0:
         return torch.zeros(0, c, out_h, out_w, dtype=image.dtype, device=image.device)
-    inv = _invert_affine(matrices.to(torch.float64))  # crop pixel -> image pixel
-    ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64),
-                            indexing="ij")
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).to(inv.device)  # [out_h, out_w, 3]
-    src = torch.einsum("hwk,njk->nhwj", pts, inv)  # [N, out_h, out_w, 2] image pixels
-    # grid_sample (align_corners=False): normalised = (2 * pixel + 1) / size - 1
-    norm = torch.tensor([w, h], dtype=torch.float64, device=inv.device)
-    grid = ((2 * src + 1) / norm - 1).to(torch.float32).reshape(1, n * out_h, out_w, 2)
-    x = image.to(torch.float32)[None]
+    inv = _invert_affine(matrices.to(torch.float64))  # crop pixel -> image pixel, [N, 2, 3]
+    # Only the region the samples touch is converted to float (faces are usually small in a big photo): the bounding
+    # box of the output corners' sources (an affine map's extremes), one pixel of slack for the bilinear neighbours,
+    # clipped to the image. Outside it = outside the image, so the zero padding is unchanged.
+    corners = torch.tensor([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]],
+                           dtype=torch.float64, device=inv.device)
+    reach = (corners @ inv.transpose(1, 2)).reshape(-1, 2)
+    lo, hi = reach.amin(dim=0).floor() - 1, reach.amax(dim=0).ceil() + 2
+    x0, y0 = int(lo[0].clamp(0, w - 1)), int(lo[1].clamp(0, h - 1))
+    x1, y1 = int(hi[0].clamp(x0 + 1, w)), int(hi[1].clamp(y0 + 1, h))
+    region = image[:, y0:y1, x0:x1]
+    # theta for affine_grid (align_corners=False): output-normalised -> output pixel -> image pixel (region frame)
+    # -> region-normalised, with pixel = ((u + 1) * size - 1) / 2 and u = (2 * pixel + 1) / size - 1.
+    to_pixel = torch.tensor([[out_w / 2, 0, (out_w - 1) / 2], [0, out_h / 2, (out_h - 1) / 2], [0, 0, 1]],
+                            dtype=torch.float64, device=inv.device)
+    rw, rh = x1 - x0, y1 - y0
+    to_norm = torch.tensor([[2 / rw, 0, (1 - 2 * x0) / rw - 1], [0, 2 / rh, (1 - 2 * y0) / rh - 1]],
+                           dtype=torch.float64, device=inv.device)
+    theta = to_norm @ _to_3x3(inv) @ to_pixel  # [N, 2, 3]
+    grid = F.affine_grid(theta.to(torch.float32), [n, 1, out_h, out_w], align_corners=False)
+    grid = grid.reshape(1, n * out_h, out_w, 2)
+    x = region.to(torch.float32)[None]
     out = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
     out = out.reshape(c, n, out_h, out_w).transpose(0, 1)
     if image.dtype == torch.uint8:
