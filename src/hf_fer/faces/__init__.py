@@ -12,15 +12,18 @@ from .alignment import (
     ARCFACE_112_TEMPLATE,
     DEFAULT_ALIGNMENT,
     RAFDB_ALIGNMENT,
+    TRAINING_ALIGNMENTS,
     align_faces,
     alignment_transforms,
     box_transforms,
     get_face_alignment,
     scaled_template,
     similarity_transform,
+    training_alignment,
     validate_face_alignment,
     warp_affine,
 )
+from .benchmark import benchmark_detector, cpu_description
 from .retinaface import (
     DEFAULT_WEIGHTS,
     FaceDetections,
@@ -33,9 +36,13 @@ from .retinaface import (
 )
 
 __all__ = [
+    "benchmark_detector",
+    "cpu_description",
     "ARCFACE_112_TEMPLATE",
     "DEFAULT_ALIGNMENT",
     "RAFDB_ALIGNMENT",
+    "TRAINING_ALIGNMENTS",
+    "training_alignment",
     "align_faces",
     "alignment_transforms",
     "box_transforms",

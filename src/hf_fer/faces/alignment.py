@@ -56,6 +56,83 @@ DEFAULT_ALIGNMENT = {
     "source": "hf_fer default for processors without face_alignment: square detector box + 10% margin",
 }
 
+AFFECTNET_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.1,
+    "square": True,
+    "output_size": None,
+    "source": "AffectNet ships face crops made from its own face boxes (no 5-point alignment); approximated by a "
+              "square detector box with a 10% margin, resized to the processor's input size",
+}
+
+FER_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.0,
+    "square": True,
+    "output_size": [48, 48],
+    "source": "FER2013 / FER+ 48x48 face crops from a box detector (face centred, about the same size); "
+              "approximated by a square detector box without margin at 48x48",
+}
+
+# DMUE re-aligns AffectNet itself (see dmue.md section 7); mirrors DmueImageProcessor's default.
+DMUE_AFFECTNET_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.0714,
+    "square": False,
+    "output_size": [256, 256],
+    "source": "DMUE AffectNet preprocessing (crop_align.py): MTCNN box enlarged by 256/224, resized to 256x256; "
+              "approximated by the detector box with a 1/14 margin per side (its 98-point template alignment is "
+              "not reproduced)",
+}
+
+CAER_S_ALIGNMENT = {
+    "method": "none",
+    "source": "CAER-S used as released (whole TV frames, no face crop; POSTER V2 upstream issue #15): the model "
+              "saw full frames, so the whole image is classified",
+}
+
+SYNTHETIC_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.2,
+    "square": True,
+    "output_size": None,
+    "source": "hf_fer synthetic cartoon faces (random position, scale and rotation; the face fills most of the "
+              "image); approximated by a square detector box with a 20% margin",
+}
+
+# Alignment of each benchmark's training images (benchmark keys of hf_fer.labels), and per-architecture exceptions.
+TRAINING_ALIGNMENTS: dict[str, dict] = {
+    "raf-db": RAFDB_ALIGNMENT,
+    "affectnet-7": AFFECTNET_ALIGNMENT,
+    "affectnet-8": AFFECTNET_ALIGNMENT,
+    "fer2013": FER_ALIGNMENT,
+    "ferplus": FER_ALIGNMENT,
+    "caer-s": CAER_S_ALIGNMENT,
+    "synthetic": SYNTHETIC_ALIGNMENT,
+}
+ARCH_TRAINING_ALIGNMENTS: dict[tuple[str, str], dict] = {
+    ("dmue", "affectnet-7"): DMUE_AFFECTNET_ALIGNMENT,
+    ("dmue", "affectnet-8"): DMUE_AFFECTNET_ALIGNMENT,
+}
+
+
+def training_alignment(arch: str | None, dataset: str | None) -> dict | None:
+    """The ``face_alignment`` matching a checkpoint of ``arch`` trained on ``dataset`` (benchmark key or alias);
+    ``None`` when unknown (the processor's own default then applies)."""
+    if not dataset:
+        return None
+    key = str(dataset).lower()
+    if key not in TRAINING_ALIGNMENTS:
+        try:
+            from ..labels import benchmark_key
+
+            key = benchmark_key(str(dataset))
+        except (ImportError, KeyError, ValueError):
+            return None
+    found = ARCH_TRAINING_ALIGNMENTS.get((arch or "", key), TRAINING_ALIGNMENTS.get(key))
+    return copy.deepcopy(found) if found is not None else None
+
+
 _METHODS = ("similarity_5pt", "box", "none")
 
 
@@ -100,15 +177,15 @@ def validate_face_alignment(alignment: dict, name: str = "face_alignment") -> di
 def get_face_alignment(image_processor: Any = None) -> dict:
     """The processor's ``face_alignment`` (validated); a sensible default when it has none.
 
-    The default is a square box crop with a 10% margin, resized to the processor's input size when known.
+    The default is a square box crop with a 10% margin. A box crop without ``output_size`` gets the processor's
+    input size (crop size when it centre-crops) when known.
     """
     alignment = getattr(image_processor, "face_alignment", None) if image_processor is not None else None
-    if alignment is None:
-        alignment = copy.deepcopy(DEFAULT_ALIGNMENT)
-        size = _processor_size(image_processor)
-        if size is not None:
-            alignment["output_size"] = size
-    return validate_face_alignment(alignment)
+    alignment = validate_face_alignment(alignment if alignment is not None else DEFAULT_ALIGNMENT)
+    if alignment["method"] == "box" and alignment.get("output_size") is None:
+        # null output size = the processor's input size (one resampling instead of two)
+        alignment["output_size"] = _processor_size(image_processor) if image_processor is not None else None
+    return alignment
 
 
 def _processor_size(processor: Any) -> list[int] | None:
@@ -161,12 +238,17 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([linear, shift], dim=2).to(out_dtype)
 
 
-def _invert_affine(m: torch.Tensor) -> torch.Tensor:
-    """[N, 2, 3] -> [N, 2, 3] inverse affine maps."""
+def _to_3x3(m: torch.Tensor) -> torch.Tensor:
+    """[N, 2, 3] affine maps -> [N, 3, 3] homogeneous matrices."""
     full = torch.zeros(m.shape[0], 3, 3, dtype=m.dtype, device=m.device)
     full[:, :2] = m
     full[:, 2, 2] = 1.0
-    return torch.linalg.inv(full)[:, :2]
+    return full
+
+
+def _invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """[N, 2, 3] -> [N, 2, 3] inverse affine maps."""
+    return torch.linalg.inv(_to_3x3(m))[:, :2]
 
 
 def box_transforms(boxes: torch.Tensor, margin=0.0, square: bool = False,
@@ -213,15 +295,28 @@ def warp_affine(image: torch.Tensor, matrices: torch.Tensor, output_size: tuple[
     n = matrices.shape[0]
     if n == 0:
         return torch.zeros(0, c, out_h, out_w, dtype=image.dtype, device=image.device)
-    inv = _invert_affine(matrices.to(torch.float64))  # crop pixel -> image pixel
-    ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64),
-                            indexing="ij")
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).to(inv.device)  # [out_h, out_w, 3]
-    src = torch.einsum("hwk,njk->nhwj", pts, inv)  # [N, out_h, out_w, 2] image pixels
-    # grid_sample (align_corners=False): normalised = (2 * pixel + 1) / size - 1
-    norm = torch.tensor([w, h], dtype=torch.float64, device=inv.device)
-    grid = ((2 * src + 1) / norm - 1).to(torch.float32).reshape(1, n * out_h, out_w, 2)
-    x = image.to(torch.float32)[None]
+    inv = _invert_affine(matrices.to(torch.float64))  # crop pixel -> image pixel, [N, 2, 3]
+    # Only the region the samples touch is converted to float (faces are usually small in a big photo): the bounding
+    # box of the output corners' sources (an affine map's extremes), one pixel of slack for the bilinear neighbours,
+    # clipped to the image. Outside it = outside the image, so the zero padding is unchanged.
+    corners = torch.tensor([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]],
+                           dtype=torch.float64, device=inv.device)
+    reach = (corners @ inv.transpose(1, 2)).reshape(-1, 2)
+    lo, hi = reach.amin(dim=0).floor() - 1, reach.amax(dim=0).ceil() + 2
+    x0, y0 = int(lo[0].clamp(0, w - 1)), int(lo[1].clamp(0, h - 1))
+    x1, y1 = int(hi[0].clamp(x0 + 1, w)), int(hi[1].clamp(y0 + 1, h))
+    region = image[:, y0:y1, x0:x1]
+    # theta for affine_grid (align_corners=False): output-normalised -> output pixel -> image pixel (region frame)
+    # -> region-normalised, with pixel = ((u + 1) * size - 1) / 2 and u = (2 * pixel + 1) / size - 1.
+    to_pixel = torch.tensor([[out_w / 2, 0, (out_w - 1) / 2], [0, out_h / 2, (out_h - 1) / 2], [0, 0, 1]],
+                            dtype=torch.float64, device=inv.device)
+    rw, rh = x1 - x0, y1 - y0
+    to_norm = torch.tensor([[2 / rw, 0, (1 - 2 * x0) / rw - 1], [0, 2 / rh, (1 - 2 * y0) / rh - 1]],
+                           dtype=torch.float64, device=inv.device)
+    theta = to_norm @ _to_3x3(inv) @ to_pixel  # [N, 2, 3]
+    grid = F.affine_grid(theta.to(torch.float32), [n, 1, out_h, out_w], align_corners=False)
+    grid = grid.reshape(1, n * out_h, out_w, 2)
+    x = region.to(torch.float32)[None]
     out = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
     out = out.reshape(c, n, out_h, out_w).transpose(0, 1)
     if image.dtype == torch.uint8:
@@ -274,6 +369,8 @@ __all__ = [
     "ARCFACE_112_TEMPLATE",
     "RAFDB_ALIGNMENT",
     "DEFAULT_ALIGNMENT",
+    "TRAINING_ALIGNMENTS",
+    "training_alignment",
     "scaled_template",
     "validate_face_alignment",
     "get_face_alignment",

@@ -112,6 +112,26 @@ def onnx_to_state_dict(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
     return state
 
 
+def _canonicalise_header(path: Path) -> None:
+    """Rewrite the safetensors JSON header with sorted keys so the file is byte-identical on every run.
+
+    safetensors writes ``__metadata__`` from a hash map, whose order varies between processes; the sorted header has
+    the same length (same content, other order), so the tensor data offsets are unchanged.
+    """
+    import json
+    import struct
+
+    with open(path, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(length)
+        header = json.loads(raw)
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        if len(canonical) > length:
+            raise ValueError(f"{path}: canonical header is longer than the original ({len(canonical)} > {length})")
+        f.seek(8)
+        f.write(canonical.ljust(length, b" "))  # the format allows trailing spaces in the header
+
+
 def convert(source: str | Path | None, output: str | Path) -> Path:
     """Write the safetensors file (deterministic: same input, same bytes) and return its path."""
     from safetensors.torch import save_file
@@ -132,6 +152,7 @@ def convert(source: str | Path | None, output: str | Path) -> Path:
             "license": "MIT (weights); trained on WIDER FACE, whose terms are CC BY-NC-ND 4.0 - see NOTICE",
         },
     )
+    _canonicalise_header(tmp)
     tmp.chmod(0o644)
     tmp.replace(output)
     return output

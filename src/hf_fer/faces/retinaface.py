@@ -208,13 +208,31 @@ def decode_landmarks(landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Ten
     return priors[..., None, :2] + offsets * CENTER_VARIANCE * priors[..., None, 2:]
 
 
-def _check_image(image: torch.Tensor, index: int) -> None:
+def _as_image_tensor(image, index: int) -> torch.Tensor:
+    """uint8 RGB [3, H, W] tensor from a tensor ([3|1, H, W]), a numpy array (H x W [x 3], RGB) or a PIL image."""
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image {index}: expected a torch.Tensor [3, H, W] uint8 RGB, got {type(image).__name__}")
+        try:
+            import numpy as np
+            from PIL import Image
+        except ImportError:  # pragma: no cover
+            np = Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            image = np.array(image.convert("RGB"))
+        if np is not None and isinstance(image, np.ndarray):
+            array = image[..., None] if image.ndim == 2 else image
+            if array.ndim != 3 or array.shape[-1] not in (1, 3):
+                raise ValueError(f"image {index}: expected an H x W x 3 (RGB) array, got shape {list(image.shape)}")
+            array = np.ascontiguousarray(array) if array.flags.writeable else array.copy()
+            image = torch.from_numpy(array).permute(2, 0, 1)
+        else:
+            raise TypeError(f"image {index}: expected a torch.Tensor [3, H, W] uint8 RGB, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image.expand(3, -1, -1)  # grayscale
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image {index}: expected shape [3, H, W] (RGB), got {list(image.shape)}")
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"image {index}: empty image of shape {list(image.shape)}")
+    return image
 
 
 class RetinaFaceDetector(nn.Module):
@@ -246,7 +264,8 @@ class RetinaFaceDetector(nn.Module):
         self.max_faces = max_faces
         self.min_face_size = min_face_size
         self.batch_size = batch_size
-        self.model = RetinaFace()
+        # channels_last: measurably faster convolutions on CPU (oneDNN) for this small network.
+        self.model = RetinaFace().to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(BGR_MEAN).view(1, 3, 1, 1), persistent=False)
         self._priors: dict[tuple[int, int, str], torch.Tensor] = {}
         self.eval()
@@ -270,7 +289,7 @@ class RetinaFaceDetector(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw heads ``(loc, conf, landmarks)`` for pre-processed input (see :meth:`preprocess`); ONNX parity."""
-        return self.model(pixel_values)
+        return self.model(pixel_values.contiguous(memory_format=torch.channels_last))
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float RGB [B, 3, H, W] (0..255) -> BGR float minus the training mean."""
@@ -282,12 +301,14 @@ class RetinaFaceDetector(nn.Module):
         scale = self.max_size / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
-    def _resize(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """[3, H, W] uint8 -> [3, h, w] float (0..255), antialiased when shrinking."""
-        x = image.to(self.mean.dtype)
-        if tuple(image.shape[-2:]) == size:
-            return x
-        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    @staticmethod
+    def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[3, H, W] -> [3, h, w], same dtype, antialiased bilinear (uint8 stays uint8: torch's fast CPU path)."""
+        if tuple(image.shape[-2:]) == tuple(size):
+            return image
+        if image.dtype == torch.uint8 and image.device.type != "cpu":
+            image = image.float()  # the uint8 antialiased kernel is CPU-only
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
     def priors(self, height: int, width: int) -> torch.Tensor:
         key = (height, width, str(self.mean.device))
@@ -325,14 +346,15 @@ class RetinaFaceDetector(nn.Module):
 
     @torch.inference_mode()
     def detect(self, images: Sequence[torch.Tensor] | torch.Tensor) -> list[FaceDetections]:
-        """Detect faces in uint8 RGB images [3, H, W] (a list, or a [B, 3, H, W] tensor); one result per image."""
+        """Detect faces in uint8 RGB images [3, H, W] (a list, or a [B, 3, H, W] tensor); one result per image.
+
+        Numpy H x W x 3 arrays (RGB) and PIL images are accepted too; [1, H, W] tensors count as grayscale.
+        """
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = list(images)
         elif isinstance(images, torch.Tensor):
             images = [images]
-        images = list(images)
-        for i, image in enumerate(images):
-            _check_image(image, i)
+        images = [_as_image_tensor(image, i) for i, image in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(self._target_size(image.shape[1], image.shape[2]), []).append(i)
@@ -342,7 +364,7 @@ class RetinaFaceDetector(nn.Module):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start: start + self.batch_size]
                 batch = torch.stack([self._resize(images[i].to(device), (h, w)) for i in chunk])
-                loc, conf, lms = self.model(self.preprocess(batch))
+                loc, conf, lms = self(self.preprocess(batch))
                 for i, det in zip(chunk, self.postprocess(loc, conf, lms, h, w)):
                     sx, sy = images[i].shape[2] / w, images[i].shape[1] / h
                     if sx != 1.0 or sy != 1.0:
