@@ -33,6 +33,7 @@ import io
 import os
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -110,11 +111,14 @@ def max_size_for(image_processor: Any, minimum: int = 512) -> int | None:
     is practically the same as resizing from the full image, at a fraction of the memory.
     """
     size = getattr(image_processor, "size", None) or {}
-    if not isinstance(size, dict):
-        size = dict(size) if hasattr(size, "items") else {}
-    sides = [int(size[key]) for key in ("height", "width", "longest_edge") if size.get(key)]
-    if size.get("shortest_edge"):  # the long side ends up longer than the short one: allow 2:1 images
-        sides.append(2 * int(size["shortest_edge"]))
+
+    def side(key: str) -> int | None:  # a plain dict or transformers' SizeDict
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        return int(value) if value else None
+
+    sides = [value for value in (side("height"), side("width"), side("longest_edge")) if value]
+    if side("shortest_edge"):  # the long side ends up longer than the short one: allow 2:1 images
+        sides.append(2 * side("shortest_edge"))
     if not sides:
         return None
     return max(2 * max(sides), minimum)
@@ -163,7 +167,7 @@ def load_image(
         name = name or "<bytes>"
         if len(source) == 0:
             raise ImageDecodeError(name, "empty file (0 bytes)")
-        return _decode_stream(io.BytesIO(bytes(source)), name, limit, max_size, mode)
+        return _decode_stream(io.BytesIO(source if isinstance(source, bytes) else bytes(source)), name, limit, max_size, mode)
     if isinstance(source, Image.Image):
         name = name or getattr(source, "filename", None) or "<PIL image>"
         return _decode_opened(source, name, limit, max_size, mode, own=False)
@@ -206,11 +210,13 @@ def _decode_stream(handle, name: str, limit, max_size, mode) -> Image.Image:
 def _open_header(handle, name: str) -> Image.Image:
     """``Image.open`` (reads the header only) with every failure mapped to :class:`ImageDecodeError`."""
     try:
-        return Image.open(handle)
+        with warnings.catch_warnings():  # PIL's "could be decompression bomb" warning: our own limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(handle)
     except UnidentifiedImageError:
         handle.seek(0)
         start = handle.read(12)
-        raise ImageDecodeError(name, f"not an image (unrecognised format; the data starts with {start!r})") from None
+        raise ImageDecodeError(name, f"cannot decode image: not an image (unrecognised format; the data starts with {start!r})") from None
     except Image.DecompressionBombError:
         # PIL's own limit (~179 Mpx) fired while reading the header; ours decides, with the actual size.
         handle.seek(0)
@@ -221,7 +227,7 @@ def _open_header(handle, name: str) -> Image.Image:
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Exception as error:  # corrupt header: OSError, SyntaxError, struct.error, EOFError...
-        raise ImageDecodeError(name, f"corrupt image header ({type(error).__name__}: {error})") from None
+        raise ImageDecodeError(name, f"cannot decode image: corrupt header ({type(error).__name__}: {error})") from None
 
 
 def _check_pixels(size: tuple[int, int], limit: int | None, name: str, what: str = "") -> None:
@@ -271,7 +277,7 @@ def _decode_opened(image: Image.Image, name: str, limit, max_size, mode: str, ow
     except Exception as error:
         message = str(error)
         kind = "truncated file" if "truncated" in message.lower() or isinstance(error, EOFError) else "corrupt image data"
-        raise ImageDecodeError(name, f"{kind} ({type(error).__name__}: {message})") from None
+        raise ImageDecodeError(name, f"cannot decode image: {kind} ({type(error).__name__}: {message})") from None
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG)
     except Exception:  # unreadable EXIF: keep the pixels as stored
