@@ -172,9 +172,14 @@ def test_arm_in_batch_affinity_mode_classifies_each_face_alone(fer):
     arm = FacialExpressionRecognitionPipeline(model=model, image_processor=processor, device="cpu")
     expected = EXPECTED[PHOTOS[3].name]["faces"]
     boxes = [f["box"] for f in expected]
-    together = arm(str(PHOTOS[3]), boxes=boxes, top_k=1)
-    alone = [arm(str(PHOTOS[3]), boxes=[box], top_k=1)[0] for box in boxes]
-    assert together == alone
+    together = arm(str(PHOTOS[3]), boxes=boxes)
+    alone = [arm(str(PHOTOS[3]), boxes=[box])[0] for box in boxes]
+    # Up to float noise of the warp (the sampled region of the photo depends on all its faces: ~1e-5); mixing the
+    # batch's affinity maps moves scores by orders of magnitude more.
+    for face, reference in zip(together, alone):
+        assert face["box"] == reference["box"]
+        scores = {e["label"]: e["score"] for e in face["labels"]}
+        assert scores == pytest.approx({e["label"]: e["score"] for e in reference["labels"]}, abs=1e-4)
 
 
 def test_loading_an_hf_fer_folder_never_asks_to_trust_or_runs_its_code(tmp_path):
