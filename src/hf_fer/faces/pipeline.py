@@ -214,10 +214,9 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             from . import RetinaFaceDetector
 
             self._detector = RetinaFaceDetector.from_pretrained()
-        if isinstance(self._detector, torch.nn.Module):
-            self._detector.eval()
-            if next(iter(self._detector.parameters()), torch.empty(0)).device != self.device:
-                self._detector.to(self.device)
+        if isinstance(self._detector, torch.nn.Module) and getattr(self, "_detector_ready", None) is not self._detector:
+            self._detector.eval().to(self.device)  # once (eval() walks every submodule: not on each call)
+            self._detector_ready = self._detector
         return self._detector
 
     def _sanitize_parameters(self, top_k=None, detect=None, boxes=None, landmarks=None, errors=None, timeout=None,
@@ -308,7 +307,6 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         started = time.perf_counter()
         results: list[FaceResult] = []
         tensors: list[torch.Tensor | None] = []
-        detector_inputs: list[tuple[torch.Tensor, float, float] | None] = []
         for index, item in enumerate(images):
             name = names[index] if names is not None else _input_name(item, start_index + index)
             try:
@@ -321,14 +319,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 results.append(FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
                                           exception=error))
                 tensors.append(None)
-                detector_inputs.append(None)
                 continue
             size = displayed if reduce else image.size
             scale = (size[0] / image.size[0], size[1] / image.size[1])
             results.append(FaceResult(name=name, size=size, image=image if keep_images else None, scale=scale))
             tensors.append(_image_to_tensor(image))
-            will_detect = detect and (boxes is None or boxes[index] is None)
-            detector_inputs.append(self._detector_input(image) if will_detect else None)
             del image
         timings.decode += time.perf_counter() - started
         timings.images += len(images)
@@ -358,14 +353,14 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             else:
                 to_detect.append(index)
         if to_detect:
-            detections = self.detector.detect([detector_inputs[i][0].to(self.device) for i in to_detect])
+            # The detector resizes to its working size itself (uint8, antialiased) and maps results back.
+            detections = self.detector.detect([tensors[i].to(self.device) for i in to_detect])
             if len(detections) != len(to_detect):
                 raise RuntimeError(f"detector returned {len(detections)} results for {len(to_detect)} images")
             for index, found in zip(to_detect, detections):
-                _, sx, sy = detector_inputs[index]
-                results[index].boxes = found.boxes.detach().float().cpu() * torch.tensor([sx, sy, sx, sy])
+                results[index].boxes = found.boxes.detach().float().cpu()
                 results[index].detection_scores = found.scores.detach().float().cpu()
-                results[index].landmarks = None if found.landmarks is None else found.landmarks.detach().float().cpu() * torch.tensor([sx, sy])
+                results[index].landmarks = None if found.landmarks is None else found.landmarks.detach().float().cpu()
         timings.detection += time.perf_counter() - started
 
         # Alignment: one batched warp per image (all its faces at once).
@@ -424,20 +419,6 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 if result.boxes is None:
                     result.boxes = torch.zeros(0, 4)
         return results
-
-    def _detector_input(self, image) -> tuple[torch.Tensor, float, float]:
-        """The image the detector sees: already at its working size when it has one (``max_size``), resized here in
-        uint8 by PIL (antialiased, several times faster than a float resize of the full photo), with the factors
-        that map its pixels back to the decoded image's."""
-        from PIL import Image
-
-        max_size = getattr(self.detector, "max_size", None)
-        width, height = image.size
-        if not max_size or max(width, height) <= max_size:
-            return _image_to_tensor(image), 1.0, 1.0
-        ratio = max_size / max(width, height)
-        small = image.resize((max(1, round(width * ratio)), max(1, round(height * ratio))), Image.Resampling.BILINEAR)
-        return _image_to_tensor(small), width / small.width, height / small.height
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict) -> torch.Tensor:
         from . import align_faces
