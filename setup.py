@@ -13,8 +13,9 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    # the shipped default model (hf_fer.pretrained_path()): weights, configs and model card travel with the wheel
-    package_data={"hf_fer.hub": ["templates/*.md"], "hf_fer.pretrained": ["*/*.json", "*/*.safetensors", "*/*.md"]},
+    # the shipped default model (hf_fer.pretrained_path()) and the face detector's weights travel with the wheel
+    package_data={"hf_fer.hub": ["templates/*.md"], "hf_fer.pretrained": ["*/*.json", "*/*.safetensors", "*/*.md"],
+                  "hf_fer.faces": ["weights/*.safetensors", "weights/NOTICE"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

@@ -1,4 +1,7 @@
-"""``hf-fer predict``: batched over files and folders, unreadable files skipped and reported."""
+"""``hf-fer predict --no-detect`` on aligned face crops: batched over files and folders, unreadable files skipped and reported.
+
+(Face detection on photos, videos and output files: tests/test_face_predict.py and test_face_video.py.)
+"""
 import json
 
 import pytest
@@ -31,29 +34,32 @@ def test_predict_json_skips_and_reports_the_corrupt_file(toy, tmp_path, image_fo
     from hf_fer.cli import main
 
     model_dir = fx.save_toy_model(tmp_path / "model")
-    assert main(["predict", "--model", str(model_dir), str(image_folder), "--json", "--top-k", "2", "--batch-size", "2"]) == 0
+    assert main(["predict", "--model", str(model_dir), str(image_folder), "--no-detect", "--json", "--top-k", "2", "--batch-size", "2"]) == 0
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.strip().splitlines()]
     assert [line["file"].rsplit("/", 1)[-1] for line in lines] == ["face_0.png", "face_1.png", "face_1b_corrupt.png", "face_2.png"]
-    assert "error" in lines[2] and "cannot decode" in lines[2]["error"]
+    assert "error" in lines[2] and "face_1b_corrupt.png" in lines[2]["error"]
     assert "skipped 1 unreadable file(s) of 4" in captured.err and "face_1b_corrupt.png" in captured.err
+    announced = [line for line in captured.err.splitlines() if line.startswith("hf-fer predict:")]
+    assert len(announced) == 1 and "no detection" in announced[0]  # the decision is announced on one line
 
     good = [line for line in lines if "error" not in line]
     images = [Image.open(image_folder / f"face_{i}.png").convert("RGB") for i in range(3)]
     probabilities = fx.reference_predictions(model_dir, images).softmax(-1)
     for line, row in zip(good, probabilities):
-        assert line["label"] == fx.TOY_LABELS[int(row.argmax())]
-        assert line["score"] == pytest.approx(float(row.max()), abs=1e-5)
-        assert len(line["top_k"]) == 2 and line["top_k"][0]["score"] >= line["top_k"][1]["score"]
+        (face,) = line["faces"]  # the whole crop is the face
+        assert face["labels"][0]["label"] == fx.TOY_LABELS[int(row.argmax())]
+        assert face["labels"][0]["score"] == pytest.approx(float(row.max()), abs=1e-5)
+        assert len(face["labels"]) == 2 and face["labels"][0]["score"] >= face["labels"][1]["score"]
 
 
 def test_predict_table_output(toy, tmp_path, image_folder, capsys):
     from hf_fer.cli import main
 
     model_dir = fx.save_toy_model(tmp_path / "model")
-    assert main(["predict", "--model", str(model_dir), str(image_folder / "face_0.png"), "--top-k", "3"]) == 0
+    assert main(["predict", "--model", str(model_dir), str(image_folder / "face_0.png"), "--top-k", "3", "--no-detect"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["file", "label", "score"]
+    assert out[0].split() == ["file", "face", "xmin", "ymin", "xmax", "ymax", "det", "label_1", "score_1", "label_2", "score_2", "label_3", "score_3"]
     assert out[1].startswith(str(image_folder / "face_0.png")) and sum(name in out[1] for name in fx.TOY_LABELS.values()) == 3
 
 
@@ -62,7 +68,7 @@ def test_predict_fails_clearly_when_nothing_is_readable(toy, tmp_path, capsys):
 
     model_dir = fx.save_toy_model(tmp_path / "model")
     bad = fx.write_corrupt_image(tmp_path / "bad.jpg")
-    assert main(["predict", "--model", str(model_dir), str(bad)]) == 1
+    assert main(["predict", "--model", str(model_dir), str(bad), "--no-detect"]) == 1
     assert "none of the 1 file(s) could be read" in capsys.readouterr().err
     assert main(["predict", "--model", str(model_dir), str(tmp_path / "missing.jpg")]) == 1
     err = capsys.readouterr().err.strip()
@@ -74,4 +80,4 @@ def test_predict_help_has_examples(capsys):
 
     assert main(["predict", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "examples:" in out and "--top-k" in out and "--json" in out
+    assert "examples:" in out and "--top-k" in out and "--json" in out and "--no-detect" in out and "--every-n-frames" in out

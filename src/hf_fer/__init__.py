@@ -22,3 +22,8 @@ register_all()
 
 __all__ = ["__version__", "labels", "get_label_names", "ARCHITECTURES", "available_architectures", "register_all", "NeuralResizer", "SpatialTransformerNetwork",
            "DEFAULT_MODEL", "pretrained_path"]
+
+# The face pipeline task ("facial-expression-recognition"), registered with transformers' PIPELINE_REGISTRY.
+from .faces.pipeline import register_pipeline as _register_pipeline  # noqa: E402
+
+_register_pipeline()

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -447,6 +448,10 @@ FLOPs count 2 per multiply-add (torch.utils.flop_counter); papers' "FLOPs" are u
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (see below)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--train", action="store_true", help="measure training images/s (forward + loss + backward + AdamW step) instead of inference")
+    parser.add_argument("--pipeline", action="store_true", help="the face pipeline instead: per-stage ms for a photo with 5 faces "
+                        "and 32 photos batched (2 threads unless --threads), overhead %%, CPU flags, and video peak memory")
+    parser.add_argument("--photo", default=None, help="--pipeline: the photo (default: tests/fixtures/faces/sample5.jpg)")
+    parser.add_argument("--model", default=None, help="--pipeline: the classifier (default: the shipped model)")
     return parser
 
 
@@ -460,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes or (list(QUICK_MODES) if args.quick else list(MODES))
     if args.train:
         return _main_train(args, batch_sizes)
+    if args.pipeline:
+        return _main_pipeline(args)
     report = run_benchmark(
         args.arch, devices=args.devices, batch_sizes=batch_sizes, modes=modes,
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
@@ -497,5 +504,197 @@ def _main_train(args, batch_sizes: list[int]) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"training": rows}, handle, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `--pipeline`: the face pipeline (decode, detect, align, classify) on a photo with 5 faces, and video memory.
+
+_PIPELINE_PHOTO = "tests/fixtures/faces/sample5.jpg"  # 5 faces, 1920x1398 (the repository's test photos)
+
+
+def cpu_flags() -> str:
+    """The SIMD level torch dispatches to, and the relevant /proc/cpuinfo flags (how to read the figures)."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    shown = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
+    return f"torch CPU capability {capability}; flags: {' '.join(shown) or 'n/a'}"
+
+
+class _ForwardTimer:
+    """Wall and process-CPU time spent inside a module's forward (pre/post hooks): overhead = end-to-end - forwards.
+
+    CPU time is reported too because on a shared machine wall time mostly measures the neighbours."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.total = self.cpu = 0.0
+        self.calls = 0
+        self._start = self._start_cpu = 0.0
+        self._handles = [module.register_forward_pre_hook(self._pre), module.register_forward_hook(self._post)]
+
+    def _pre(self, *_):
+        self._start, self._start_cpu = time.perf_counter(), time.process_time()
+
+    def _post(self, *_):
+        self.total += time.perf_counter() - self._start
+        self.cpu += time.process_time() - self._start_cpu
+        self.calls += 1
+
+    def reset(self):
+        self.total = self.cpu = 0.0
+        self.calls = 0
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+
+
+def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | None = None, batch: int = 32,
+                       iterations: int = 5, warmup: int = 1, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Per-stage times of the face pipeline for one photo and for ``batch`` photos at once (CPU)."""
+    import hf_fer
+    from .faces.pipeline import TASK, FacialExpressionRecognitionPipeline
+    from .evaluation.inference import load_model_for_inference
+
+    photo = str(photo or Path(__file__).resolve().parents[2] / _PIPELINE_PHOTO)
+    if not os.path.isfile(photo):
+        raise FileNotFoundError(f"--photo {photo}: no such file (give a photo with faces)")
+    loaded = load_model_for_inference(model or hf_fer.pretrained_path(), device="cpu")
+    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device="cpu", task=TASK)
+    detector_timer = _ForwardTimer(pipe.detector.model if hasattr(pipe.detector, "model") else pipe.detector)
+    classifier_timer = _ForwardTimer(pipe.model)
+    report: dict = {"photo": photo, "model": loaded.source, "threads": torch.get_num_threads(), "cpu": cpu_flags(), "runs": []}
+    for images in (1, batch):
+        inputs = [photo] * images
+        for _ in range(warmup):
+            pipe(inputs, batch_size=images)
+        samples = []
+        for _ in range(iterations):
+            pipe.timings.__init__()
+            detector_timer.reset(), classifier_timer.reset()
+            started, started_cpu = time.perf_counter(), time.process_time()
+            results = pipe(inputs, batch_size=images)
+            total, total_cpu = time.perf_counter() - started, time.process_time() - started_cpu
+            t = pipe.timings
+            samples.append({"end_to_end": total, "decode": t.decode, "detection": t.detection, "alignment": t.alignment,
+                            "preprocess": t.preprocess, "classification": t.classification,
+                            "detector_forward": detector_timer.total, "classifier_forward": classifier_timer.total,
+                            "faces": t.faces, "end_to_end_cpu": total_cpu,
+                            "forwards_cpu": detector_timer.cpu + classifier_timer.cpu})
+        median = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+        faces = int(median["faces"])
+        forwards = median["detector_forward"] + median["classifier_forward"]
+        row = {
+            "photos": images, "faces": faces,
+            "end_to_end_ms": 1e3 * median["end_to_end"], "per_photo_ms": 1e3 * median["end_to_end"] / images,
+            "decode_ms": 1e3 * median["decode"], "detection_ms": 1e3 * median["detection"],
+            "detector_forward_ms": 1e3 * median["detector_forward"], "alignment_ms": 1e3 * median["alignment"],
+            "preprocess_ms": 1e3 * median["preprocess"], "classification_ms": 1e3 * median["classification"],
+            "classifier_forward_ms": 1e3 * median["classifier_forward"],
+            "classification_per_face_ms": 1e3 * (median["preprocess"] + median["classification"]) / max(1, faces),
+            "overhead_ms": 1e3 * (median["end_to_end"] - forwards),
+            "overhead_percent": 100.0 * (median["end_to_end"] - forwards) / median["end_to_end"],
+            "end_to_end_cpu_ms": 1e3 * median["end_to_end_cpu"],
+            "overhead_cpu_percent": 100.0 * (median["end_to_end_cpu"] - median["forwards_cpu"]) / max(median["end_to_end_cpu"], 1e-9),
+            "faces_found": sum(len(r) for r in results),
+        }
+        log(f"  pipeline: {images} photo(s) {row['end_to_end_ms']:.1f} ms")
+        report["runs"].append(row)
+    detector_timer.remove(), classifier_timer.remove()
+    return report
+
+
+_VIDEO_MEMORY_CHILD = """
+import os, resource, sys
+import hf_fer, hf_fer.faces.video, hf_fer.faces.pipeline, hf_fer.evaluation.inference, transformers.pipelines  # noqa
+from hf_fer.faces.pipeline import TASK, FacialExpressionRecognitionPipeline
+for video in sys.argv[1:]:
+    pid = os.fork()
+    if pid == 0:
+        loaded = hf_fer.evaluation.inference.load_model_for_inference(hf_fer.pretrained_path(), device="cpu")
+        pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device="cpu", task=TASK)
+        frames = sum(1 for _ in hf_fer.faces.video.predict_video(pipe, video, every_n_frames=10))
+        print("RSS", video, frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def benchmark_video_memory(photo: str | os.PathLike | None = None, frames: int = 150, size: tuple[int, int] = (640, 432)) -> dict:
+    """Peak RSS of the pipeline on a video and on one 10x longer (every 10th frame), each in a forked child of a
+    process that imported everything first, so both start from the same baseline."""
+    import subprocess
+
+    import av
+    from PIL import Image
+
+    photo = str(photo or Path(__file__).resolve().parents[2] / _PIPELINE_PHOTO)
+    base = Image.open(photo).convert("RGB")
+    base = base.resize((size[0], round(base.height * size[0] / base.width))).crop((0, 0, *size))
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for count in (frames, 10 * frames):
+            path = os.path.join(folder, f"video_{count}.mp4")
+            with av.open(path, mode="w") as container:
+                stream = container.add_stream("mpeg4", rate=25)
+                stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+                for index in range(count):
+                    shifted = Image.new("RGB", size, (128, 128, 128))
+                    shifted.paste(base, (round(8 * math.sin(index / 40.0)), 0))
+                    for packet in stream.encode(av.VideoFrame.from_image(shifted)):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+            paths.append(path)
+        run = subprocess.run([sys.executable, "-c", _VIDEO_MEMORY_CHILD, *paths], capture_output=True, text=True, check=True)
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith("RSS")]
+    (short_frames, short_kb), (long_frames, long_kb) = [(int(r[2]), int(r[3])) for r in rows]
+    return {"size": list(size), "short": {"frames": frames, "sampled": short_frames, "peak_rss_mb": short_kb / 1024},
+            "long": {"frames": 10 * frames, "sampled": long_frames, "peak_rss_mb": long_kb / 1024},
+            "ratio": long_kb / short_kb}
+
+
+def format_pipeline_report(report: dict, memory: dict | None) -> str:
+    lines = [f"face pipeline on {report['photo']} (model {Path(report['model']).name}), {report['threads']} CPU threads",
+             report["cpu"], "",
+             f"{'photos':>6} {'faces':>5} {'end-to-end':>11} {'per photo':>10} {'decode':>8} {'detection':>10} {'(det fwd)':>10} "
+             f"{'alignment':>10} {'classify':>9} {'(cls fwd)':>10} {'per face':>9} {'overhead':>9} {'CPU ms':>9} {'overhead(CPU)':>13}"]
+    for r in report["runs"]:
+        lines.append(f"{r['photos']:>6} {r['faces']:>5} {r['end_to_end_ms']:>9.1f}ms {r['per_photo_ms']:>8.1f}ms {r['decode_ms']:>6.1f}ms "
+                     f"{r['detection_ms']:>8.1f}ms {r['detector_forward_ms']:>8.1f}ms {r['alignment_ms']:>8.1f}ms "
+                     f"{r['preprocess_ms'] + r['classification_ms']:>7.1f}ms {r['classifier_forward_ms']:>8.1f}ms "
+                     f"{r['classification_per_face_ms']:>7.2f}ms {r['overhead_percent']:>8.1f}% {r['end_to_end_cpu_ms']:>9.1f} "
+                     f"{r['overhead_cpu_percent']:>12.1f}%")
+    lines.append("overhead = end-to-end minus the detector's and the classifier's forward passes (decode, resize, NMS, "
+                 "alignment, preprocessing, output); target <= 10 %. Wall times are per stage; the CPU columns "
+                 "(process CPU time, all threads) are what to trust on a machine shared with other work.")
+    if memory:
+        lines.append("")
+        lines.append(f"video peak RSS ({memory['size'][0]}x{memory['size'][1]}, every 10th frame): "
+                     f"{memory['short']['frames']} frames {memory['short']['peak_rss_mb']:.0f} MB, "
+                     f"{memory['long']['frames']} frames {memory['long']['peak_rss_mb']:.0f} MB "
+                     f"(x{memory['ratio']:.3f}; target <= x1.10)")
+    return "\n".join(lines)
+
+
+def _main_pipeline(args) -> int:
+    torch.set_num_threads(args.threads or 2)
+    report = benchmark_pipeline(args.photo, model=args.model, iterations=args.iterations or (2 if args.quick else 5),
+                                warmup=args.warmup if args.warmup is not None else 1,
+                                batch=8 if args.quick else 32, log=lambda text: print(text, file=sys.stderr))
+    memory = None if args.quick else benchmark_video_memory(args.photo)
+    print(format_pipeline_report(report, memory))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"pipeline": report, "video_memory": memory}, handle, indent=2)
         print(f"wrote {args.json}")
     return 0

@@ -528,6 +528,13 @@ def convert_original_checkpoint(
         "best_acc": _plain(state_dict.metadata.get("best_acc") if state_dict is not None else None),
     }
     image_processor = converter.default_image_processor(model.config) if hasattr(converter, "default_image_processor") else None
+    if image_processor is not None and dataset is not None:
+        # the face crop of the checkpoint's training data (saved in preprocessor_config.json; see hf_fer.faces)
+        from .faces.alignment import training_alignment
+
+        alignment = training_alignment(arch, dataset)
+        if alignment is not None:
+            image_processor.face_alignment = alignment
     save_with_remote_code(model, image_processor, output)
     if verbose:
         where = f" (under {state_dict.container_key!r}" + (", 'module.' prefix stripped)" if state_dict.stripped_prefix else ")") if state_dict is not None and state_dict.container_key else ""

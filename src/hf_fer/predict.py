@@ -1,151 +1,314 @@
-"""``hf-fer predict``: classify face images (files and folders) with a model, in batches.
+"""``hf-fer predict``: expressions of the faces in photos, folders, videos and streams.
 
-Unreadable files are skipped and reported (stderr, and as ``{"file", "error"}`` lines with ``--json``),
-never silently dropped; the command fails only when no image at all could be read.
+Photos: faces are detected (the shipped RetinaFace), aligned the way the model was trained (its processor's
+``face_alignment``) and classified; ``--no-detect`` treats each image as one aligned face crop, ``--boxes FILE``
+uses faces you already have. Videos and streams (a file PyAV opens, ``/dev/video0``, ``rtsp://...``): sampled with
+``--every-n-frames`` / ``--fps``, faces tracked (``id``), in bounded memory. With no ``--model`` the model shipped
+inside the package is used, offline.
+
+Unreadable files are reported (stderr, and as ``{"file", "error"}`` records) and skipped; the run continues and
+fails only when nothing at all could be read.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import torch
-
-__all__ = ["IMAGE_EXTENSIONS", "Prediction", "collect_image_files", "predict_images", "build_parser", "main"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "collect_image_files", "read_boxes_file", "predict_records",
+           "build_parser", "main"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-@dataclass
-class Prediction:
-    file: str
-    labels: list[str] | None = None
-    scores: list[float] | None = None
-    error: str | None = None
+def collect_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False) -> list[str]:
+    """Expand folders to their image and video files (sorted); files and streams given explicitly are always tried."""
+    from .faces.video import STREAM_PREFIXES, VIDEO_EXTENSIONS
 
-    def to_dict(self) -> dict:
-        if self.error is not None:
-            return {"file": self.file, "error": self.error}
-        return {"file": self.file, "label": self.labels[0], "score": round(self.scores[0], 6),
-                "top_k": [{"label": label, "score": round(score, 6)} for label, score in zip(self.labels, self.scores)]}
+    found: list[str] = []
+    for item in inputs:
+        text = str(item)
+        if text.startswith(STREAM_PREFIXES):
+            found.append(text)
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+            if not files:
+                print(f"warning: no image or video files in {path}", file=sys.stderr)
+            found.extend(str(p) for p in files)
+        elif path.exists():
+            found.append(str(path))
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return found
 
 
 def collect_image_files(inputs: Sequence[str | os.PathLike], recursive: bool = False) -> list[Path]:
-    """Expand files and folders (image extensions only inside folders; files given explicitly are always tried)."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                print(f"warning: no image files in {path}", file=sys.stderr)
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return files
+    """Kept for callers of the old API: the image (non-video) inputs as paths."""
+    from .faces.video import is_video_source
+
+    return [Path(p) for p in collect_inputs(inputs, recursive) if not is_video_source(p)]
 
 
-def predict_images(
-    model,
-    image_processor,
-    files: Iterable[str | os.PathLike],
-    *,
-    top_k: int = 1,
-    batch_size: int = 32,
-    device: torch.device | str | None = None,
-) -> Iterable[Prediction]:
-    """Yield one :class:`Prediction` per file, in input order; decoding errors give ``Prediction(error=...)``."""
-    from .evaluation.inference import ImageLoadError, open_rgb_image, ordered_label_names
+def read_boxes_file(path: str | os.PathLike) -> dict[str, dict]:
+    """Faces you already have, per file: ``{file: {"boxes": [[x1, y1, x2, y2], ...], "landmarks": [...] or None}}``.
 
-    names = ordered_label_names(model.config.id2label)
-    top_k = max(1, min(top_k, len(names)))
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    pending: list[tuple[str, object]] = []
+    JSON: ``{"photo.jpg": [[x1, y1, x2, y2], ...]}`` or ``{"photo.jpg": [{"box": [..] or {"xmin",..}, "landmarks":
+    [[x, y] * 5]}, ...]}``. CSV: columns ``file, xmin, ymin, xmax, ymax`` (one row per face), optionally the ten
+    landmark columns ``right_eye_x, right_eye_y, ... left_mouth_y``. Files match by path as given or by name.
+    """
+    from .faces.video import LANDMARK_NAMES
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--boxes {path}: no such file")
+    table: dict[str, dict] = {}
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"file", "xmin", "ymin", "xmax", "ymax"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"--boxes {path}: missing column(s) {sorted(missing)} (expected file, xmin, ymin, xmax, ymax)")
+            landmark_columns = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"]
+            has_landmarks = set(landmark_columns) <= set(reader.fieldnames)
+            for line, row in enumerate(reader, start=2):
+                try:
+                    box = [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+                    points = [[float(row[f"{n}_x"]), float(row[f"{n}_y"])] for n in LANDMARK_NAMES] if has_landmarks else None
+                except (TypeError, ValueError) as error:
+                    raise ValueError(f"--boxes {path}, line {line}: {error}") from None
+                entry = table.setdefault(row["file"], {"boxes": [], "landmarks": [] if has_landmarks else None})
+                entry["boxes"].append(box)
+                if has_landmarks:
+                    entry["landmarks"].append(points)
+        return table
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--boxes {path}: not valid JSON ({error}); expected {{file: [[x1, y1, x2, y2], ...]}} or a .csv") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--boxes {path}: expected a JSON object {{file: faces}}, got {type(data).__name__}")
+    for name, faces in data.items():
+        if not isinstance(faces, list):
+            raise ValueError(f"--boxes {path}: entry {name!r} must be a list of faces, got {type(faces).__name__}")
+        boxes, landmarks = [], []
+        for face in faces:
+            if isinstance(face, dict):
+                box = face.get("box")
+                boxes.append([box["xmin"], box["ymin"], box["xmax"], box["ymax"]] if isinstance(box, dict) else box)
+                landmarks.append(face.get("landmarks"))
+            else:
+                boxes.append(face)
+                landmarks.append(None)
+        with_points = bool(landmarks) and all(points is not None for points in landmarks)
+        table[name] = {"boxes": boxes, "landmarks": landmarks if with_points else None}
+    return table
+
+
+def _boxes_for(table: dict[str, dict] | None, file: str) -> dict | None:
+    if table is None:
+        return None
+    return table.get(file) or table.get(Path(file).name)
+
+
+def predict_records(pipe, files: Sequence[str], *, batch_size: int, top_k: int | None, detect: bool = True,
+                    boxes: dict[str, dict] | None = None, every_n_frames: int = 1, fps: float | None = None,
+                    smoothing: float = 0.0, keep_images: bool = False) -> Iterator[dict]:
+    """One record per photo (``{"file", "faces"}``) or sampled video frame (plus ``"frame"``, ``"time"``, face
+    ``"id"``); ``{"file", "error"}`` for anything that could not be read. Photos go through the pipeline in chunks
+    of ``batch_size``; with ``boxes``, photos missing from the table are reported, not guessed."""
+    from .faces.video import is_video_source, predict_video
+
+    pending: list[str] = []
 
     def flush():
-        images = [image for _, image in pending]
-        with torch.inference_mode():
-            pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)
-            probabilities = model(pixel_values=pixel_values).logits.float().softmax(dim=-1).cpu()
-        scores, indices = probabilities.topk(top_k, dim=-1)
-        results = [Prediction(file, [names[i] for i in row_indices], row_scores.tolist())
-                   for (file, _), row_indices, row_scores in zip(pending, indices.tolist(), scores)]
+        chunk_boxes = chunk_landmarks = None
+        if boxes is not None:
+            entries = [_boxes_for(boxes, f) or {"boxes": [], "landmarks": None} for f in pending]
+            chunk_boxes = [e["boxes"] for e in entries]
+            chunk_landmarks = [e["landmarks"] for e in entries]
+            if any(e is not None for e in chunk_landmarks):
+                chunk_landmarks = [e if e is not None else None for e in chunk_landmarks]
+            else:
+                chunk_landmarks = None
+        results = pipe.process_images(pending, boxes=chunk_boxes, landmarks=chunk_landmarks, detect=detect,
+                                      batch_size=batch_size, keep_images=keep_images, names=list(pending))
+        records = []
+        for file, result in zip(pending, results):
+            if result.error is not None:
+                records.append({"file": file, "error": result.error})
+                continue
+            record = {"file": file, "faces": pipe.format_result(result, top_k=top_k)}
+            if keep_images:
+                record["image"] = result.image
+            records.append(record)
         pending.clear()
-        return results
+        return records
 
     for file in files:
-        try:
-            pending.append((str(file), open_rgb_image(file)))
-        except ImageLoadError as error:
-            # Keep input order: emit what is pending first, then the error.
-            yield from (flush() if pending else [])
-            yield Prediction(str(file), error=str(error))
+        if is_video_source(file):
+            yield from flush()
+            try:
+                yield from predict_video(pipe, file, every_n_frames=every_n_frames, fps=fps, batch_size=batch_size,
+                                         top_k=top_k, detect=detect, smoothing=smoothing, return_images=keep_images)
+            except Exception as error:  # noqa: BLE001 — one bad video never sinks the run
+                import av
+
+                if not isinstance(error, (ValueError, OSError, av.FFmpegError)):
+                    raise
+                yield {"file": file, "error": str(error) if file in str(error) else f"{file}: {error}"}
             continue
+        if boxes is not None and _boxes_for(boxes, file) is None:
+            yield from flush()
+            yield {"file": file, "error": f"{file}: not in the --boxes file"}
+            continue
+        pending.append(file)
         if len(pending) >= batch_size:
             yield from flush()
-    if pending:
-        yield from flush()
+    yield from flush()
 
 
 def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Classify aligned face crops with a FER model. Folders are expanded to their image files; "
-        "unreadable files are skipped and reported.",
+        description="Expressions of the faces in photos, folders, videos and streams. Faces are detected and aligned "
+        "the way the model was trained, unless --no-detect (inputs are already aligned face crops) or --boxes. "
+        "Unreadable files are skipped and reported.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="""examples:
-  hf-fer predict --model some-org/poster-v2-rafdb face.jpg
-  hf-fer predict --model runs/arm faces/ --top-k 3 --batch-size 64
-  hf-fer predict --model runs/arm faces/ --json > predictions.jsonl""",
+  hf-fer predict group.jpg                                   # the shipped default model, offline
+  hf-fer predict photos/ --model some-org/poster-v2-rafdb --top-k 3 --output faces.csv --annotate annotated/
+  hf-fer predict talk.mp4 --every-n-frames 5 --output faces.parquet --annotate annotated/
+  hf-fer predict rtsp://camera/stream --fps 2 --output faces.jsonl
+  hf-fer predict crops/ --no-detect --json > predictions.jsonl
+  hf-fer predict photos/ --boxes my_boxes.csv               # file,xmin,ymin,xmax,ymax per face""",
     )
-    parser.add_argument("--model", required=True, help="model folder or Hub id")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
-    parser.add_argument("--top-k", type=int, default=1, help="labels to show per image (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR_OR_VIDEO", help="image/video files, folders, or stream URLs")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the model shipped with hf_fer)")
+    parser.add_argument("--no-detect", action="store_true", help="inputs are already aligned face crops: classify each whole image")
+    parser.add_argument("--boxes", default=None, metavar="FILE", help="JSON or CSV with the faces of each file (no detection)")
+    parser.add_argument("--top-k", type=int, default=1, help="labels per face (default: 1)")
+    parser.add_argument("--output", default=None, metavar="FILE", help="write results to FILE: .jsonl, .csv or .parquet")
+    parser.add_argument("--annotate", default=None, metavar="DIR", help="write each input with boxes, landmarks and labels drawn "
+                        "(videos: an annotated video of the sampled frames)")
+    parser.add_argument("--every-n-frames", type=int, default=1, help="videos: use every n-th frame (default: 1)")
+    parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
+    parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image/frame instead of a table")
+    parser.add_argument("--quiet", action="store_true", help="no table on stdout (use with --output)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .evaluation.inference import load_model_for_inference
+def _table_rows(record: dict, top_k: int) -> list[list[str]]:
+    name = record["file"] if "frame" not in record else f"{record['file']}@{record['frame']}"
+    rows = []
+    for number, face in enumerate(record.get("faces") or []):
+        box = face["box"]
+        cells = [name, str(face.get("id", number)), *(f"{box[k]:.0f}" for k in ("xmin", "ymin", "xmax", "ymax")),
+                 "-" if face["detection_score"] is None else f"{face['detection_score']:.3f}"]
+        for entry in face["labels"][:top_k]:
+            cells += [entry["label"], f"{entry['score']:.3f}"]
+        rows.append(cells)
+    if not rows and "error" not in record:
+        rows.append([name, "-", "no face found"])
+    return rows
 
+
+def _annotated_path(folder: Path, file: str, video: bool) -> Path:
+    stem = Path(file.split("://")[-1]).name or "stream"
+    return folder / (Path(stem).stem + ".mp4" if video else stem)
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1:
-        raise ValueError(f"--top-k and --batch-size must be positive, got {args.top_k} and {args.batch_size}")
-    files = collect_image_files(args.inputs, recursive=args.recursive)
+    if args.top_k < 1 or args.batch_size < 1 or args.every_n_frames < 1:
+        raise ValueError(f"--top-k, --batch-size and --every-n-frames must be positive, got {args.top_k}, {args.batch_size}, {args.every_n_frames}")
+    if args.no_detect and args.boxes:
+        raise ValueError("--no-detect and --boxes exclude each other (--boxes already says where the faces are)")
+    files = collect_inputs(args.inputs, recursive=args.recursive)
     if not files:
-        raise FileNotFoundError("no image files to classify in " + ", ".join(args.inputs))
-    loaded = load_model_for_inference(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    width = max(len(str(f)) for f in files)
-    if not args.json:
-        print(f"{'file':<{width}}  {'label':<12} score")
-    failures = successes = 0
-    for prediction in predict_images(loaded.model, loaded.image_processor, files, top_k=args.top_k,
-                                     batch_size=args.batch_size, device=loaded.device):
-        if prediction.error is not None:
-            failures += 1
-            print(f"skipped {prediction.file}: {prediction.error}", file=sys.stderr)
+        raise FileNotFoundError("nothing to classify in " + ", ".join(args.inputs))
+    boxes = read_boxes_file(args.boxes) if args.boxes else None
+
+    from .evaluation.inference import load_model_for_inference
+    from .faces.pipeline import TASK, FacialExpressionRecognitionPipeline
+    from .faces.video import ResultWriter, VideoAnnotator, draw_faces, is_video_source, video_frame_rate
+
+    model = args.model
+    if model is None:
+        from . import pretrained_path
+
+        model = str(pretrained_path())
+        model_note = f"the shipped default model ({Path(model).name}, offline; --model to choose another)"
+    else:
+        model_note = f"model {model}"
+    faces_note = ("no detection: each image is one aligned face crop" if args.no_detect
+                  else f"faces from {args.boxes}" if boxes is not None else "faces detected with the shipped RetinaFace")
+    print(f"hf-fer predict: {model_note}; {faces_note}", file=sys.stderr)
+
+    loaded = load_model_for_inference(model, device=args.device, trust_remote_code=args.trust_remote_code)
+    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
+                                               device=loaded.device, task=TASK)
+    top_k = min(args.top_k, len(pipe.label_names))
+    writer = ResultWriter(args.output, top_k=top_k) if args.output else None
+    annotate = Path(args.annotate) if args.annotate else None
+    annotators: dict[str, VideoAnnotator] = {}
+
+    if not args.json and not args.quiet:
+        header = ["file", "face", "xmin", "ymin", "xmax", "ymax", "det"]
+        for rank in range(1, top_k + 1):
+            header += [f"label_{rank}", f"score_{rank}"]
+        print("  ".join(header))
+    failures = successes = faces = 0
+    try:
+        for record in predict_records(pipe, files, batch_size=args.batch_size, top_k=top_k, detect=not args.no_detect,
+                                      boxes=boxes, every_n_frames=args.every_n_frames, fps=args.fps,
+                                      smoothing=args.smoothing, keep_images=annotate is not None):
+            image = record.pop("image", None)
+            if "error" in record:
+                failures += 1
+                print(f"skipped {record['file']}: {record['error']}", file=sys.stderr)
+            else:
+                successes += 1
+                faces += len(record["faces"])
+            if writer is not None:
+                writer.write(record)
             if args.json:
-                print(json.dumps(prediction.to_dict()))
-            continue
-        successes += 1
-        if args.json:
-            print(json.dumps(prediction.to_dict()))
-        else:
-            shown = "  ".join(f"{label:<12} {score:.3f}" for label, score in zip(prediction.labels, prediction.scores))
-            print(f"{prediction.file:<{width}}  {shown}")
-    if failures:
-        print(f"skipped {failures} unreadable file(s) of {failures + successes}", file=sys.stderr)
+                print(json.dumps(record))
+            elif not args.quiet:
+                for cells in _table_rows(record, top_k):
+                    print("  ".join(cells))
+            if annotate is not None and image is not None:
+                drawn = draw_faces(image, record["faces"], top_labels=min(top_k, 2) if top_k > 1 else 1)
+                if "frame" in record:
+                    annotator = annotators.get(record["file"])
+                    if annotator is None:
+                        rate = video_frame_rate(record["file"]) if not record["file"].startswith("/dev/") else None
+                        rate = (rate or 25.0) / args.every_n_frames if args.fps is None else args.fps
+                        annotator = annotators[record["file"]] = VideoAnnotator(_annotated_path(annotate, record["file"], True), rate)
+                    annotator.write(drawn)
+                else:
+                    target = _annotated_path(annotate, record["file"], False)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    drawn.save(target)
+    finally:
+        for annotator in annotators.values():
+            annotator.close()
+        if writer is not None:
+            writer.close()
+    print(f"{faces} face(s) in {successes} image(s)/frame(s)" + (f"; skipped {failures} unreadable file(s) of {failures + successes}" if failures else "")
+          + (f"; results in {args.output}" if args.output else "") + (f"; annotated files in {annotate}" if annotate else ""),
+          file=sys.stderr)
     if not successes:
-        raise ValueError(f"none of the {failures} file(s) could be read as an image")
+        raise ValueError(f"none of the {failures} file(s) could be read as an image or video")
     return 0

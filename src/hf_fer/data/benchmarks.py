@@ -39,6 +39,7 @@ import argparse
 import csv
 import io
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -969,6 +970,7 @@ def build_benchmark(
     layout: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    align: str | None = None,
 ) -> tuple[datasets.DatasetDict, ValidationReport]:
     """Read a raw benchmark into a ``DatasetDict`` (Arrow files under ``cache_dir``) and its validation report.
 
@@ -977,6 +979,11 @@ def build_benchmark(
     (the report says so and lists why).
     """
     raw = read_raw_benchmark(benchmark, raw_dir, layout)
+    aligner = None
+    if align is not None:  # --align: faces cropped with the benchmark's landmarks or the detector (data/face_alignment.py)
+        from .face_alignment import align_raw_benchmark, resolve_dataset_alignment
+
+        raw, aligner = align_raw_benchmark(raw, resolve_dataset_alignment(align, raw.benchmark))
     report = ValidationReport(raw.benchmark, list(raw.label_names), raw_dir=str(raw.raw_dir.resolve()), layout=raw.layout)
     report.notes.extend(raw.notes)
     report.ignored_files.extend(raw.ignored_files)
@@ -1001,6 +1008,10 @@ def build_benchmark(
     description = f"{raw.benchmark} prepared by hf_fer from the {raw.layout} layout; label order: {', '.join(raw.label_names)}"
     if raw.benchmark == "ferplus":
         description += ". " + _FERPLUS_NOTE
+    if aligner is not None:
+        used = ", ".join(f"{source}: {count}" for source, count in sorted(aligner.sources.items())) or "no image"
+        description += f". Faces aligned by hf_fer (face_alignment {json.dumps(aligner.alignment)}); landmarks from {used}"
+        report.notes.append(f"aligned faces; landmarks from {used}")
     for split_dataset in dataset.values():
         split_dataset.info.description = description
     return dataset, report
@@ -1038,6 +1049,7 @@ def prepare_dataset(
     push_to_hub: str | None = None,
     private: bool | None = None,
     progress: bool = True,
+    align: str | None = None,
 ) -> PreparedDataset:
     """Convert a raw benchmark, save it to ``output`` (``save_to_disk``) and write ``output/validation_report.json``.
 
@@ -1050,7 +1062,7 @@ def prepare_dataset(
     output.parent.mkdir(parents=True, exist_ok=True)
     # Build next to the output (same disk; the Arrow cache is as large as the dataset) and drop it after.
     with tempfile.TemporaryDirectory(prefix=".hf_fer_build_", dir=output.parent) as cache_dir:
-        dataset, report = build_benchmark(benchmark, raw_dir, layout=layout, cache_dir=cache_dir, progress=progress)
+        dataset, report = build_benchmark(benchmark, raw_dir, layout=layout, cache_dir=cache_dir, progress=progress, align=align)
         report_path = output / "validation_report.json"
         if strict and report.num_issues:
             report.write_json(report_path, strict=True)
@@ -1084,6 +1096,10 @@ def build_parser(prog: str = "prepare-dataset") -> argparse.ArgumentParser:
     parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
     parser.add_argument("--strict", action="store_true", help="fail (exit 1, dataset not written) on any validation issue")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset previously written to --output")
+    parser.add_argument("--align", nargs="?", const="auto", default=None, metavar="ALIGNMENT",
+                        help="align the faces (landmarks the benchmark ships: RAF-DB Annotation/manual, AffectNet's 68 points; "
+                        "else the RetinaFace detector). ALIGNMENT: raf-db, arcface-112, arcface-224, a face_alignment JSON file, "
+                        "or a model whose processor's face_alignment to match (default: raf-db for RAF-DB, arcface-112 otherwise)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return parser
@@ -1102,6 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = prepare_dataset(
             args.benchmark, args.raw_dir, args.output, layout=args.layout, strict=args.strict,
             overwrite=args.overwrite, push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress,
+            align=args.align,
         )
     except StrictValidationError as error:
         print(error.report.summary())

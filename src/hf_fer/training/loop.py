@@ -112,7 +112,27 @@ def reorder_classes(model, order: list[int]) -> None:
     config.label2id = {n: i for i, n in enumerate(names)}
 
 
-def _build_model(recipe: Recipe, id2label: dict[int, str] | None, announce=print):
+def _apply_face_alignment(processor, config, section, dataset: str | None) -> None:
+    """Give the processor the face crop of the training data (it is saved in preprocessor_config.json).
+
+    An explicit ``model.image_processor.face_alignment`` in the recipe wins; then the config file's (the
+    modeling_configs JSONs carry one, with its source); then the dataset's (synthetic) or label space's. The key
+    belongs to the processor, so it is moved out of the model config.
+    """
+    from ..faces.alignment import training_alignment
+
+    alignment = config.__dict__.pop("face_alignment", None)
+    if "face_alignment" in section.image_processor:
+        return
+    if dataset == "synthetic":
+        alignment = training_alignment(section.arch, "synthetic")
+    elif alignment is None:
+        alignment = training_alignment(section.arch, section.label_space)
+    if alignment is not None:
+        processor.face_alignment = alignment
+
+
+def _build_model(recipe: Recipe, id2label: dict[int, str] | None, announce=print, dataset: str | None = None):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     from ..models import ARCHITECTURES
@@ -150,8 +170,9 @@ def _build_model(recipe: Recipe, id2label: dict[int, str] | None, announce=print
         config = AutoConfig.from_pretrained(section.config_file, **section.config, **label_kwargs)
     else:
         config = arch.config_class(**section.config, **label_kwargs)
-    model = arch.model_class(config)
     processor = arch.image_processor_class(**section.image_processor)
+    _apply_face_alignment(processor, config, section, dataset)
+    model = arch.model_class(config)
     return model, processor
 
 
@@ -320,7 +341,7 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
     if id2label is None:
         names = train_data.features["label"].names
         id2label = dict(enumerate(names))
-    model, processor = _build_model(recipe, id2label, announce=accelerator.print)
+    model, processor = _build_model(recipe, id2label, announce=accelerator.print, dataset=dataset)
     set_seed(settings.seed)  # model init consumed RNG; keep data/dropout streams independent of it
 
     transform = build_train_transform(processor, recipe.data.augmentation)

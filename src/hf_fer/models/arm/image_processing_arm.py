@@ -5,9 +5,29 @@ Gaussian noise, random erasing) belong to the training pipeline, not here.
 """
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.processing_utils import ImagesKwargs
+
+# Which face crop this model expects (hf_fer.faces reads it; saved in preprocessor_config.json). The default
+# follows the training data: RAF-DB "aligned" 100x100 faces, made by the dataset authors with a similarity transform
+# from 5 manual landmarks. Their template is unpublished: approximated by the ArcFace 112x112 template
+# (insightface arcface_src) scaled to 100 px. Checkpoints trained on other data carry their own setting.
+FACE_ALIGNMENT = {
+    "method": "similarity_5pt",
+    "template": [[34.1916, 46.1574], [65.6534, 45.9834], [50.0225, 64.0505], [37.0976, 82.4692], [63.1517, 82.3251]],
+    "output_size": [100, 100],
+    "source": "RAF-DB aligned 100x100 faces (similarity transform from 5 manual landmarks, made by the dataset "
+              "authors); their template is unpublished - approximated by the ArcFace 112x112 template scaled to "
+              "100 px",
+}
+
+
+class ArmImageProcessorKwargs(ImagesKwargs, total=False):
+    face_alignment: dict | None  # how to crop a face from a photo for this model (see FACE_ALIGNMENT)
 
 
 class ArmImageProcessor(TorchvisionBackend):
+    valid_kwargs = ArmImageProcessorKwargs
+    face_alignment = FACE_ALIGNMENT
     resample = PILImageResampling.BILINEAR
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
@@ -19,4 +39,4 @@ class ArmImageProcessor(TorchvisionBackend):
     do_normalize = True
 
 
-__all__ = ["ArmImageProcessor"]
+__all__ = ["ArmImageProcessor", "ArmImageProcessorKwargs", "FACE_ALIGNMENT"]

@@ -11,6 +11,24 @@ interpolation as a fallback: that works, but is not what the paper did and will 
 """
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.processing_utils import ImagesKwargs
+
+# Which face crop this model expects (hf_fer.faces reads it; saved in preprocessor_config.json). The default
+# follows the training data: FER+ (FER2013 relabelled) 48x48 grayscale faces, cropped by the dataset makers around a
+# detector box (tight, roughly square), then super-resolved x8 offline. Approximation: a square detector box, no
+# margin, 48x48, which this processor then upsamples to 384 (bicubic fallback, see above).
+FACE_ALIGNMENT = {
+    "method": "box",
+    "margin": 0.0,
+    "square": True,
+    "output_size": [48, 48],
+    "source": "FER2013 / FER+ 48x48 face crops from a box detector (face centred, about the same size); "
+              "approximated by a square detector box without margin at 48x48",
+}
+
+
+class VtNrImageProcessorKwargs(ImagesKwargs, total=False):
+    face_alignment: dict | None  # how to crop a face from a photo for this model (see FACE_ALIGNMENT)
 
 
 class VtNrImageProcessor(TorchvisionBackend):
@@ -21,6 +39,8 @@ class VtNrImageProcessor(TorchvisionBackend):
     ``image_size``, pass ``size={"height": s, "width": s}``.
     """
 
+    valid_kwargs = VtNrImageProcessorKwargs
+    face_alignment = FACE_ALIGNMENT
     resample = PILImageResampling.BICUBIC
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
@@ -31,4 +51,4 @@ class VtNrImageProcessor(TorchvisionBackend):
     do_convert_rgb = True
 
 
-__all__ = ["VtNrImageProcessor"]
+__all__ = ["VtNrImageProcessor", "VtNrImageProcessorKwargs", "FACE_ALIGNMENT"]

@@ -1,0 +1,492 @@
+"""``pipeline("facial-expression-recognition")``: faces found, aligned the way the checkpoint was trained, classified.
+
+Registered with transformers' ``PIPELINE_REGISTRY`` by ``import hf_fer``. The work is done per *chunk* of
+``batch_size`` images rather than per image, so that the detector sees several photos at once and the faces of
+all of them go through the image processor and the classifier together:
+
+    decode (hf_fer.image_io.load_image, EXIF applied)  ->  detect (one detector call per chunk)
+    -> align (one batched warp per image, the processor's ``face_alignment``)
+    -> preprocess + classify (all faces of the chunk, ``batch_size`` faces per forward)
+
+Nothing in that path loops over faces in Python; only the final dicts are built per face.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForImageClassification, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TASK", "FacialExpressionRecognitionPipeline", "FaceResult", "register_pipeline", "DEFAULT_BATCH_SIZE"]
+
+TASK = "facial-expression-recognition"
+DEFAULT_BATCH_SIZE = 8
+#: Photos larger than this (long side, pixels) are reduced while decoding: the detector works at 640 px and face crops
+#: at the classifier's size, so more only costs memory (6 x 12000² photos would otherwise hold GBs). Coordinates are
+#: still reported in the pixels of the full-size displayed image.
+DEFAULT_MAX_IMAGE_SIZE = 4096
+#: Used when the processor wants a 5-point alignment but only boxes are known (user boxes without landmarks).
+BOX_FALLBACK_ALIGNMENT = {"method": "box", "margin": 0.0, "square": True, "output_size": None,
+                          "source": "hf_fer fallback: boxes without landmarks"}
+
+
+@dataclass
+class FaceResult:
+    """Raw result of one image: tensors kept whole so callers (video tracking, smoothing) can work on them."""
+
+    name: str
+    size: tuple[int, int]  # (width, height) of the displayed image
+    boxes: torch.Tensor | None = None  # [N, 4] float32, CPU
+    landmarks: torch.Tensor | None = None  # [N, 5, 2] float32, CPU, or None
+    detection_scores: torch.Tensor | None = None  # [N] float32, CPU, or None (user boxes / no detection)
+    probabilities: torch.Tensor | None = None  # [N, num_labels] float32, CPU
+    error: str | None = None
+    exception: BaseException | None = None  # what caused ``error`` (re-raised for a single input)
+    image: Any = None  # the decoded PIL image, only when asked (annotation)
+    scale: tuple[float, float] = (1.0, 1.0)  # displayed pixels per decoded pixel (x, y); > 1 when downscaled at decode
+
+    @property
+    def num_faces(self) -> int:
+        return 0 if self.boxes is None else int(self.boxes.shape[0])
+
+
+@dataclass
+class _Timings:
+    decode: float = 0.0
+    detection: float = 0.0
+    alignment: float = 0.0
+    preprocess: float = 0.0
+    classification: float = 0.0
+    images: int = 0
+    faces: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def _input_name(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, dict) and item.get("path"):
+        return str(item["path"])
+    return f"<input {index}>"
+
+
+def _as_box_tensor(boxes: Any) -> torch.Tensor:
+    """User boxes: tensor/array [N, 4], list of [x1, y1, x2, y2], or list of {"xmin", "ymin", "xmax", "ymax"} dicts."""
+    if isinstance(boxes, torch.Tensor):
+        tensor = boxes.detach().to("cpu", torch.float32)
+    else:
+        rows = [[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] if isinstance(b, dict) else list(b) for b in boxes]
+        tensor = torch.tensor(rows, dtype=torch.float32) if rows else torch.zeros(0, 4)
+    tensor = tensor.reshape(-1, 4) if tensor.numel() == 0 else tensor
+    if tensor.ndim != 2 or tensor.shape[1] != 4:
+        raise ValueError(f"boxes must be [N, 4] (xmin, ymin, xmax, ymax), got shape {tuple(tensor.shape)}")
+    if bool((tensor[:, 2] <= tensor[:, 0]).any() or (tensor[:, 3] <= tensor[:, 1]).any()):
+        raise ValueError(f"boxes must satisfy xmax > xmin and ymax > ymin, got {tensor.tolist()}")
+    return tensor
+
+
+def _as_landmark_tensor(landmarks: Any, num_faces: int) -> torch.Tensor | None:
+    if landmarks is None:
+        return None
+    tensor = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)) if not isinstance(landmarks, torch.Tensor) \
+        else landmarks.detach().to("cpu", torch.float32)
+    if tensor.numel() == 0 and num_faces == 0:
+        return tensor.reshape(0, 5, 2)
+    if tuple(tensor.shape) != (num_faces, 5, 2):
+        raise ValueError(f"landmarks must be [N, 5, 2] (ArcFace order) with N = {num_faces} boxes, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def _displayed_size(item: Any) -> tuple[int, int] | None:
+    """(width, height) of an encoded image as displayed (EXIF orientation applied), from its header only."""
+    from PIL import Image
+
+    if isinstance(item, dict):
+        item = item.get("bytes") or item.get("path")
+    if not isinstance(item, (str, os.PathLike, bytes)):
+        return None
+    try:
+        with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 — load_image reports the problem with its own message
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _image_to_tensor(image) -> torch.Tensor:
+    """PIL RGB → uint8 [3, H, W] (a view of the decoded array, no copy of the pixels beyond numpy's)."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+def _round_list(values: torch.Tensor, digits: int) -> list:
+    return torch.round(values * 10**digits).div(10**digits).tolist()
+
+
+class FacialExpressionRecognitionPipeline(Pipeline):
+    """Faces in photos → expressions: detect, align per the checkpoint's ``face_alignment``, classify.
+
+    Example::
+
+        import hf_fer
+        from transformers import pipeline
+
+        fer = pipeline("facial-expression-recognition")          # the shipped default model, offline
+        fer("group.jpg")
+        # [{"box": {"xmin": 411.2, "ymin": 351.0, "xmax": 594.3, "ymax": 595.1},
+        #   "landmarks": [[442.0, 459.1], ...], "detection_score": 0.9994,
+        #   "labels": [{"label": "happiness", "score": 0.91}, ...]}, ...]
+
+    Constructor options (``pipeline(TASK, model=..., detector=..., ...)``):
+        detector: any object with ``detect(images: list[uint8 [3, H, W]]) -> list[FaceDetections]`` (the
+            ``hf_fer.faces.FaceDetector`` protocol). Default: the shipped RetinaFace, loaded on first use.
+        face_alignment: override the processor's ``face_alignment`` (see ``hf_fer.faces.get_face_alignment``).
+
+    Call options:
+        top_k: labels per face (default: all, best first).
+        detect: ``False`` for inputs that are already aligned face crops (one face per image: the whole image).
+        boxes / landmarks: faces you already have; for a list of inputs, one entry per input.
+        batch_size: images per detector call and faces per classifier forward (default 8).
+        errors: ``"report"`` (default for several inputs: a bad image gives ``{"error": ..., "input": ...}`` in its
+            place and the rest continue) or ``"raise"`` (default for a single input).
+
+    Models whose prediction for one image depends on the others in the batch (ARM in ``affinity_mode="batch"``)
+    classify each face alone here, so one input never changes another's scores.
+    """
+
+    _load_image_processor = True
+    _load_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args, detector=None, face_alignment: dict | None = None,
+                 max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE, **kwargs):
+        self._detector = detector
+        self._face_alignment_override = face_alignment
+        self.max_image_size = max_image_size
+        super().__init__(*args, **kwargs)
+        if self.image_processor is None:
+            raise ValueError(f"{TASK}: the model needs an image processor (preprocessor_config.json); none was found or given")
+        self.model.eval()
+        self.timings = _Timings()
+        from ..evaluation.inference import ordered_label_names
+
+        self.label_names = ordered_label_names(self.model.config.id2label)
+        self.classify_alone = getattr(self.model.config, "affinity_mode", None) == "batch"
+        if self.classify_alone:
+            logger.warning("%s: this model's affinity_mode is 'batch' (its output for one image depends on the other images "
+                           "in a batch); the pipeline classifies each face alone so results never depend on other inputs. "
+                           "ArmForImageClassification.calibrate_affinity() gives a batch-independent model.", TASK)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def face_alignment(self) -> dict:
+        from . import get_face_alignment, validate_face_alignment
+        from .alignment import _processor_size
+
+        if self._face_alignment_override is not None:
+            alignment = validate_face_alignment(dict(self._face_alignment_override))
+        else:
+            alignment = get_face_alignment(self.image_processor)
+        if alignment["method"] == "box" and alignment.get("output_size") is None:
+            # Warp each face straight to the classifier's input size: a face's crop never depends on the other
+            # faces of the image (the largest-box size would), and all crops of a chunk stack into one tensor.
+            alignment["output_size"] = _processor_size(self.image_processor)
+        return alignment
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from . import RetinaFaceDetector
+
+            self._detector = RetinaFaceDetector.from_pretrained()
+        if isinstance(self._detector, torch.nn.Module) and getattr(self, "_detector_ready", None) is not self._detector:
+            self._detector.eval().to(self.device)  # once (eval() walks every submodule: not on each call)
+            self._detector_ready = self._detector
+        return self._detector
+
+    def _sanitize_parameters(self, top_k=None, detect=None, boxes=None, landmarks=None, errors=None, timeout=None,
+                             return_images=None, **unused):
+        if unused:
+            raise TypeError(f"{TASK}: unknown argument(s) {sorted(unused)}")
+        params = {}
+        for key, value in (("top_k", top_k), ("detect", detect), ("boxes", boxes), ("landmarks", landmarks),
+                           ("errors", errors), ("return_images", return_images)):
+            if value is not None:
+                params[key] = value
+        if "errors" in params and params["errors"] not in ("report", "raise"):
+            raise ValueError(f"errors must be 'report' or 'raise', got {params['errors']!r}")
+        # Everything runs in __call__'s chunked path; the three dicts are the same options.
+        return params, {}, {}
+
+    # ------------------------------------------------------------------ public call
+    def __call__(self, inputs, **kwargs):
+        """One input → its list of faces; a list/tuple → a list of results; any other iterable (generator,
+        ``datasets`` column) → a generator of results, processed ``batch_size`` inputs at a time."""
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size or DEFAULT_BATCH_SIZE
+        kwargs.pop("num_workers", None)
+        options, _, _ = self._sanitize_parameters(**kwargs)
+        options = {**self._preprocess_params, **options}
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        single = self._is_single(inputs)
+        if single:
+            options.setdefault("errors", "raise")
+            for key in ("boxes", "landmarks"):
+                if key in options:
+                    options[key] = [options[key]]
+            return next(iter(self._stream([inputs], batch_size, options)))
+        options.setdefault("errors", "report")
+        if isinstance(inputs, (list, tuple)):
+            for key in ("boxes", "landmarks"):
+                if key in options and len(options[key]) != len(inputs):
+                    raise ValueError(f"{key}: expected one entry per input ({len(inputs)}), got {len(options[key])}")
+            return list(self._stream(inputs, batch_size, options))
+        return self._stream(inputs, batch_size, options)
+
+    @staticmethod
+    def _is_single(inputs) -> bool:
+        from PIL import Image
+
+        if isinstance(inputs, (str, bytes, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+            return True
+        return isinstance(inputs, dict) and ("bytes" in inputs or "path" in inputs)
+
+    def _stream(self, inputs: Iterable, batch_size: int, options: dict) -> Iterator:
+        top_k = options.get("top_k")
+        iterator = iter(inputs)
+        box_iter = iter(options["boxes"]) if "boxes" in options else None
+        landmark_iter = iter(options["landmarks"]) if "landmarks" in options else None
+        offset = 0
+        while True:
+            chunk = list(itertools.islice(iterator, batch_size))
+            if not chunk:
+                return
+            boxes = [next(box_iter) for _ in chunk] if box_iter is not None else None
+            landmarks = [next(landmark_iter) for _ in chunk] if landmark_iter is not None else None
+            results = self.process_images(chunk, boxes=boxes, landmarks=landmarks, detect=options.get("detect", True),
+                                          batch_size=batch_size, start_index=offset,
+                                          keep_images=bool(options.get("return_images")))
+            offset += len(chunk)
+            for result in results:
+                if result.error is not None and options["errors"] == "raise":
+                    raise result.exception if result.exception is not None else ValueError(result.error)
+                yield self.format_result(result, top_k=top_k)
+
+    # ------------------------------------------------------------------ the work
+    def process_images(
+        self,
+        images: Sequence[Any],
+        *,
+        boxes: Sequence[Any] | None = None,
+        landmarks: Sequence[Any] | None = None,
+        detect: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        start_index: int = 0,
+        keep_images: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> list[FaceResult]:
+        """Raw results (tensors) for a chunk of inputs; a bad input gives ``FaceResult(error=...)``, never an exception."""
+        from ..image_io import ImageDecodeError, load_image
+
+        timings = self.timings
+        started = time.perf_counter()
+        results: list[FaceResult] = []
+        tensors: list[torch.Tensor | None] = []
+        for index, item in enumerate(images):
+            name = names[index] if names is not None else _input_name(item, start_index + index)
+            try:
+                displayed = _displayed_size(item) if self.max_image_size else None
+                reduce = displayed is not None and max(displayed) > self.max_image_size
+                # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
+                image = load_image(item, name=name, max_size=self.max_image_size if reduce else None)
+            except (ImageDecodeError, OSError, ValueError, TypeError) as error:
+                message = str(error)
+                results.append(FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
+                                          exception=error))
+                tensors.append(None)
+                continue
+            size = displayed if reduce else image.size
+            scale = (size[0] / image.size[0], size[1] / image.size[1])
+            results.append(FaceResult(name=name, size=size, image=image if keep_images else None, scale=scale))
+            tensors.append(_image_to_tensor(image))
+            del image
+        timings.decode += time.perf_counter() - started
+        timings.images += len(images)
+
+        # Faces: user boxes, no detection (whole image), or one detector call for the rest of the chunk.
+        alignment = self.face_alignment
+        started = time.perf_counter()
+        to_detect, whole_images = [], set()
+        for index, (result, tensor) in enumerate(zip(results, tensors)):
+            if tensor is None:
+                continue
+            user_boxes = boxes[index] if boxes is not None else None
+            if user_boxes is not None:
+                try:
+                    result.boxes = _as_box_tensor(user_boxes)
+                    result.landmarks = _as_landmark_tensor(landmarks[index] if landmarks is not None else None, result.boxes.shape[0])
+                    if result.scale != (1.0, 1.0):  # user coordinates are in displayed pixels
+                        sx, sy = result.scale
+                        result.boxes = result.boxes / torch.tensor([sx, sy, sx, sy])
+                        result.landmarks = None if result.landmarks is None else result.landmarks / torch.tensor([sx, sy])
+                except (ValueError, TypeError, KeyError) as error:
+                    result.error, result.exception, tensors[index] = f"{result.name}: {error}", error, None
+            elif not detect:
+                height, width = tensors[index].shape[1:]
+                result.boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]])
+                whole_images.add(index)
+            else:
+                to_detect.append(index)
+        if to_detect:
+            # The detector resizes to its working size itself (uint8, antialiased) and maps results back.
+            detections = self.detector.detect([tensors[i].to(self.device) for i in to_detect])
+            if len(detections) != len(to_detect):
+                raise RuntimeError(f"detector returned {len(detections)} results for {len(to_detect)} images")
+            for index, found in zip(to_detect, detections):
+                results[index].boxes = found.boxes.detach().float().cpu()
+                results[index].detection_scores = found.scores.detach().float().cpu()
+                results[index].landmarks = None if found.landmarks is None else found.landmarks.detach().float().cpu()
+        timings.detection += time.perf_counter() - started
+
+        # Alignment: one batched warp per image (all its faces at once).
+        started = time.perf_counter()
+        crops: list[torch.Tensor] = []
+        counts: list[int] = []
+        for index, (result, tensor) in enumerate(zip(results, tensors)):
+            if tensor is None or result.num_faces == 0:
+                counts.append(0)
+                continue
+            if index in whole_images:
+                crops.append(tensor.unsqueeze(0))  # already a face crop: the processor resizes it
+            else:
+                crops.append(self._align(tensor, result, alignment))
+            counts.append(result.num_faces)
+            tensors[index] = None  # the full image is no longer needed: keep peak memory to one chunk of crops
+        for result in results:  # report coordinates in pixels of the full-size displayed image
+            if result.scale != (1.0, 1.0) and result.boxes is not None:
+                sx, sy = result.scale
+                result.boxes = result.boxes * torch.tensor([sx, sy, sx, sy])
+                if result.landmarks is not None:
+                    result.landmarks = result.landmarks * torch.tensor([sx, sy])
+        timings.alignment += time.perf_counter() - started
+
+        total = sum(counts)
+        timings.faces += total
+        if total == 0:
+            for result in results:
+                if result.error is None:
+                    result.probabilities = torch.zeros(0, len(self.label_names))
+                    result.boxes = result.boxes if result.boxes is not None else torch.zeros(0, 4)
+            return results
+
+        # Preprocess and classify every face of the chunk together.
+        started = time.perf_counter()
+        if len({tuple(c.shape[1:]) for c in crops}) == 1:
+            batch = torch.cat(crops) if len(crops) > 1 else crops[0]
+        else:
+            batch = [face for group in crops for face in group]  # varying sizes (whole images): the processor resizes each
+        pixel_values = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
+        timings.preprocess += time.perf_counter() - started
+
+        started = time.perf_counter()
+        step = 1 if self.classify_alone else batch_size
+        outputs = []
+        with torch.inference_mode():
+            for chunk in pixel_values.split(step):
+                logits = self.model(pixel_values=chunk.to(self.device, self.model.dtype)).logits
+                outputs.append(logits.float().softmax(dim=-1).cpu())
+        probabilities = torch.cat(outputs)
+        timings.classification += time.perf_counter() - started
+
+        for result, part in zip(results, probabilities.split(counts)):
+            if result.error is None:
+                result.probabilities = part
+                if result.boxes is None:
+                    result.boxes = torch.zeros(0, 4)
+        return results
+
+    def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict) -> torch.Tensor:
+        from . import align_faces
+
+        if alignment.get("method") == "similarity_5pt" and result.landmarks is None:
+            if not getattr(self, "_warned_fallback", False):
+                logger.warning("%s: no landmarks for some faces (boxes only); they are cropped by box instead of the "
+                               "checkpoint's 5-point alignment", TASK)
+                self._warned_fallback = True
+            alignment = dict(BOX_FALLBACK_ALIGNMENT, output_size=alignment.get("output_size"))
+        landmarks = None if result.landmarks is None else result.landmarks.to(tensor.device)
+        return align_faces(tensor, boxes=result.boxes.to(tensor.device), landmarks=landmarks, alignment=alignment)
+
+    # ------------------------------------------------------------------ output
+    def format_result(self, result: FaceResult, top_k: int | None = None, probabilities: torch.Tensor | None = None):
+        """The ★ output: a list of ``{"box", "landmarks", "detection_score", "labels"}`` dicts, best label first."""
+        if result.error is not None:
+            return {"input": result.name, "error": result.error}
+        probabilities = result.probabilities if probabilities is None else probabilities
+        k = len(self.label_names) if top_k is None else max(1, min(int(top_k), len(self.label_names)))
+        if result.num_faces == 0:
+            return []
+        scores, indices = probabilities.topk(k, dim=-1)
+        boxes = _round_list(result.boxes, 2)
+        landmarks = _round_list(result.landmarks, 2) if result.landmarks is not None else [None] * len(boxes)
+        detection = _round_list(result.detection_scores, 5) if result.detection_scores is not None else [None] * len(boxes)
+        names = self.label_names
+        return [
+            {
+                "box": {"xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3]},
+                "landmarks": points,
+                "detection_score": det,
+                "labels": [{"label": names[i], "score": s} for i, s in zip(row_indices, row_scores)],
+            }
+            for box, points, det, row_indices, row_scores in zip(boxes, landmarks, detection, indices.tolist(), scores.tolist())
+        ]
+
+    # transformers' abstract single-item interface (used by nothing in hf_fer; kept correct for completeness)
+    def preprocess(self, image, **params):
+        return {"result": self.process_images([image], detect=params.get("detect", True))[0]}
+
+    def _forward(self, model_inputs, **params):
+        return model_inputs
+
+    def postprocess(self, model_outputs, top_k=None, **params):
+        return self.format_result(model_outputs["result"], top_k=top_k)
+
+
+def _default_model() -> str | None:
+    try:
+        from .. import pretrained_path
+    except ImportError:  # the shipped model is not installed in this checkout
+        return None
+    try:
+        return str(pretrained_path())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def register_pipeline() -> None:
+    """Register the task with transformers (idempotent); the default model is the one shipped in the package."""
+    if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is FacialExpressionRecognitionPipeline:
+        return
+    default = _default_model()
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK,
+        pipeline_class=FacialExpressionRecognitionPipeline,
+        pt_model=AutoModelForImageClassification,
+        default={"model": (default, None)} if default else None,
+        type="image",
+    )

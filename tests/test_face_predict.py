@@ -1,0 +1,115 @@
+"""``hf-fer predict`` on photos: the shipped default model offline, detection on by default, output files,
+annotated images, ``--boxes``, bad files skipped (the generated malformed-image corpus)."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+FACES = Path(__file__).parent / "fixtures" / "faces"
+PHOTOS = [FACES / f"sample{i}.jpg" for i in range(1, 7)]
+EXPECTED = json.loads((FACES / "expected_faces.json").read_text())["images"]
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in PHOTOS[:3]:
+        shutil.copy(photo, folder / photo.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return folder
+
+
+def test_default_model_writes_jsonl_csv_parquet_and_annotations(photo_folder, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from hf_fer.cli import main
+
+    expected_faces = sum(len(EXPECTED[p.name]["faces"]) for p in PHOTOS[:3])  # 9
+    outputs = {}
+    for suffix in ("jsonl", "csv", "parquet"):
+        outputs[suffix] = tmp_path / f"results.{suffix}"
+        extra = ["--annotate", str(tmp_path / "annotated")] if suffix == "jsonl" else []
+        assert main(["predict", str(photo_folder), "--top-k", "3", "--batch-size", "2", "--output", str(outputs[suffix]), *extra]) == 0
+    captured = capsys.readouterr()
+    announced = [line for line in captured.err.splitlines() if line.startswith("hf-fer predict:")]
+    assert len(announced) == 3 and "shipped default model" in announced[0] and "detected" in announced[0]
+    assert "broken.jpg" in captured.err and "skipped 1 unreadable file(s) of 4" in captured.err
+    # Table: labelled columns, one row per face.
+    header = captured.out.splitlines()[0].split()
+    assert header == ["file", "face", "xmin", "ymin", "xmax", "ymax", "det", "label_1", "score_1", "label_2", "score_2", "label_3", "score_3"]
+    records = [json.loads(line) for line in outputs["jsonl"].read_text().splitlines()]
+    assert [Path(r["file"]).name for r in records] == ["broken.jpg", "sample1.jpg", "sample2.jpg", "sample3.jpg"]
+    assert "error" in records[0] and sum(len(r["faces"]) for r in records[1:]) == expected_faces
+    with open(outputs["csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    face_rows = [row for row in rows if row["face"] != ""]
+    assert len(face_rows) == expected_faces and rows[0]["error"]
+    assert {"label_1", "score_1", "label_3", "score_3", "right_eye_x", "left_mouth_y", "detection_score"} <= set(rows[0])
+    table = pq.read_table(outputs["parquet"]).to_pylist()
+    assert len([row for row in table if row["face"] is not None]) == expected_faces
+    # The three files agree with each other.
+    first = next(r for r in records if Path(r["file"]).name == "sample1.jpg")["faces"][0]
+    row = next(r for r in table if r["file"].endswith("sample1.jpg") and r["face"] == 0)
+    assert row["label_1"] == first["labels"][0]["label"] and row["score_1"] == pytest.approx(first["labels"][0]["score"])
+    assert row["xmin"] == pytest.approx(first["box"]["xmin"])
+    # Annotated photos: same size as the input, pixels changed inside a face box.
+    for photo in PHOTOS[:3]:
+        drawn = Image.open(tmp_path / "annotated" / photo.name)
+        assert drawn.size == Image.open(photo).size
+    assert not (tmp_path / "annotated" / "broken.jpg").exists()
+
+
+def test_boxes_file_csv_and_json(tmp_path, capsys):
+    from hf_fer.cli import main
+
+    faces = EXPECTED["sample2.jpg"]["faces"]
+    boxes_csv = tmp_path / "boxes.csv"
+    with open(boxes_csv, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "xmin", "ymin", "xmax", "ymax"])
+        for face in faces:
+            writer.writerow(["sample2.jpg", *face["box"]])
+    out = tmp_path / "from_csv.jsonl"
+    assert main(["predict", str(PHOTOS[1]), str(PHOTOS[2]), "--boxes", str(boxes_csv), "--output", str(out), "--quiet"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [[f["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for f in records[0]["faces"]] == [[float(v) for v in f["box"]] for f in faces]
+    assert "not in the --boxes file" in records[1]["error"]  # photos without boxes are reported, not guessed
+    boxes_json = tmp_path / "boxes.json"
+    boxes_json.write_text(json.dumps({"sample2.jpg": [{"box": f["box"], "landmarks": f["landmarks"]} for f in faces]}))
+    out_json = tmp_path / "from_json.jsonl"
+    assert main(["predict", str(PHOTOS[1]), "--boxes", str(boxes_json), "--output", str(out_json), "--quiet"]) == 0
+    (record,) = [json.loads(line) for line in out_json.read_text().splitlines()]
+    assert [f["landmarks"] for f in record["faces"]] == [[[float(v) for v in p] for p in f["landmarks"]] for f in faces]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["predict", str(PHOTOS[1]), "--boxes", str(bad)]) == 1
+    assert "expected a JSON object" in capsys.readouterr().err
+
+
+def test_malformed_corpus_through_predict(tmp_path, capsys):
+    """Every malformed file: either decoded (a record with faces) or one clear per-file error; the run continues."""
+    from malformed_corpus import make_malformed_corpus
+
+    from hf_fer.cli import main
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    corpus = make_malformed_corpus(corpus_dir)
+    out = tmp_path / "corpus.jsonl"
+    files = [str(corpus_dir / name) for name in sorted(corpus)]
+    assert main(["predict", *files, str(PHOTOS[0]), "--output", str(out), "--quiet", "--batch-size", "4"]) == 0
+    records = {Path(r["file"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == set(corpus) | {"sample1.jpg"}
+    for name, expectation in corpus.items():
+        record = records[name]
+        if expectation.ok:
+            assert "faces" in record, (name, record)
+        else:
+            assert name in record["error"] and expectation.error in record["error"].lower(), (name, record)
+    assert len(records["sample1.jpg"]["faces"]) == 3
+    err = capsys.readouterr().err
+    failures = sum(not e.ok for e in corpus.values())
+    assert f"skipped {failures} unreadable file(s) of {len(corpus) + 1}" in err

