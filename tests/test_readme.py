@@ -25,7 +25,7 @@ def test_ci_runs_the_readme_commands_verbatim():
 
 def test_cli_lists_every_documented_subcommand():
     out = subprocess.run([sys.executable, "-m", "hf_fer.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for name in ("predict", "convert", "train", "evaluate", "compare", "prepare-dataset", "push", "benchmark"):
+    for name in ("demo", "predict", "convert", "train", "evaluate", "compare", "prepare-dataset", "push", "benchmark"):
         assert re.search(rf"^\s+{re.escape(name)}\s", out, flags=re.M), name
 
 

@@ -12,6 +12,7 @@ import sys
 
 # subcommand -> (module, function, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("hf_fer.demo", "main", "faces and expressions in a real photo with the shipped model, then a short training run"),
     "predict": ("hf_fer.predict", "main", "classify face images or folders with a model"),
     "convert": ("hf_fer.conversion", "main", "convert an upstream checkpoint into a transformers folder"),
     "train": ("hf_fer.training", "main", "train or fine-tune a model from a YAML recipe (use `accelerate launch` for several processes)"),
