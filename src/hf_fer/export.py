@@ -2,7 +2,7 @@
 
 ``hf-fer export --model M --format onnx --output DIR`` (and :func:`export_model`) writes into ``DIR``:
 
-* ``model.onnx``: logits for ``pixel_values [batch, 3, H, W]``, batch dimension dynamic (dynamo exporter,
+* ``model.onnx``: logits for ``pixel_values [batch, C, H, W]``, batch dimension dynamic (dynamo exporter,
   opset :data:`DEFAULT_OPSET`); with ``--quantize int8`` also ``model_int8.onnx`` (ONNX Runtime static
   quantization: QDQ format, int8 per-channel weights, int8 activations calibrated on user images);
   ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead.
@@ -113,11 +113,12 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def _input_size(image_processor) -> tuple[int, int]:
+def _input_shape(image_processor) -> tuple[int, int, int]:
+    """(channels, height, width) the image processor produces (1 channel for grayscale models)."""
     from PIL import Image
 
     pixel_values = image_processor(images=[Image.new("RGB", (320, 320))], return_tensors="pt")["pixel_values"]
-    return int(pixel_values.shape[-2]), int(pixel_values.shape[-1])
+    return tuple(int(n) for n in pixel_values.shape[-3:])
 
 
 def _rgb(image):
@@ -391,7 +392,7 @@ def export_model(
         loaded = load_model_for_inference(model, device="cpu")
         model, image_processor, source = loaded.model, image_processor or loaded.image_processor, str(model)
     model = model.eval().float().to("cpu")
-    height, width = _input_size(image_processor)
+    channels, height, width = _input_shape(image_processor)
 
     from .labels import benchmark_of
 
@@ -405,7 +406,7 @@ def export_model(
     started = time.perf_counter()
     report: dict = {
         "source": str(source), "format": format, "architecture": getattr(model.config, "model_type", None),
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, height, width], "dtype": "float32", "dynamic_axes": {"0": "batch"}},
+        "input": {"name": INPUT_NAME, "shape": ["batch", channels, height, width], "dtype": "float32", "dynamic_axes": {"0": "batch"}},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", int(model.config.num_labels)]},
         "parity_images": {"source": "synthetic faces (seed 1234)" if parity_dataset is None else str(parity_dataset),
                           "count": len(parity_images)},

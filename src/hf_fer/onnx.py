@@ -7,7 +7,8 @@
     classifier(["a.jpg", pil_image], top_k=1)         # one list per image
 
 Images are decoded with PIL and preprocessed with NumPy from the folder's ``preprocessor_config.json``
-(resize with the saved PIL filter, optional centre crop, rescale, normalise), so inference itself needs neither
+(grayscale when the model has one input channel, resize with the saved PIL filter, optional centre crop,
+rescale, normalise), so inference itself needs neither
 PyTorch nor transformers' image processors. Labels come from the folder's ``config.json``. The images must
 already be face crops, as for ``pipeline("image-classification")``; use the face pipeline to find faces.
 """
@@ -71,8 +72,10 @@ class ImagePreprocessor:
         self.do_rescale = config.get("do_rescale", True)
         self.rescale_factor = float(config.get("rescale_factor", 1 / 255))
         self.do_normalize = config.get("do_normalize", True)
-        self.mean = np.asarray(config.get("image_mean", [0.5, 0.5, 0.5]), np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(config.get("image_std", [0.5, 0.5, 0.5]), np.float32).reshape(3, 1, 1)
+        self.mean = np.asarray(config.get("image_mean", [0.5, 0.5, 0.5]), np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(config.get("image_std", [0.5, 0.5, 0.5]), np.float32).reshape(-1, 1, 1)
+        # One mean/std value = a grayscale model (mini-Xception): PIL's "L" is the BT.601 luma it was trained on.
+        self.grayscale = len(self.mean) == 1
 
     def _resized(self, image):
         width, height = image.size
@@ -90,9 +93,12 @@ class ImagePreprocessor:
     def __call__(self, images: Sequence) -> np.ndarray:
         batch = []
         for image in images:
+            if self.grayscale:
+                image = image.convert("L")  # before resizing, as the model's own processor does
             if self.do_resize:
                 image = self._resized(image)
-            array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)  # CHW
+            array = np.asarray(image, dtype=np.float32)
+            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # CHW
             if self.do_center_crop:
                 crop_height, crop_width = int(self.crop_size["height"]), int(self.crop_size["width"])
                 height, width = array.shape[1:]
