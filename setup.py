@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 setup(
     name="hf_fer",
     version="0.1.0",
-    description="Facial expression recognition models (POSTER V2, ARM, DACL, DMUE, VT-NR) as native Hugging Face transformers models",
+    description="Facial expression recognition models (POSTER V2, ARM, DACL, DMUE, VT-NR, mini-Xception) as native Hugging Face transformers models",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8") if Path(__file__).with_name("README.md").exists() else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -13,7 +13,8 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"hf_fer.hub": ["templates/*.md"]},
+    # the shipped default model (hf_fer.pretrained_path()): weights, configs and model card travel with the wheel
+    package_data={"hf_fer.hub": ["templates/*.md"], "hf_fer.pretrained": ["*/*.json", "*/*.safetensors", "*/*.md"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

@@ -12,7 +12,7 @@ import pytest
 from hf_fer.training import load_recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHS = ["arm", "dacl", "poster_v2", "dmue", "vt_nr"]
+ARCHS = ["arm", "dacl", "poster_v2", "dmue", "vt_nr", "mini_xception"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)

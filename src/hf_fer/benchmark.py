@@ -38,6 +38,8 @@ REFERENCE_COST: dict[str, dict] = {
     "dacl": {"params": 103_042_311, "flops": 3_810_827_264, "note": "incl. the training-only attention branch"},
     "dmue": {"params": 11_181_632, "flops": 3_627_000_000, "note": "inference (target) branch"},
     "vt_nr": {"params": 89_997_139, "flops": 33_038_000_000, "note": "Swin-B + Neural Resizer + STN at 384×384"},
+    "mini_xception": {"params": 56_951, "flops": 20_326_784,
+                      "note": "Keras summary 58,423 = these + 1,472 BatchNorm moving statistics; 10.16 M multiply-adds by hand"},
 }
 
 
@@ -120,7 +122,7 @@ def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_
     model = arch.model_class(arch.config_class(**TRAINING_CONFIG_OVERRIDES.get(name, {}))).train().to(device)
     height, width = (image_size, image_size) if image_size else _image_size(arch)
     num_labels = model.config.num_labels
-    pixel_values = torch.randn(batch_size, 3, height, width, device=device)
+    pixel_values = torch.randn(batch_size, getattr(model.config, "num_channels", 3), height, width, device=device)
     labels = torch.arange(batch_size, device=device) % num_labels  # every class present (DMUE's branches all run)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
@@ -258,7 +260,8 @@ def benchmark_architecture(
     torch.manual_seed(0)
     model = arch.model_class(arch.config_class()).eval().to(device)
     height, width = (image_size, image_size) if image_size else _image_size(arch)
-    probe = torch.randn(1, 3, height, width, device=device)
+    channels = getattr(model.config, "num_channels", 3)  # mini_xception takes 1-channel grayscale
+    probe = torch.randn(1, channels, height, width, device=device)
     result = ArchitectureResult(
         arch=name, device=str(device), image_size=(height, width), params=count_parameters(model),
         flops_per_image=count_flops(model, probe), peak_memory_mb=None, memory_method="", reference=REFERENCE_COST.get(name),
@@ -268,7 +271,7 @@ def benchmark_architecture(
     peak_bf16 = (peaks or {}).get("bf16") or peak_fp32
     compiled = None
     for batch_size in batch_sizes:
-        pixel_values = torch.randn(batch_size, 3, height, width, device=device)
+        pixel_values = torch.randn(batch_size, channels, height, width, device=device)
         for mode in modes:
             entry = ModeResult(mode=mode, batch_size=batch_size, device=str(device))
             result.modes.append(entry)

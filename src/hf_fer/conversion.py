@@ -423,7 +423,9 @@ def convert_original_checkpoint(
     """
     converter = _converter_module(arch)
     mapping = resolve_id2label(num_labels, dataset, id2label)
-    state_dict = load_upstream_checkpoint(checkpoint) if checkpoint is not None else None
+    # a converter reading another format (mini_xception: Keras HDF5) brings its own `load_checkpoint`
+    loader = getattr(converter, "load_checkpoint", load_upstream_checkpoint)
+    state_dict = loader(checkpoint) if checkpoint is not None else None
     if options is None:
         parser = argparse.ArgumentParser()
         if hasattr(converter, "add_arguments"):
@@ -483,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output poster-v2-rafdb --dataset raf-db",
     )
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), required=True)
-    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True))")
+    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True)); Keras .hdf5 for mini_xception")
     parser.add_argument("--output", required=True, help="folder to write (config.json, model.safetensors, ...)")
     parser.add_argument("--num-labels", type=int, default=None, help="number of classes (default: from the head's shape)")
     parser.add_argument("--dataset", default=None, help="benchmark whose class order the checkpoint uses (sets id2label), e.g. raf-db")

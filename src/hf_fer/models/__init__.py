@@ -58,6 +58,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("dacl", "Dacl", "Facial Expression Recognition in the Wild via Deep Attentive Center Loss (WACV 2021)"),
         Architecture("dmue", "Dmue", "Dive into Ambiguity: Latent Distribution Mining and Pairwise Uncertainty Estimation for FER (CVPR 2021)"),
         Architecture("vt_nr", "VtNr", "Vision Transformer Equipped with Neural Resizer on Facial Expression Recognition Task (ICASSP 2022)"),
+        Architecture("mini_xception", "MiniXception", "Real-time Convolutional Neural Networks for Emotion and Gender Classification (arXiv 1710.07557)"),
     )
 }
 

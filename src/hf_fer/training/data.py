@@ -112,7 +112,9 @@ def build_train_transform(image_processor, augmentation: list[dict[str, Any]]) -
     steps: list[torch.nn.Module] = [v2.ToImage(), v2.RGB(), resize]
     if crop and not crops_in_recipe:
         steps.append(v2.CenterCrop((crop["height"], crop["width"])))
-    steps += before + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)] + after
+    # A one-channel processor (mini_xception: grayscale) gets grayscale after the (colour-aware) augmentations.
+    gray = [v2.Grayscale(num_output_channels=1)] if len(mean) == 1 else []
+    steps += before + gray + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)] + after
     return v2.Compose(steps)
 
 

@@ -1,0 +1,155 @@
+"""mini-Xception: a 57k-parameter fully convolutional FER network (Arriaga et al., arXiv 1710.07557).
+
+Data flow for a 64×64 grayscale input (B images), written from the layer graph of the Keras file::
+
+    stem: 2 × [3×3 conv "valid", no bias → BatchNorm → ReLU]                       B×8×60×60
+    4 modules (16, 32, 64, 128 filters), each:
+        main:     separable 3×3 → BN → ReLU → separable 3×3 → BN → max-pool 3×3/2 "same"
+        shortcut: 1×1 conv stride 2 ("same" = no padding for a 1×1 kernel) → BN
+        output:   main + shortcut                                                  30 → 15 → 8 → 4
+    classifier: 3×3 conv "same" with bias, one map per class → global average pool  B×7 = logits
+
+Keras semantics kept exactly: ``SeparableConv2D`` is a depthwise conv (one 3×3 filter per channel) followed by
+a 1×1 pointwise conv, with no bias and no non-linearity in between; BatchNorm epsilon 1e-3; "same" max-pooling
+pads TensorFlow's way, i.e. the odd extra pixel goes to the bottom/right and padded cells never win the max. The
+logits are the pooled class maps before Keras' final softmax, so ``softmax(logits)`` is the original output.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .configuration_mini_xception import MiniXceptionConfig
+
+
+def keras_same_max_pool(hidden: torch.Tensor, pool_size: int, stride: int) -> torch.Tensor:
+    """``MaxPooling2D(padding="same")``: output side ``ceil(n / stride)``, padding split floor before / ceil after."""
+    pads: list[int] = []
+    for size in (hidden.shape[-1], hidden.shape[-2]):  # F.pad order: width first
+        out = (size + stride - 1) // stride
+        total = max((out - 1) * stride + pool_size - size, 0)
+        pads += [total // 2, total - total // 2]
+    hidden = F.pad(hidden, pads, value=float("-inf"))
+    return F.max_pool2d(hidden, pool_size, stride)
+
+
+class MiniXceptionConvNorm(nn.Module):
+    """Convolution without bias, then BatchNorm with Keras' epsilon."""
+
+    def __init__(self, config: MiniXceptionConfig, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, padding: int | str = 0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels, eps=config.batch_norm_eps, momentum=config.batch_norm_momentum)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(hidden))
+
+
+class MiniXceptionSeparableConvNorm(nn.Module):
+    """Keras ``SeparableConv2D(padding="same", use_bias=False)`` then BatchNorm."""
+
+    def __init__(self, config: MiniXceptionConfig, in_channels: int, out_channels: int):
+        super().__init__()
+        # stride 1: PyTorch's "same" pads like TensorFlow (the extra pixel of an even kernel after, not before)
+        self.depthwise = nn.Conv2d(in_channels, in_channels, config.kernel_size, padding="same", groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels, eps=config.batch_norm_eps, momentum=config.batch_norm_momentum)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.pointwise(self.depthwise(hidden)))
+
+
+class MiniXceptionModule(nn.Module):
+    """One residual module: two separable convs and a strided max-pool, plus a strided 1×1 shortcut."""
+
+    def __init__(self, config: MiniXceptionConfig, in_channels: int, out_channels: int):
+        super().__init__()
+        self.pool_size = config.pool_size
+        self.separable1 = MiniXceptionSeparableConvNorm(config, in_channels, out_channels)
+        self.separable2 = MiniXceptionSeparableConvNorm(config, out_channels, out_channels)
+        # A 1×1 kernel with stride 2 needs no padding under Keras "same" for any input size.
+        self.shortcut = MiniXceptionConvNorm(config, in_channels, out_channels, 1, stride=2)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        main = self.separable2(F.relu(self.separable1(hidden)))
+        return keras_same_max_pool(main, self.pool_size, 2) + self.shortcut(hidden)
+
+
+class MiniXceptionPreTrainedModel(PreTrainedModel):
+    config_class = MiniXceptionConfig
+    base_model_prefix = "mini_xception"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Keras' defaults: Glorot-uniform kernels, zero biases, BatchNorm gamma 1 / beta 0 / statistics 0 and 1."""
+        if isinstance(module, nn.Conv2d):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+
+
+class MiniXceptionForImageClassification(MiniXceptionPreTrainedModel):
+    """mini-Xception classifier; ``forward`` returns an ``ImageClassifierOutput`` (cross-entropy loss with labels)."""
+
+    def __init__(self, config: MiniXceptionConfig):
+        super().__init__(config)
+        channels = [config.num_channels, *config.stem_channels]
+        self.stem = nn.ModuleList(
+            MiniXceptionConvNorm(config, channels[i], channels[i + 1], config.kernel_size) for i in range(len(config.stem_channels))
+        )
+        blocks, in_channels = [], config.stem_channels[-1]
+        for out_channels in config.block_channels:
+            blocks.append(MiniXceptionModule(config, in_channels, out_channels))
+            in_channels = out_channels
+        self.blocks = nn.ModuleList(blocks)
+        self.classifier = nn.Conv2d(in_channels, config.num_labels, config.kernel_size, padding="same", bias=True)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        r"""``pixel_values``: B×1×64×64 grayscale in [-1, 1] (``MiniXceptionImageProcessor``)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must be B×{self.config.num_channels}×H×W (grayscale: use MiniXceptionImageProcessor), "
+                f"got shape {tuple(pixel_values.shape)}"
+            )
+        hidden_states = [] if output_hidden_states else None
+        hidden = pixel_values
+        for layer in self.stem:
+            hidden = F.relu(layer(hidden))
+        if hidden_states is not None:
+            hidden_states.append(hidden)
+        for block in self.blocks:
+            hidden = block(hidden)
+            if hidden_states is not None:
+                hidden_states.append(hidden)
+        logits = self.classifier(hidden).mean(dim=(2, 3))
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        hidden_states = tuple(hidden_states) if hidden_states is not None else None
+        if not return_dict:
+            output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+
+__all__ = ["MiniXceptionPreTrainedModel", "MiniXceptionForImageClassification"]
