@@ -16,7 +16,6 @@ Two kinds of entries are kept apart:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections import Counter, defaultdict
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from ..image_io import ImageDecodeError, load_image
 
 __all__ = [
     "ISSUE_KINDS",
@@ -59,32 +58,24 @@ class ImageCheck:
     mode: str
 
 
-def inspect_image_bytes(data: bytes) -> ImageCheck:
-    """Fully decode ``data`` and hash its pixels; raises ``ValueError`` when it is not a readable image.
+def inspect_image_bytes(data: bytes, name: str | None = None) -> ImageCheck:
+    """Fully decode ``data`` with the training decoder and hash its pixels; ``ValueError`` when unreadable.
 
-    The image is decoded completely (``Image.load``), not just opened, because a truncated JPEG opens
-    fine and only fails when its pixels are read. The digest is taken over mode, size and decoded
-    pixels, so the same face stored twice with different metadata or file names is still caught.
+    The decoder is :func:`hf_fer.image_io.load_image`, exactly what training and evaluation use, so every
+    image accepted here also trains (a CMYK JPEG, a 16-bit or palette PNG decode to the same RGB pixels
+    everywhere), and everything it refuses (truncated, not an image, too many pixels...) is reported
+    here instead of crashing a training run. The digest is taken over the decoded RGB pixels and size,
+    so the same face stored twice with different metadata, formats or file names is still caught.
+    ``mode`` is the decoded mode (always RGB).
     """
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    # A global ``LOAD_TRUNCATED_IMAGES = True`` set elsewhere would make PIL pad truncated files with
-    # grey and hide exactly the corruption we are looking for.
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            hasher = hashlib.blake2b(digest_size=16)
-            hasher.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-            hasher.update(image.tobytes())
-            return ImageCheck(hasher.digest(), image.size[0], image.size[1], image.mode)
-    except UnidentifiedImageError:
-        raise ValueError(f"not a recognised image format (first bytes {data[:8]!r})") from None
-    except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, ValueError...
-        raise ValueError(f"{type(error).__name__}: {error}") from None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        image = load_image(data, name=name)
+    except ImageDecodeError as error:
+        raise ValueError(error.reason) from None
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    hasher.update(image.tobytes())
+    return ImageCheck(hasher.digest(), image.size[0], image.size[1], image.mode)
 
 
 class DuplicateTracker:

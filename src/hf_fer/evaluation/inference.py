@@ -7,18 +7,18 @@ silently dropped.
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..image_io import ImageDecodeError, load_image
+
 __all__ = ["resolve_device", "load_model_for_inference", "open_rgb_image", "ordered_label_names", "ImageLoadError"]
 
-
-class ImageLoadError(ValueError):
-    """An image file or dataset entry could not be decoded."""
+#: Kept as an alias: every decode failure is :class:`hf_fer.image_io.ImageDecodeError`.
+ImageLoadError = ImageDecodeError
 
 
 def resolve_device(device: str | None = "auto") -> torch.device:
@@ -55,6 +55,17 @@ def ordered_label_names(id2label) -> list[str]:
     return [str(id2label[index] if index in id2label else id2label[str(index)]) for index in indices]
 
 
+def _looks_like_a_path(source: str) -> bool:
+    """True for arguments that can only mean a local folder (a Hub id is ``name`` or ``org/name``).
+
+    ``runs/typo`` is also a valid Hub id, but when ``runs/`` is a local folder the user meant a path.
+    """
+    if source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1 or os.sep != "/" and os.sep in source:
+        return True
+    parent = Path(source).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
 def load_model_for_inference(
     model_name_or_path: str | os.PathLike,
     device: str | None = "auto",
@@ -79,35 +90,28 @@ def load_model_for_inference(
         if not (path / "preprocessor_config.json").is_file():
             raise FileNotFoundError(f"--model {source}: no preprocessor_config.json (the image processor) in this folder")
         source = str(path)
-    elif source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model {source}: folder does not exist")
+    elif _looks_like_a_path(source):
+        raise FileNotFoundError(f"no such folder: {source}")
     kwargs = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
     resolved_device = resolve_device(device)
-    model = AutoModelForImageClassification.from_pretrained(source, **kwargs).eval().to(resolved_device)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(source, **kwargs).eval().to(resolved_device)
+    except OSError as error:
+        if path.exists():
+            raise
+        # Not a local folder, and not loadable from the Hub either (offline, unknown repo...): say both.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"no such folder: {source} (nor a Hub model id that could be loaded: {reason})") from None
     image_processor = AutoImageProcessor.from_pretrained(source, **kwargs)
     return LoadedModel(model=model, image_processor=image_processor, device=resolved_device, source=source)
 
 
-def open_rgb_image(source: str | os.PathLike | bytes | dict):
-    """Decode one image (file path, bytes, or a ``datasets`` ``{"bytes", "path"}`` entry) to an RGB PIL image.
+def open_rgb_image(source, *, max_size: int | None = None, name: str | None = None):
+    """Decode one image (file path, bytes, ``datasets`` ``{"bytes", "path"}`` entry, PIL image, array) to RGB.
 
-    Raises :class:`ImageLoadError` with the reason; callers skip and report it.
+    A thin wrapper over :func:`hf_fer.image_io.load_image` (the one decoder of every path); raises
+    :class:`ImageLoadError` (= ``ImageDecodeError``) naming the file and the reason; callers skip and report it.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, dict):
-        data, path = source.get("bytes"), source.get("path")
-        source = data if data is not None else path
-        if source is None:
-            raise ImageLoadError("empty image entry (no bytes and no path)")
-    try:
-        handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-        with Image.open(handle) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError as error:
-        raise ImageLoadError(f"file not found: {error.filename or source}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageLoadError(f"cannot decode image: {type(error).__name__}: {error}") from None
+    return load_image(source, max_size=max_size, name=name)

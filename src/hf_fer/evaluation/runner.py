@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .inference import ImageLoadError, load_model_for_inference, open_rgb_image
+from ..image_io import ImageDecodeError, load_image, max_size_for
+from .inference import load_model_for_inference
 from .metrics import SUMMARY_METRICS, compute_metrics
 from .plots import plot_confusion_matrix, plot_per_class_accuracy
 
@@ -229,6 +230,8 @@ def evaluate_model(
     if mapping is not None:
         dataset_classes_unpredictable = {index for index, source in enumerate(mapping.target_to_source) if source < 0}
 
+    # Images are shrunk while decoding to what the processor needs: a batch of huge photos stays small.
+    decode_max_size = max_size_for(loaded.image_processor)
     references: list[int] = []
     predictions: list[int] = []
     skipped: list[dict] = []
@@ -246,11 +249,11 @@ def evaluate_model(
                 if label in dataset_classes_unpredictable and not keep_unmapped:
                     dropped_unmapped += 1
                     continue
+                where = entry.get("path") if isinstance(entry, dict) else None
                 try:
-                    image = entry.convert("RGB") if hasattr(entry, "convert") else open_rgb_image(entry)
-                except ImageLoadError as error:
-                    where = entry.get("path") if isinstance(entry, dict) else None
-                    skipped.append({"index": index, "path": where, "error": str(error)})
+                    image = load_image(entry, max_size=decode_max_size, name=f"{where or 'image'} (row {index})")
+                except ImageDecodeError as error:
+                    skipped.append({"index": index, "path": where, "error": error.reason})
                     continue
                 images.append(image)
                 labels.append(int(label))
@@ -265,7 +268,11 @@ def evaluate_model(
     bar.close()
     elapsed = time.perf_counter() - start_time
     if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable image(s), e.g. #{skipped[0]['index']}: {skipped[0]['error']}", file=sys.stderr)
+        print(f"warning: skipped {len(skipped)} unreadable image(s) (listed in {RESULTS_FILENAME}):", file=sys.stderr)
+        for item in skipped[:20]:
+            print(f"  row {item['index']} {item['path'] or ''}: {item['error']}", file=sys.stderr)
+        if len(skipped) > 20:
+            print(f"  ... and {len(skipped) - 20} more", file=sys.stderr)
     if not references:
         raise ValueError(f"no image of split {split!r} could be evaluated ({len(skipped)} unreadable, {dropped_unmapped} of unmapped classes)")
 

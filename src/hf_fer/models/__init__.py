@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, AutoVideoProcessor
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,25 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+class NoVideoProcessor:
+    """What ``AutoVideoProcessor`` finds for hf_fer architectures: installed code that refuses, clearly.
+
+    hf_fer models are image models. Without an entry in ``AutoVideoProcessor``'s table, transformers derives
+    a video-processor class from the folder's ``AutoImageProcessor`` ``auto_map`` and, because no installed
+    class matches, asks "Do you wish to run the custom code? [y/N]" (``pipeline()`` does this for every
+    model, blocking a non-interactive script for 15 s) and imports the folder's code on "y". With this
+    entry the folder's code is never imported: an explicit ``AutoVideoProcessor`` call gets this error, and
+    ``pipeline()``, which treats the video processor as optional, goes on without one.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        raise ValueError(
+            f"{pretrained_model_name_or_path}: hf_fer architectures are image models and have no video processor; "
+            "use AutoImageProcessor (for videos, hf_fer's video pipeline decodes frames and uses the image processor)"
+        )
+
+
 def available_architectures() -> list[str]:
     """Architectures whose folder is present in this installation."""
     return [name for name, arch in ARCHITECTURES.items() if importlib.util.find_spec(arch.package_name) is not None]
@@ -76,6 +95,9 @@ def register_architecture(arch: Architecture) -> None:
     AutoConfig.register(arch.name, config_class, exist_ok=True)
     AutoModelForImageClassification.register(config_class, arch.model_class, exist_ok=True)
     AutoImageProcessor.register(config_class, image_processor_classes={"torchvision": arch.image_processor_class}, exist_ok=True)
+    # Installed code for AutoVideoProcessor too: no trust prompt, the folder's copied code never runs.
+    AutoVideoProcessor.register(config_class, video_processor_classes={"torchvision": NoVideoProcessor, "pil": NoVideoProcessor},
+                                exist_ok=True)
 
 
 def register_all() -> None:

@@ -15,7 +15,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
-__all__ = ["build_train_transform", "TrainingImages", "EvalImages", "EpochSampler", "collate"]
+from ..image_io import load_image, max_size_for
+
+__all__ = ["build_train_transform", "TrainingImages", "EvalImages", "EpochSampler", "collate", "decode_row_image"]
 
 
 class RandomFiveCrop(torch.nn.Module):
@@ -115,15 +117,40 @@ def build_train_transform(image_processor, augmentation: list[dict[str, Any]]) -
     # A one-channel processor (mini_xception: grayscale) gets grayscale after the (colour-aware) augmentations.
     gray = [v2.Grayscale(num_output_channels=1)] if len(mean) == 1 else []
     steps += before + gray + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)] + after
-    return v2.Compose(steps)
+    compose = v2.Compose(steps)
+    compose.decode_max_size = max_size_for(image_processor)  # read by TrainingImages: shrink huge images while decoding
+    return compose
+
+
+def _undecoded(dataset, image_column: str):
+    """The dataset with its ``datasets.Image`` column left as ``{"bytes", "path"}`` (a cheap schema cast).
+
+    ``datasets`` would decode with plain PIL (16-bit clipped, palettes and CMYK as stored, no pixel limit);
+    decoding ourselves goes through :func:`hf_fer.image_io.load_image` like validation, evaluation and predict.
+    """
+    import datasets
+
+    features = getattr(dataset, "features", None)
+    feature = features.get(image_column) if features is not None else None
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+def decode_row_image(entry, index: int, max_size: int | None = None):
+    """Decode one dataset image; an unreadable one raises ``ImageDecodeError`` naming the file and the row."""
+    where = entry.get("path") if isinstance(entry, dict) else getattr(entry, "filename", None)
+    return load_image(entry, max_size=max_size, name=f"{where or 'image'} (row {index})")
 
 
 class TrainingImages(Dataset):
     """A ``datasets.Dataset`` view yielding augmented ``pixel_values`` with per-(epoch, index) seeds."""
 
-    def __init__(self, dataset, transform, seed: int, label_column: str = "label", image_column: str = "image"):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    def __init__(self, dataset, transform, seed: int, label_column: str = "label", image_column: str = "image",
+                 max_size: int | None = None):
+        self.dataset, self.transform, self.seed = _undecoded(dataset, image_column), transform, seed
         self.label_column, self.image_column = label_column, image_column
+        self.max_size = max_size if max_size is not None else getattr(transform, "decode_max_size", None)
         self.epoch = 0
 
     def set_training_epoch(self, epoch: int) -> None:  # not `set_epoch`: Accelerate would drive it with its own counter
@@ -134,10 +161,11 @@ class TrainingImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.dataset[int(index)]
+        image = decode_row_image(row[self.image_column], int(index), self.max_size)
         sample_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + int(index)) % (2**63 - 1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed)
-            pixel_values = self.transform(row[self.image_column])
+            pixel_values = self.transform(image)
         return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
 
 
@@ -145,15 +173,16 @@ class EvalImages(Dataset):
     """Deterministic evaluation view: the model's own image processor, nothing else."""
 
     def __init__(self, dataset, image_processor, label_column: str = "label", image_column: str = "image"):
-        self.dataset, self.image_processor = dataset, image_processor
+        self.dataset, self.image_processor = _undecoded(dataset, image_column), image_processor
         self.label_column, self.image_column = label_column, image_column
+        self.max_size = max_size_for(image_processor)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.dataset[int(index)]
-        image = row[self.image_column].convert("RGB")
+        image = decode_row_image(row[self.image_column], int(index), self.max_size)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
 
