@@ -36,7 +36,14 @@ def _vt_nr():
     return vt_nr_tiny_model(), (2, 3, 64, 64)
 
 
-BUILDERS = {"arm": _arm, "dacl": _dacl, "dmue": _dmue, "vt_nr": _vt_nr}
+def _mini_xception():
+    from hf_fer.pretrained import pretrained_path
+    from transformers import AutoModelForImageClassification
+
+    return AutoModelForImageClassification.from_pretrained(pretrained_path()).eval(), (2, 1, 64, 64)
+
+
+BUILDERS = {"arm": _arm, "dacl": _dacl, "dmue": _dmue, "vt_nr": _vt_nr, "mini_xception": _mini_xception}
 
 
 @pytest.mark.parametrize("arch", sorted(BUILDERS))

@@ -122,19 +122,9 @@ def _input_shape(image_processor) -> tuple[int, int, int]:
 
 
 def _rgb(image):
-    from PIL import Image
+    from .image_io import load_image
 
-    if isinstance(image, dict):  # datasets Image feature without decoding
-        from .evaluation.inference import open_rgb_image
-
-        return open_rgb_image(image)
-    if isinstance(image, (str, os.PathLike)):
-        from .evaluation.inference import open_rgb_image
-
-        return open_rgb_image(image)
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    return image.convert("RGB")
+    return load_image(image, mode="RGB")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")

@@ -26,37 +26,12 @@ INT8_FILE = "model_int8.onnx"
 PRECISIONS = ("auto", "fp32", "int8")
 
 
-def _pil():
-    from PIL import Image
+def decode_image(image):
+    """A path, bytes, NumPy array or PIL image → RGB PIL image, through hf_fer's one decoder
+    (:func:`hf_fer.image_io.load_image`: EXIF orientation, pixel limits, clear errors naming the file)."""
+    from .image_io import load_image
 
-    return Image
-
-
-def decode_image(image) -> "object":
-    """A path, bytes, NumPy HxWx3 array or PIL image → RGB PIL image (EXIF orientation applied)."""
-    Image = _pil()
-    from PIL import ImageOps
-
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {image}") from None
-        except OSError as error:
-            raise ValueError(f"cannot decode image {image}: {error}") from None
-    elif isinstance(image, (bytes, bytearray)):
-        import io
-
-        with Image.open(io.BytesIO(image)) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-    elif isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    elif not isinstance(image, Image.Image):
-        raise TypeError(f"expected a path, bytes, NumPy array or PIL image, got {type(image).__name__}")
-    return image.convert("RGB")
+    return load_image(image, mode="RGB")
 
 
 class ImagePreprocessor:
