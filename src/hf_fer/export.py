@@ -387,7 +387,10 @@ def export_model(
     from .labels import benchmark_of
 
     id2label = getattr(model.config, "id2label", None) or {}
-    label_space = (benchmark_of(id2label[i] for i in sorted(id2label)) if id2label else None) or "raf-db"
+    try:  # render the synthetic faces in the model's label space when it is a benchmark's (any works for parity)
+        label_space = benchmark_of(id2label[i] for i in sorted(id2label)) or "raf-db"
+    except (KeyError, ValueError):  # LABEL_0..., or names of no benchmark
+        label_space = "raf-db"
     parity_images = load_images(parity_dataset, num_parity_images, seed=1234, label_space=label_space)
     pixel_values = _pixel_values(image_processor, parity_images)
 
