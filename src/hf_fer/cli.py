@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "prepare-dataset": ("hf_fer.data.benchmarks", "main", "turn a benchmark's raw download into a datasets folder"),
     "push": ("hf_fer.hub", "main", "push a model folder to the Hub (or --to-folder) with a model card"),
     "benchmark": ("hf_fer.benchmark", "main", "measure images/s, latency, memory, parameters and FLOPs"),
+    "export": ("hf_fer.export", "main", "export a model to ONNX (optionally int8) or torch.export, with a parity report"),
 }
 
 USAGE = "usage: hf-fer <subcommand> [options]   (hf-fer <subcommand> --help for details)\n\nsubcommands:\n" + "\n".join(

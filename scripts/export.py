@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Thin wrapper: `python scripts/export.py ...` is `hf-fer export ...` (see `--help`)."""
+import sys
+
+from hf_fer.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", *sys.argv[1:]]))
