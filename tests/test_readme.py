@@ -25,7 +25,7 @@ def test_ci_runs_the_readme_commands_verbatim():
 
 def test_cli_lists_every_documented_subcommand():
     out = subprocess.run([sys.executable, "-m", "hf_fer.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for name in ("demo", "predict", "convert", "train", "evaluate", "compare", "prepare-dataset", "push", "benchmark"):
+    for name in ("demo", "predict", "convert", "train", "evaluate", "compare", "export", "prepare-dataset", "push", "benchmark"):
         assert re.search(rf"^\s+{re.escape(name)}\s", out, flags=re.M), name
 
 
@@ -35,7 +35,7 @@ def test_unknown_subcommand_is_one_clear_line():
 
 
 def test_scripts_are_thin_wrappers():
-    for name in ("train", "evaluate", "compare", "convert_original_checkpoint", "prepare_dataset", "push_to_hub", "benchmark"):
+    for name in ("train", "evaluate", "compare", "export", "convert_original_checkpoint", "prepare_dataset", "push_to_hub", "benchmark"):
         path = REPO / "scripts" / f"{name}.py"
         assert path.is_file(), path
         result = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
