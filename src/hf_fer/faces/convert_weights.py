@@ -95,18 +95,28 @@ def onnx_to_state_dict(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
 
     model = RetinaFace()
     targets = model.conv_order()
-    if len(targets) != len(convs):
-        raise ValueError(f"ONNX graph has {len(convs)} distinct convolutions, RetinaFace expects {len(targets)}")
+    levels = len(model.head)
+    if len(targets) + 3 * levels != len(convs):
+        raise ValueError(f"ONNX graph has {len(convs)} distinct convolutions, RetinaFace expects "
+                         f"{len(targets) + 3 * levels}")
     params = model.state_dict()
     state = {}
-    for target, (node_out, weight, bias) in zip(targets, convs):
-        for suffix, name in (("weight", weight), ("bias", bias)):
-            key = f"{target}.{suffix}"
-            value = torch.from_numpy(tensors[name].copy())
-            if value.shape != params[key].shape:
-                raise ValueError(f"{node_out}: {name} has shape {list(value.shape)}, {key} expects "
-                                 f"{list(params[key].shape)}")
-            state[key] = value.contiguous()
+
+    def put(key: str, value: torch.Tensor, origin: str) -> None:
+        if value.shape != params[key].shape:
+            raise ValueError(f"{origin}: shape {list(value.shape)}, {key} expects {list(params[key].shape)}")
+        state[key] = value.contiguous()
+
+    pairs = [(torch.from_numpy(tensors[w].copy()), torch.from_numpy(tensors[b].copy())) for _, w, b in convs]
+    for target, (node_out, _, _), (weight, bias) in zip(targets, convs, pairs):
+        put(f"{target}.weight", weight, node_out)
+        put(f"{target}.bias", bias, node_out)
+    # the export runs the class heads of the 3 levels, then the box heads, then the landmark heads
+    heads = pairs[len(targets):]
+    for level in range(levels):
+        weight, bias = model.fuse_head_weights(heads[level], heads[levels + level], heads[2 * levels + level])
+        put(f"head.{level}.weight", weight, f"heads of level {level}")
+        put(f"head.{level}.bias", bias, f"heads of level {level}")
     if set(state) != set(params):
         raise ValueError(f"unmapped parameters: {sorted(set(params) - set(state))}")
     return state

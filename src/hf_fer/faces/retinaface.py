@@ -142,16 +142,16 @@ class RetinaFace(nn.Module):
     """
 
     num_anchors = 2
+    per_anchor = 16  # 2 class scores, 4 box offsets, 10 landmark offsets
 
     def __init__(self, channels: int = 64) -> None:
         super().__init__()
         self.backbone = MobileNetV1Backbone()
         self.fpn = FeaturePyramid(channels=channels)
         self.context = nn.ModuleList([ContextModule(channels) for _ in range(3)])
-        a = self.num_anchors
-        self.class_head = nn.ModuleList([nn.Conv2d(channels, a * 2, 1) for _ in range(3)])
-        self.box_head = nn.ModuleList([nn.Conv2d(channels, a * 4, 1) for _ in range(3)])
-        self.landmark_head = nn.ModuleList([nn.Conv2d(channels, a * 10, 1) for _ in range(3)])
+        # One 1x1 conv per level for the three heads (2 classes + 4 box + 10 landmark numbers per anchor, anchor
+        # major): same numbers as three separate convs, fewer kernels. See ``fuse_head_weights``.
+        self.head = nn.ModuleList([nn.Conv2d(channels, self.num_anchors * self.per_anchor, 1) for _ in range(3)])
 
     def conv_order(self) -> list[str]:
         """Names of the convolutions in the order the ONNX export runs them (used by the weight converter)."""
@@ -162,9 +162,16 @@ class RetinaFace(nn.Module):
         for i in range(3):
             names += [f"context.{i}.{n}.0" if n in ("reduce", "expand7") else f"context.{i}.{n}"
                       for n in ("branch3", "reduce", "branch5", "expand7", "branch7")]
-        for head in ("class_head", "box_head", "landmark_head"):
-            names += [f"{head}.{i}" for i in range(3)]
-        return names
+        return names  # then the 3 class, 3 box and 3 landmark heads, fused into ``head`` by ``fuse_head_weights``
+
+    @classmethod
+    def fuse_head_weights(cls, classes, boxes, landmarks) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) pairs of one level's separate class/box/landmark 1x1 convs -> the fused conv's."""
+        a = cls.num_anchors
+        weight = torch.cat([classes[0].reshape(a, 2, -1), boxes[0].reshape(a, 4, -1),
+                            landmarks[0].reshape(a, 10, -1)], dim=1)
+        bias = torch.cat([classes[1].reshape(a, 2), boxes[1].reshape(a, 4), landmarks[1].reshape(a, 10)], dim=1)
+        return weight.reshape(a * cls.per_anchor, -1, 1, 1).contiguous(), bias.reshape(-1).contiguous()
 
     @staticmethod
     def _flatten(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -173,10 +180,8 @@ class RetinaFace(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.fpn(self.backbone(pixel_values))
         feats = [ctx(f) for ctx, f in zip(self.context, feats)]
-        conf = torch.cat([self._flatten(h(f), 2) for h, f in zip(self.class_head, feats)], dim=1)
-        loc = torch.cat([self._flatten(h(f), 4) for h, f in zip(self.box_head, feats)], dim=1)
-        landmarks = torch.cat([self._flatten(h(f), 10) for h, f in zip(self.landmark_head, feats)], dim=1)
-        return loc, conf.softmax(dim=-1), landmarks
+        out = torch.cat([self._flatten(h(f), self.per_anchor) for h, f in zip(self.head, feats)], dim=1)
+        return out[..., 2:6], out[..., :2].softmax(dim=-1), out[..., 6:]
 
 
 def make_priors(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
