@@ -64,7 +64,7 @@ _REMOTE_SCRIPT = textwrap.dedent(
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
     assert type(processor).__name__ == "DaclImageProcessor" and processor.crop_size["height"] == 224, processor
     with torch.no_grad():
-        out = model(pixel_values=load_file(inputs)["pixel_values"])
+        out = model(pixel_values=load_file(inputs)["pixel_values"], output_attention_weights=True)
     save_file({"logits": out.logits, "features": out.features, "attention_weights": out.attention_weights,
                "centers": model.center_loss.centers.contiguous()}, outputs)
     print("REMOTE_OK")
@@ -95,6 +95,10 @@ def test_parity_dataparallel_checkpoint(tmp_path):
     model, outputs, fixture_io = harness.run_parity(FIXTURE, "dacl", dataparallel_container, tmp_path, atol=ATOL, remote_code=False)
     assert isinstance(model, DaclForImageClassification)
     assert model.config.id2label == id2label("affectnet-7")  # documented default when --dataset is not given
+    assert outputs.attention_weights is None and model.config.compute_attention_at_inference is False  # lean by default
+    with torch.no_grad():
+        outputs = model(pixel_values=fixture_io["pixel_values"], output_attention_weights=True)
+    harness.assert_close(outputs.logits, fixture_io["logits"], atol=ATOL)
     harness.assert_close(outputs.features, fixture_io["features"], atol=ATOL, what="features")
     harness.assert_close(outputs.attention_weights, fixture_io["attention_weights"], atol=ATOL, what="attention weights")
 
@@ -212,7 +216,7 @@ def test_estimate_centers_is_attention_weighted_mean():
     model.estimate_centers([{"pixel_values": pixel_values[:5], "labels": labels[:5]},
                             {"pixel_values": pixel_values[5:], "label": labels[5:]}])
     with torch.no_grad():
-        out = model(pixel_values=pixel_values)
+        out = model(pixel_values=pixel_values, output_attention_weights=True)
     for j in labels.unique().tolist():
         rows = labels == j
         expected = (out.attention_weights[rows] * out.features[rows]).sum(0) / out.attention_weights[rows].sum(0)
@@ -286,12 +290,46 @@ def test_input_errors_and_inference_without_attention():
         model(pixel_values=pixel_values, labels=labels.float())
     model.eval()
     with pytest.raises(ValueError, match="expects 2×2"):
-        model(pixel_values=torch.zeros(1, 3, 128, 128))
+        model(pixel_values=torch.zeros(1, 3, 128, 128), output_attention_weights=True)
+    assert model(pixel_values=torch.zeros(1, 3, 128, 128)).logits.shape == (1, 7)  # the logits need no fixed size
     with torch.no_grad():
-        full = model(pixel_values=pixel_values)
-        model.config.compute_attention_at_inference = False
+        full = model(pixel_values=pixel_values, output_attention_weights=True)
         lean = model(pixel_values=pixel_values)
     assert lean.attention_weights is None and torch.equal(lean.logits, full.logits)
+
+
+def count_attention_calls(model) -> list[int]:
+    """Batch sizes of every call of the attention network, recorded by a forward hook on the real module."""
+    calls = []
+    model.attention.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    return calls
+
+
+def test_attention_network_runs_at_inference_only_when_asked():
+    """Eval forwards without labels skip the attention MLP (the logits do not need it) unless the config or the
+    forward asks; training forwards and forwards with labels always run it (the center loss needs it)."""
+    assert DaclConfig().compute_attention_at_inference is False
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config()).eval()
+    calls = count_attention_calls(model)
+    pixel_values, labels = synthetic_batch(3)
+    with torch.no_grad():
+        lean = model(pixel_values=pixel_values)
+        assert calls == [] and lean.attention_weights is None
+        asked = model(pixel_values=pixel_values, output_attention_weights=True)
+        assert calls == [3] and asked.attention_weights.shape == (3, 512)
+        model.config.compute_attention_at_inference = True
+        by_config = model(pixel_values=pixel_values)
+        not_now = model(pixel_values=pixel_values, output_attention_weights=False)
+        assert calls == [3, 3] and not_now.attention_weights is None
+        model.config.compute_attention_at_inference = False
+        model(pixel_values=pixel_values, labels=labels)  # evaluation loss needs L_SC
+        assert calls == [3, 3, 3]
+    assert torch.equal(lean.logits, asked.logits) and torch.equal(lean.logits, by_config.logits)
+    model.train()
+    out = model(pixel_values=pixel_values, labels=labels)
+    model(pixel_values=pixel_values)  # training without labels (e.g. BatchNorm statistics) still runs it
+    assert calls == [3, 3, 3, 3, 3] and out.attention_weights is not None
 
 
 def test_load_backbone_weights_from_torchvision_names():
@@ -380,7 +418,7 @@ def test_hidden_states_and_tuple_output():
     model = DaclForImageClassification(tiny_config()).eval()
     pixel_values, labels = synthetic_batch(2)
     with torch.no_grad():
-        out = model(pixel_values=pixel_values, output_hidden_states=True)
+        out = model(pixel_values=pixel_values, output_hidden_states=True, output_attention_weights=True)
         loss, logits, features, attention, hidden_states = model(pixel_values=pixel_values, labels=labels,
                                                                  output_hidden_states=True, return_dict=False)
     assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
@@ -395,3 +433,4 @@ def test_shipped_model_configs_load(name, benchmark):
     config = AutoConfig.from_pretrained(harness.REPO / "modeling_configs" / "dacl" / f"{name}.json")
     assert isinstance(config, DaclConfig) and config.id2label == id2label(benchmark)
     assert config.attention_hidden_sizes == [3584, 512, 64] and config.center_lr == 0.5 and config.center_loss_weight == 0.01
+    assert config.compute_attention_at_inference is False

@@ -223,9 +223,12 @@ class DaclForImageClassification(DaclPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attention_weights: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> DaclImageClassifierOutput | tuple:
+        """``output_attention_weights`` (default ``config.compute_attention_at_inference``) runs the attention branch
+        in an eval forward without labels; it always runs in training and whenever ``labels`` are given."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         feature_map, hidden_states = self.trunk(pixel_values, output_hidden_states=bool(output_hidden_states))
@@ -235,8 +238,10 @@ class DaclForImageClassification(DaclPreTrainedModel):
         if labels is not None:
             labels = labels.to(logits.device)
             self.center_loss.check_labels(labels, logits.shape[0])
+        if output_attention_weights is None:
+            output_attention_weights = self.config.compute_attention_at_inference
         attention_weights = None
-        if labels is not None or self.training or self.config.compute_attention_at_inference:
+        if labels is not None or self.training or output_attention_weights:
             expected = self.config.feature_map_size
             if tuple(feature_map.shape[-2:]) != (expected, expected):
                 raise ValueError(
