@@ -434,3 +434,53 @@ def test_shipped_model_configs_load(name, benchmark):
     assert isinstance(config, DaclConfig) and config.id2label == id2label(benchmark)
     assert config.attention_hidden_sizes == [3584, 512, 64] and config.center_lr == 0.5 and config.center_loss_weight == 0.01
     assert config.compute_attention_at_inference is False
+
+
+# ------------------------------------------------------------------------------ FER2013 report ablations
+
+
+def test_center_loss_on_a_hand_computed_example():
+    """Two 2-d features of class 0, center c0 = (0, 1): differences (1, 1) and (3, 4), squares 1+1+9+16 = 27.
+    Uniform weights give the classic center loss 27 / (2·2) = 6.75; weights ((.5, 1), (1, 0)) give
+    (0.5 + 1 + 9 + 0) / 4 = 2.625. Classic center update (α = 0.5, n_0 = 2): c0 + 0.5·((1, 1) + (3, 4)) / 3."""
+    criterion = DaclSparseCenterLoss(num_classes=2, feature_dim=2)
+    criterion.centers.copy_(torch.tensor([[0.0, 1.0], [7.0, 7.0]]))
+    features, labels = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.tensor([0, 0])
+    assert criterion(features, torch.ones(2, 2), labels).item() == 6.75
+    assert criterion(features, torch.tensor([[0.5, 1.0], [1.0, 0.0]]), labels).item() == 2.625
+    criterion.update_centers(features, torch.ones(2, 2), labels, lr=0.5)
+    torch.testing.assert_close(criterion.centers, torch.tensor([[2 / 3, 1 + 5 / 6], [7.0, 7.0]]))
+
+
+@pytest.mark.parametrize("mode", ["learned", "uniform"])
+def test_center_loss_attention_switch_changes_the_loss_as_computed_by_hand(mode):
+    """``center_loss_attention="uniform"`` (plain center loss) vs DACL's learned weights, and λ = 0 (softmax only),
+    in a training forward: loss and center step recomputed here with explicit loops over samples and classes."""
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config(center_loss_attention=mode)).train()
+    calls = count_attention_calls(model)
+    pixel_values, labels = synthetic_batch(4)
+    labels[:2] = 1
+    before = model.center_loss.centers.clone()
+    out = model(pixel_values=pixel_values, labels=labels)
+    features, logits = out.features.detach(), out.logits.detach()
+    weights = torch.ones(4, 512) if mode == "uniform" else out.attention_weights.detach()
+    assert calls == ([] if mode == "uniform" else [4])  # the plain center loss never runs the attention network
+    assert torch.equal(out.attention_weights, weights)
+    center = sum(float((weights[i] * (features[i] - before[labels[i]]) ** 2).sum()) for i in range(4)) / (2 * 4)
+    cross_entropy = -sum(float(torch.log_softmax(logits[i], 0)[labels[i]]) for i in range(4)) / 4
+    assert out.center_loss.item() == pytest.approx(center, rel=1e-5)
+    assert out.loss.item() == pytest.approx(cross_entropy + 0.01 * center, rel=1e-5)
+    expected = before.clone()
+    for j in range(7):
+        rows = [i for i in range(4) if labels[i] == j]
+        if rows:
+            expected[j] += 0.5 * sum(weights[i] * (features[i] - before[j]) for i in rows) / (1 + len(rows))
+    torch.testing.assert_close(model.center_loss.centers, expected, atol=1e-5, rtol=1e-5)
+
+    model.config.center_loss_weight = 0.0  # softmax only: the loss is the cross-entropy alone
+    out = model(pixel_values=pixel_values, labels=labels)
+    assert out.loss.item() == pytest.approx(-sum(float(torch.log_softmax(out.logits[i].detach(), 0)[labels[i]]) for i in range(4)) / 4,
+                                            rel=1e-6)
+    with pytest.raises(ValueError, match="center_loss_attention must be one of"):
+        tiny_config(center_loss_attention="equal")
