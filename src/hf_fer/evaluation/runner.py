@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import inspect
 import json
 import os
 import sys
@@ -26,13 +27,14 @@ import torch
 
 from .inference import ImageLoadError, load_model_for_inference, open_rgb_image
 from .metrics import SUMMARY_METRICS, compute_metrics
-from .plots import plot_confusion_matrix, plot_per_class_accuracy
+from .plots import plot_attention_weights, plot_confusion_matrix, plot_per_class_accuracy
 
 __all__ = ["EvaluationResult", "evaluate_model", "build_parser", "main", "LABEL_MAP_MODES", "RESULTS_FILENAME"]
 
 RESULTS_FILENAME = "eval_results.json"
 CONFUSION_MATRIX_FILENAME = "confusion_matrix.png"
 PER_CLASS_FILENAME = "per_class_accuracy.png"
+ATTENTION_FILENAME = "attention_weights"  # .png and .json: mean attention vector per true class (DACL)
 LABEL_MAP_MODES = ("auto", "strict", "none")
 
 
@@ -190,6 +192,7 @@ def evaluate_model(
     max_samples: int | None = None,
     progress: bool = True,
     plots: bool = True,
+    attention_plot: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``dataset[split]``; write ``eval_results.json`` and PNGs to ``output_dir``.
 
@@ -204,6 +207,8 @@ def evaluate_model(
         benchmark: the benchmark the data is (``raf-db``...), used as the card's dataset type; read from
             prepare-dataset's ``validation_report.json`` when not given.
         max_samples: evaluate only the first N samples (smoke tests).
+        attention_plot: models that return per-image ``attention_weights`` (DACL): write the mean vector per true
+            class to ``attention_weights.json`` and ``attention_weights.png``.
     """
     if label_map not in LABEL_MAP_MODES:
         raise ValueError(f"--label-map must be one of {LABEL_MAP_MODES}, got {label_map!r}")
@@ -212,6 +217,10 @@ def evaluate_model(
     import datasets as hf_datasets
 
     loaded = load_model_for_inference(model, device=device, trust_remote_code=trust_remote_code)
+    if attention_plot and "output_attention_weights" not in inspect.signature(loaded.model.forward).parameters:
+        raise ValueError(f"--attention-plot: {type(loaded.model).__name__} returns no attention weights (DACL models do)")
+    attention_sums: dict[int, torch.Tensor] = {}
+    attention_counts: dict[int, int] = {}
     model_names = loaded.label_names
     data = _load_split(dataset, split, model_names)
     label_column, image_column = _label_column(data), _image_column(data)
@@ -256,7 +265,13 @@ def evaluate_model(
                 labels.append(int(label))
             if images:
                 pixel_values = loaded.image_processor(images=images, return_tensors="pt")["pixel_values"]
-                logits = loaded.model(pixel_values=pixel_values.to(loaded.device)).logits.float().cpu()
+                extra = {"output_attention_weights": True} if attention_plot else {}
+                outputs = loaded.model(pixel_values=pixel_values.to(loaded.device), **extra)
+                logits = outputs.logits.float().cpu()
+                if attention_plot:
+                    for weights, label in zip(outputs.attention_weights.double().cpu(), labels):
+                        attention_sums[label] = attention_sums.get(label, 0) + weights
+                        attention_counts[label] = attention_counts.get(label, 0) + 1
                 if mapping is not None:
                     logits = mapping.map_logits(logits)
                 predictions.extend(logits.argmax(dim=-1).tolist())
@@ -313,8 +328,23 @@ def evaluate_model(
             plot_per_class_accuracy(metrics["per_class"], output / PER_CLASS_FILENAME, title=f"Per-class accuracy: {title}",
                                     mean_class_accuracy=metrics["mean_class_accuracy"])
             result.files = {"confusion_matrix": CONFUSION_MATRIX_FILENAME, "per_class_accuracy": PER_CLASS_FILENAME}
+        if attention_plot:
+            result.files.update(_write_attention_weights(attention_sums, attention_counts, dataset_names, output,
+                                                         f"Mean attention weights per true class: {info['model_type']} on "
+                                                         f"{info['dataset_name']} ({split})"))
         (output / RESULTS_FILENAME).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _write_attention_weights(sums: dict, counts: dict, names: list[str], output: Path, title: str) -> dict:
+    """attention_weights.json (mean vector and image count per true class; null for absent classes) and its PNG."""
+    dim = next(iter(sums.values())).shape[0] if sums else 0
+    means = [(sums[i] / counts[i]).tolist() if i in counts else None for i in range(len(names))]
+    payload = {"label_names": names, "counts": [counts.get(i, 0) for i in range(len(names))], "mean_attention_weights": means}
+    (output / f"{ATTENTION_FILENAME}.json").write_text(json.dumps(payload) + "\n")
+    rows = [m if m is not None else [float("nan")] * dim for m in means]
+    plot_attention_weights(rows, names, output / f"{ATTENTION_FILENAME}.png", title=title, counts=payload["counts"])
+    return {"attention_weights": f"{ATTENTION_FILENAME}.png", "attention_weights_data": f"{ATTENTION_FILENAME}.json"}
 
 
 def _format_summary(result: EvaluationResult) -> str:
@@ -362,6 +392,8 @@ counts them as errors instead).""",
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    parser.add_argument("--attention-plot", action="store_true",
+                        help="DACL: also write the mean attention-weight vector per true class (attention_weights.png/.json)")
     return parser
 
 
@@ -374,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.dataset, args.split, label_map=args.label_map, keep_unmapped=args.keep_unmapped,
         batch_size=args.batch_size, device=args.device, output_dir=output_dir, dataset_name=args.dataset_name,
         benchmark=args.benchmark, trust_remote_code=args.trust_remote_code, max_samples=args.max_samples, progress=not args.no_progress,
-        plots=not args.no_plots,
+        plots=not args.no_plots, attention_plot=args.attention_plot,
     )
     print(_format_summary(result))
     print(f"wrote {Path(output_dir) / RESULTS_FILENAME}")
