@@ -110,3 +110,13 @@ def test_one_epoch_with_the_fer2013_geometry_then_attention_plot(tmp_path):
             assert written["mean_attention_weights"][label] is None
     evaluation = json.loads((out / "eval_results.json").read_text())
     assert evaluation["files"]["attention_weights"] == "attention_weights.png"
+
+
+def test_attention_plot_refuses_models_without_attention_weights(tmp_path):
+    import test_evaluation_fixtures as fx
+    from hf_fer.evaluation.runner import evaluate_model
+
+    with fx.toy_architecture():
+        folder = fx.save_toy_model(tmp_path / "toy")
+        with pytest.raises(ValueError, match="--attention-plot: ToyForImageClassification returns no attention weights"):
+            evaluate_model(folder, "synthetic", attention_plot=True, device="cpu", progress=False)
