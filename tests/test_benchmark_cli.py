@@ -24,6 +24,19 @@ def test_flops_and_parameters_match_hand_counts(toy):
     assert count_flops(model, torch.randn(2, 3, 32, 32)) == 2 * expected
 
 
+def test_flops_of_fused_attention_are_counted():
+    """scaled_dot_product_attention on dense inputs runs a fused CPU kernel FlopCounterMode cannot see; the count
+    must still include QK^T and AV: 2 matmuls of N×N×d multiply-adds per head, 2 FLOPs each."""
+
+    class Attention(torch.nn.Module):
+        def forward(self, pixel_values):
+            heads, tokens, dim = pixel_values.shape[1:]
+            return torch.nn.functional.scaled_dot_product_attention(pixel_values, pixel_values, pixel_values)
+
+    heads, tokens, dim = 2, 49, 16
+    assert count_flops(Attention(), torch.randn(1, heads, tokens, dim)) == 2 * 2 * heads * tokens * tokens * dim
+
+
 def test_matmul_peak_is_a_throughput():
     assert matmul_peak("cpu", size=64, iterations=2) > 1e6  # FLOP/s
 

@@ -84,7 +84,8 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
     """FLOPs of one forward pass on ``pixel_values`` (matmul/conv-type ops, 2 per multiply-add).
 
     ``FlopCounterMode`` does not see inside fused SDPA kernels on every backend, so models whose
-    attention implementation can be switched (transformers backbones) are counted in eager mode.
+    attention implementation can be switched (transformers backbones) are counted in eager mode, and
+    ``scaled_dot_product_attention`` runs on its math backend while counting.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -96,9 +97,13 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
             switched = True
         except Exception:  # noqa: BLE001 - counting still works, just without the attention matmuls
             switched = False
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     counter = FlopCounterMode(display=False)
     try:
-        with torch.inference_mode(), counter:
+        # FlopCounterMode has no formula for the fused CPU attention kernels: count through the math backend
+        # (the same matmuls, made visible).
+        with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
             model(pixel_values=pixel_values)
     finally:
         if switched:
