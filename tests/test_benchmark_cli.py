@@ -24,6 +24,19 @@ def test_flops_and_parameters_match_hand_counts(toy):
     assert count_flops(model, torch.randn(2, 3, 32, 32)) == 2 * expected
 
 
+def test_flops_of_fused_attention_are_counted():
+    """scaled_dot_product_attention on dense inputs runs a fused CPU kernel FlopCounterMode cannot see; the count
+    must still include QK^T and AV: 2 matmuls of N×N×d multiply-adds per head, 2 FLOPs each."""
+
+    class Attention(torch.nn.Module):
+        def forward(self, pixel_values):
+            heads, tokens, dim = pixel_values.shape[1:]
+            return torch.nn.functional.scaled_dot_product_attention(pixel_values, pixel_values, pixel_values)
+
+    heads, tokens, dim = 2, 49, 16
+    assert count_flops(Attention(), torch.randn(1, heads, tokens, dim)) == 2 * 2 * heads * tokens * tokens * dim
+
+
 def test_matmul_peak_is_a_throughput():
     assert matmul_peak("cpu", size=64, iterations=2) > 1e6  # FLOP/s
 
@@ -38,7 +51,12 @@ def test_run_benchmark_reports_every_mode(toy):
     by_mode = {mode["mode"]: mode for mode in result["modes"]}
     for mode in ("eager", "channels_last", "bf16"):
         assert by_mode[mode]["status"] == "ok" and by_mode[mode]["images_per_second"] > 0, by_mode[mode]
-        assert by_mode[mode]["percent_of_peak"] is not None
+        assert by_mode[mode]["latency_min_ms"] <= by_mode[mode]["latency_ms"] <= by_mode[mode]["latency_max_ms"]
+    assert by_mode["eager"]["percent_of_peak"] is not None and by_mode["channels_last"]["percent_of_peak"] is not None
+    # bf16 "% of peak" only against a native bf16 yardstick; an emulated run says so instead
+    native = report["bf16"]["cpu"]["status"] == "native"
+    assert (by_mode["bf16"]["percent_of_peak"] is not None) == native == ("bf16" in report["peaks"]["cpu"])
+    assert native or "emulated" in by_mode["bf16"]["reason"]
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -46,6 +64,46 @@ def test_run_benchmark_reports_every_mode(toy):
     assert report["peaks"]["cpu"]["fp32"] > 0
     text = format_report(report)
     assert "toy" in text and "eager" in text and "matmul peak on cpu" in text
+
+
+def test_compile_mode_at_two_batch_sizes(toy):
+    """One compiled module serves every batch size (it used to crash on the second: `compiled or ...` called
+    Module.__len__); at least `iterations` calls are timed, more until they add up to `min_seconds`."""
+    report = run_benchmark(["toy"], devices=["cpu"], batch_sizes=[1, 2], modes=["compile"], warmup=1, iterations=3,
+                           matmul_size=64, min_seconds=0.05)
+    (result,) = report["results"]
+    assert [(m["batch_size"], m["status"]) for m in result["modes"]] == [(1, "ok"), (2, "ok")], result["modes"]
+    for mode in result["modes"]:
+        assert mode["timed_calls"] >= 3 and mode["timed_calls"] * mode["latency_max_ms"] >= 50
+        assert 0 < mode["latency_min_ms"] <= mode["latency_ms"] <= mode["latency_max_ms"]
+    assert "compile" in format_report(report)
+
+
+def _flags_from_proc_cpuinfo() -> set[str]:
+    """The first processor's flags, read here independently of the library."""
+    text = open("/proc/cpuinfo").read()
+    for block in text.split("\n\n"):
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return set(value.split())
+    raise AssertionError("no flags line in /proc/cpuinfo")
+
+
+def test_bf16_support_agrees_with_the_cpu_flags():
+    """Native bf16 exactly when the CPU advertises bf16 arithmetic (x86 avx512_bf16 / amx_bf16, Arm bf16)."""
+    import platform
+
+    from hf_fer.benchmark import bf16_support, cpu_flags
+
+    flags = _flags_from_proc_cpuinfo()
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    expected_native = "bf16" in flags if arm else bool({"avx512_bf16", "amx_bf16"} & flags)
+    support = bf16_support("cpu")
+    assert support.native == expected_native, (support, sorted(flags))
+    assert support.status == ("native" if expected_native else "emulated") and support.usable
+    assert set(cpu_flags()) <= flags and ("avx2" in cpu_flags()) == ("avx2" in flags)
+    assert bf16_support("meta").status == "unsupported"
 
 
 def test_benchmark_cli_quick_writes_json(toy, tmp_path, capsys):

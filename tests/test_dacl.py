@@ -64,7 +64,7 @@ _REMOTE_SCRIPT = textwrap.dedent(
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
     assert type(processor).__name__ == "DaclImageProcessor" and processor.crop_size["height"] == 224, processor
     with torch.no_grad():
-        out = model(pixel_values=load_file(inputs)["pixel_values"])
+        out = model(pixel_values=load_file(inputs)["pixel_values"], output_attention_weights=True)
     save_file({"logits": out.logits, "features": out.features, "attention_weights": out.attention_weights,
                "centers": model.center_loss.centers.contiguous()}, outputs)
     print("REMOTE_OK")
@@ -96,6 +96,10 @@ def test_parity_dataparallel_checkpoint(tmp_path):
                                                      cli_args=("--dataset", "affectnet-7"))
     assert isinstance(model, DaclForImageClassification)
     assert model.config.id2label == id2label("affectnet-7")
+    assert outputs.attention_weights is None and model.config.compute_attention_at_inference is False  # lean by default
+    with torch.no_grad():
+        outputs = model(pixel_values=fixture_io["pixel_values"], output_attention_weights=True)
+    harness.assert_close(outputs.logits, fixture_io["logits"], atol=ATOL)
     harness.assert_close(outputs.features, fixture_io["features"], atol=ATOL, what="features")
     harness.assert_close(outputs.attention_weights, fixture_io["attention_weights"], atol=ATOL, what="attention weights")
 
@@ -213,7 +217,7 @@ def test_estimate_centers_is_attention_weighted_mean():
     model.estimate_centers([{"pixel_values": pixel_values[:5], "labels": labels[:5]},
                             {"pixel_values": pixel_values[5:], "label": labels[5:]}])
     with torch.no_grad():
-        out = model(pixel_values=pixel_values)
+        out = model(pixel_values=pixel_values, output_attention_weights=True)
     for j in labels.unique().tolist():
         rows = labels == j
         expected = (out.attention_weights[rows] * out.features[rows]).sum(0) / out.attention_weights[rows].sum(0)
@@ -287,12 +291,46 @@ def test_input_errors_and_inference_without_attention():
         model(pixel_values=pixel_values, labels=labels.float())
     model.eval()
     with pytest.raises(ValueError, match="expects 2×2"):
-        model(pixel_values=torch.zeros(1, 3, 128, 128))
+        model(pixel_values=torch.zeros(1, 3, 128, 128), output_attention_weights=True)
+    assert model(pixel_values=torch.zeros(1, 3, 128, 128)).logits.shape == (1, 7)  # the logits need no fixed size
     with torch.no_grad():
-        full = model(pixel_values=pixel_values)
-        model.config.compute_attention_at_inference = False
+        full = model(pixel_values=pixel_values, output_attention_weights=True)
         lean = model(pixel_values=pixel_values)
     assert lean.attention_weights is None and torch.equal(lean.logits, full.logits)
+
+
+def count_attention_calls(model) -> list[int]:
+    """Batch sizes of every call of the attention network, recorded by a forward hook on the real module."""
+    calls = []
+    model.attention.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    return calls
+
+
+def test_attention_network_runs_at_inference_only_when_asked():
+    """Eval forwards without labels skip the attention MLP (the logits do not need it) unless the config or the
+    forward asks; training forwards and forwards with labels always run it (the center loss needs it)."""
+    assert DaclConfig().compute_attention_at_inference is False
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config()).eval()
+    calls = count_attention_calls(model)
+    pixel_values, labels = synthetic_batch(3)
+    with torch.no_grad():
+        lean = model(pixel_values=pixel_values)
+        assert calls == [] and lean.attention_weights is None
+        asked = model(pixel_values=pixel_values, output_attention_weights=True)
+        assert calls == [3] and asked.attention_weights.shape == (3, 512)
+        model.config.compute_attention_at_inference = True
+        by_config = model(pixel_values=pixel_values)
+        not_now = model(pixel_values=pixel_values, output_attention_weights=False)
+        assert calls == [3, 3] and not_now.attention_weights is None
+        model.config.compute_attention_at_inference = False
+        model(pixel_values=pixel_values, labels=labels)  # evaluation loss needs L_SC
+        assert calls == [3, 3, 3]
+    assert torch.equal(lean.logits, asked.logits) and torch.equal(lean.logits, by_config.logits)
+    model.train()
+    out = model(pixel_values=pixel_values, labels=labels)
+    model(pixel_values=pixel_values)  # training without labels (e.g. BatchNorm statistics) still runs it
+    assert calls == [3, 3, 3, 3, 3] and out.attention_weights is not None
 
 
 def test_load_backbone_weights_from_torchvision_names():
@@ -381,7 +419,7 @@ def test_hidden_states_and_tuple_output():
     model = DaclForImageClassification(tiny_config()).eval()
     pixel_values, labels = synthetic_batch(2)
     with torch.no_grad():
-        out = model(pixel_values=pixel_values, output_hidden_states=True)
+        out = model(pixel_values=pixel_values, output_hidden_states=True, output_attention_weights=True)
         loss, logits, features, attention, hidden_states = model(pixel_values=pixel_values, labels=labels,
                                                                  output_hidden_states=True, return_dict=False)
     assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
@@ -396,3 +434,54 @@ def test_shipped_model_configs_load(name, benchmark):
     config = AutoConfig.from_pretrained(harness.REPO / "modeling_configs" / "dacl" / f"{name}.json")
     assert isinstance(config, DaclConfig) and config.id2label == id2label(benchmark)
     assert config.attention_hidden_sizes == [3584, 512, 64] and config.center_lr == 0.5 and config.center_loss_weight == 0.01
+    assert config.compute_attention_at_inference is False
+
+
+# ------------------------------------------------------------------------------ FER2013 report ablations
+
+
+def test_center_loss_on_a_hand_computed_example():
+    """Two 2-d features of class 0, center c0 = (0, 1): differences (1, 1) and (3, 4), squares 1+1+9+16 = 27.
+    Uniform weights give the classic center loss 27 / (2·2) = 6.75; weights ((.5, 1), (1, 0)) give
+    (0.5 + 1 + 9 + 0) / 4 = 2.625. Classic center update (α = 0.5, n_0 = 2): c0 + 0.5·((1, 1) + (3, 4)) / 3."""
+    criterion = DaclSparseCenterLoss(num_classes=2, feature_dim=2)
+    criterion.centers.copy_(torch.tensor([[0.0, 1.0], [7.0, 7.0]]))
+    features, labels = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.tensor([0, 0])
+    assert criterion(features, torch.ones(2, 2), labels).item() == 6.75
+    assert criterion(features, torch.tensor([[0.5, 1.0], [1.0, 0.0]]), labels).item() == 2.625
+    criterion.update_centers(features, torch.ones(2, 2), labels, lr=0.5)
+    torch.testing.assert_close(criterion.centers, torch.tensor([[2 / 3, 1 + 5 / 6], [7.0, 7.0]]))
+
+
+@pytest.mark.parametrize("mode", ["learned", "uniform"])
+def test_center_loss_attention_switch_changes_the_loss_as_computed_by_hand(mode):
+    """``center_loss_attention="uniform"`` (plain center loss) vs DACL's learned weights, and λ = 0 (softmax only),
+    in a training forward: loss and center step recomputed here with explicit loops over samples and classes."""
+    torch.manual_seed(0)
+    model = DaclForImageClassification(tiny_config(center_loss_attention=mode)).train()
+    calls = count_attention_calls(model)
+    pixel_values, labels = synthetic_batch(4)
+    labels[:2] = 1
+    before = model.center_loss.centers.clone()
+    out = model(pixel_values=pixel_values, labels=labels)
+    features, logits = out.features.detach(), out.logits.detach()
+    weights = torch.ones(4, 512) if mode == "uniform" else out.attention_weights.detach()
+    assert calls == ([] if mode == "uniform" else [4])  # the plain center loss never runs the attention network
+    assert torch.equal(out.attention_weights, weights)
+    center = sum(float((weights[i] * (features[i] - before[labels[i]]) ** 2).sum()) for i in range(4)) / (2 * 4)
+    cross_entropy = -sum(float(torch.log_softmax(logits[i], 0)[labels[i]]) for i in range(4)) / 4
+    assert out.center_loss.item() == pytest.approx(center, rel=1e-5)
+    assert out.loss.item() == pytest.approx(cross_entropy + 0.01 * center, rel=1e-5)
+    expected = before.clone()
+    for j in range(7):
+        rows = [i for i in range(4) if labels[i] == j]
+        if rows:
+            expected[j] += 0.5 * sum(weights[i] * (features[i] - before[j]) for i in rows) / (1 + len(rows))
+    torch.testing.assert_close(model.center_loss.centers, expected, atol=1e-5, rtol=1e-5)
+
+    model.config.center_loss_weight = 0.0  # softmax only: the loss is the cross-entropy alone
+    out = model(pixel_values=pixel_values, labels=labels)
+    assert out.loss.item() == pytest.approx(-sum(float(torch.log_softmax(out.logits[i].detach(), 0)[labels[i]]) for i in range(4)) / 4,
+                                            rel=1e-6)
+    with pytest.raises(ValueError, match="center_loss_attention must be one of"):
+        tiny_config(center_loss_attention="equal")

@@ -166,6 +166,29 @@ def test_cross_attention_uses_relative_position_bias_and_landmark_queries():
 # --- preprocessing ---------------------------------------------------------------------------------------
 
 
+def test_attention_queries_keys_and_values_are_dense_for_sdpa():
+    """A transposed (strided) query sends scaled_dot_product_attention to its slow math fallback: every call must get
+    tensors whose last dimension is contiguous. Recorded on the real calls with a torch function mode."""
+    from torch.overrides import TorchFunctionMode
+
+    class RecordSdpa(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.strides = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.nn.functional.scaled_dot_product_attention:
+                self.strides.append([tensor.stride(-1) for tensor in args[:3]])
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_model()
+    recorder = RecordSdpa()
+    with torch.no_grad(), recorder:
+        model(pixel_values=torch.randn(2, 3, 56, 56))
+    assert len(recorder.strides) >= 3 + model.config.num_hidden_layers  # three cross-attention scales + the ViT
+    assert all(stride == [1, 1, 1] for stride in recorder.strides), recorder.strides
+
+
 def test_image_processor_is_upstream_eval_preprocessing():
     """Resize((224, 224)) bilinear -> ToTensor -> Normalize(ImageNet): compared with a hand-written PIL/numpy pipeline."""
     from PIL import Image

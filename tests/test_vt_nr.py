@@ -173,6 +173,39 @@ def test_resizer_uses_the_scale_factor_grid_not_the_target_size():
     assert NeuralResizer(scale_factor=None, output_size=112)(torch.randn(1, 3, 200, 200)).shape == (1, 3, 112, 112)
 
 
+def out_of_place_resizer(resizer: NeuralResizer, x: torch.Tensor) -> torch.Tensor:
+    """The resizer's documented formula written with out-of-place operations only, on the resizer's own layers."""
+    slope = resizer.negative_slope
+    features = resizer.stem_norm(F.leaky_relu(resizer.stem_pointwise(F.leaky_relu(resizer.stem_conv(x), slope)), slope))
+    low = resizer.resize(features)
+    hidden = low
+    for block in resizer.res_blocks:
+        hidden = block.norm2(block.conv2(F.leaky_relu(block.norm1(block.conv1(hidden)), slope))) + hidden
+    return resizer.out_conv(resizer.post_norm(resizer.post_conv(hidden)) + low) + resizer.resize(x)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_resizer_in_place_ops_give_identical_outputs_and_gradients(training):
+    """The in-place LeakyReLUs and sums are bit-identical to the out-of-place formula, and so are all gradients
+    (autograd would raise if an in-place op overwrote a tensor a backward needs)."""
+    torch.manual_seed(0)
+    resizer = NeuralResizer(hidden_channels=4, num_res_blocks=2, scale_factor=0.5).train(training)
+    x = torch.randn(2, 3, 24, 24)
+    results = []
+    for forward in (resizer, lambda image: out_of_place_resizer(resizer, image)):
+        image = x.clone().requires_grad_(True)
+        out = forward(image)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), image.grad, [p.grad.clone() for p in resizer.parameters()]))
+        resizer.zero_grad(set_to_none=True)
+    (ours, our_input_grad, our_grads), (expected, expected_input_grad, expected_grads) = results
+    assert torch.equal(ours, expected) and torch.equal(our_input_grad, expected_input_grad)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, expected_grads))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # sums still promote like the formula
+        ours, expected = resizer.eval()(x), out_of_place_resizer(resizer, x)
+    assert ours.dtype == expected.dtype and torch.equal(ours, expected)
+
+
 def test_wrong_input_size_gives_a_clear_error():
     model = tiny_model()
     with pytest.raises(ValueError, match=r"expects pixel_values of shape \[batch, 3, 64, 64\].*got \[1, 3, 32, 32\]"):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MODES", "REFERENCE_COST", "ModeResult", "ArchitectureResult", "matmul_peak", "count_flops", "count_parameters",
-           "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
+__all__ = ["MODES", "REFERENCE_COST", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
+           "count_flops", "count_parameters", "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
 
 MODES = ("eager", "channels_last", "bf16", "compile", "onnxruntime")
 QUICK_MODES = ("eager", "channels_last", "bf16")
@@ -36,7 +36,7 @@ QUICK_MODES = ("eager", "channels_last", "bf16")
 REFERENCE_COST: dict[str, dict] = {
     "poster_v2": {"params": 43_753_941, "flops": 17_184_997_888, "note": "paper: 43.7 M params, 8.4 G multiply-adds"},
     "arm": {"params": 11_178_395, "flops": 3_627_619_998, "note": "ResNet-18 trunk ≈ 1.81 G multiply-adds"},
-    "dacl": {"params": 103_042_311, "flops": 3_810_827_264, "note": "incl. the training-only attention branch"},
+    "dacl": {"params": 103_042_311, "flops": 3_627_129_856, "note": "inference: attention branch off (3.81 G with it)"},
     "dmue": {"params": 11_181_632, "flops": 3_627_000_000, "note": "inference (target) branch"},
     "vt_nr": {"params": 89_997_139, "flops": 33_038_000_000, "note": "Swin-B + Neural Resizer + STN at 384×384"},
     "mini_xception": {"params": 56_951, "flops": 20_326_784,
@@ -53,6 +53,9 @@ class ModeResult:
     reason: str | None = None
     latency_ms: float | None = None  # median time of one batch
     latency_p90_ms: float | None = None
+    latency_min_ms: float | None = None
+    latency_max_ms: float | None = None
+    timed_calls: int | None = None
     images_per_second: float | None = None
     percent_of_peak: float | None = None
     setup_seconds: float | None = None  # compile / export time
@@ -68,6 +71,7 @@ class ArchitectureResult:
     peak_memory_mb: float | None
     memory_method: str
     reference: dict | None = None
+    config_overrides: dict = field(default_factory=dict)
     modes: list[ModeResult] = field(default_factory=list)
 
     @property
@@ -83,7 +87,8 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
     """FLOPs of one forward pass on ``pixel_values`` (matmul/conv-type ops, 2 per multiply-add).
 
     ``FlopCounterMode`` does not see inside fused SDPA kernels on every backend, so models whose
-    attention implementation can be switched (transformers backbones) are counted in eager mode.
+    attention implementation can be switched (transformers backbones) are counted in eager mode, and
+    ``scaled_dot_product_attention`` runs on its math backend while counting.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -95,9 +100,13 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
             switched = True
         except Exception:  # noqa: BLE001 - counting still works, just without the attention matmuls
             switched = False
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     counter = FlopCounterMode(display=False)
     try:
-        with torch.inference_mode(), counter:
+        # FlopCounterMode has no formula for the fused CPU attention kernels: count through the math backend
+        # (the same matmuls, made visible).
+        with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
             model(pixel_values=pixel_values)
     finally:
         if switched:
@@ -107,6 +116,11 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
 
 # Training-time configuration of each architecture where it differs from inference (the model that trains).
 TRAINING_CONFIG_OVERRIDES: dict[str, dict] = {"dmue": {"use_aux_branches": True}}
+
+# Inference benchmark configuration where the default config is not the model people run. ARM: converted upstream
+# checkpoints and the RAF-DB/AffectNet recipes use affinity_mode="batch" (upstream's eval, and what a side-by-side
+# with upstream compares); a fresh default config is in "running" mode with a never-estimated running map.
+BENCHMARK_CONFIG_OVERRIDES: dict[str, dict] = {"arm": {"affinity_mode": "batch"}}
 
 
 def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_size: int = 8, warmup: int = 1,
@@ -179,12 +193,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_calls(run: Callable[[], object], device: torch.device, warmup: int, iterations: int) -> list[float]:
+def _time_calls(run: Callable[[], object], device: torch.device, warmup: int, iterations: int,
+                min_seconds: float = 0.0, max_iterations: int = 1000) -> list[float]:
+    """Times of ``iterations`` calls after ``warmup`` ones; keeps going (up to ``max_iterations``) until the timed
+    calls add up to ``min_seconds``, so fast models get enough calls for a stable median."""
     for _ in range(warmup):
         run()
     _synchronize(device)
     times = []
-    for _ in range(iterations):
+    while len(times) < iterations or (sum(times) < min_seconds and len(times) < max_iterations):
         start = time.perf_counter()
         run()
         _synchronize(device)
@@ -203,12 +220,66 @@ def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.f
     return 2 * size**3 / min(times)
 
 
-def _bf16_supported(device: torch.device) -> tuple[bool, str | None]:
+@dataclass
+class Bf16Support:
+    """Whether bf16 autocast can run on a device and whether the hardware computes it natively.
+
+    ``status``: ``"native"`` (bf16 arithmetic units: AVX512-BF16 / AMX on x86, BF16 on Arm, Ampere+ GPUs),
+    ``"emulated"`` (runs, via conversions to fp32: often many times *slower* than fp32), or ``"unsupported"``.
+    """
+
+    status: str
+    detail: str
+
+    @property
+    def usable(self) -> bool:
+        return self.status != "unsupported"
+
+    @property
+    def native(self) -> bool:
+        return self.status == "native"
+
+
+def bf16_support(device: torch.device | str = "cpu") -> Bf16Support:
+    """bf16 capability from the runtime's own checks (the ones oneDNN / CUDA use), never assumed."""
+    device = torch.device(device)
     if device.type == "cuda":
-        return (torch.cuda.is_bf16_supported(), None if torch.cuda.is_bf16_supported() else "this GPU has no bf16")
-    if device.type == "cpu":
-        return True, None
-    return False, f"bf16 autocast not measured on {device.type}"
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Bf16Support("native", f"{torch.cuda.get_device_name(device)}: bf16 tensor cores")
+        if torch.cuda.is_bf16_supported(including_emulation=True):
+            return Bf16Support("emulated", f"{torch.cuda.get_device_name(device)}: no native bf16")
+        return Bf16Support("unsupported", f"{torch.cuda.get_device_name(device)}: no bf16")
+    if device.type != "cpu":
+        return Bf16Support("unsupported", f"bf16 autocast not measured on {device.type}")
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX-512 (BW/VL/DQ) on x86, BF16 on Arm
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        onednn = False
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        native = onednn  # oneDNN's Arm check is the BF16 instruction extension itself
+        units = "Arm BF16" if native else "no Arm BF16 extension"
+    else:
+        avx512_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+        amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+        native = avx512_bf16 or amx
+        units = ", ".join(name for name, present in (("avx512_bf16", avx512_bf16), ("amx", amx)) if present) or "no avx512_bf16/amx_bf16"
+    if native:
+        return Bf16Support("native", f"CPU: {units}")
+    return Bf16Support("emulated", f"CPU: {units}; oneDNN bf16 path {'available (AVX-512 conversions)' if onednn else 'unavailable'}")
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD/matrix flags of this CPU that decide fp32/bf16 speed (from /proc/cpuinfo; empty where unavailable)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "bf16", "asimd", "sve")
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith(("flags", "features")):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in present]
+    except OSError:
+        pass
+    return []
 
 
 def _onnx_runner(model, pixel_values: torch.Tensor, device: torch.device):
@@ -252,24 +323,31 @@ def benchmark_architecture(
     image_size: int | None = None,
     peaks: dict[str, float] | None = None,
     log: Callable[[str], None] = lambda text: None,
+    min_seconds: float = 0.0,
 ) -> ArchitectureResult:
-    """Measure one architecture built from its default config (random weights)."""
+    """Measure one architecture built from its default config (random weights; see ``BENCHMARK_CONFIG_OVERRIDES``).
+
+    Each mode times ``iterations`` calls after ``warmup`` ones, and more until they add up to ``min_seconds``.
+    """
     from .models import ARCHITECTURES
 
     arch = ARCHITECTURES[name]
     device = torch.device(device)
     torch.manual_seed(0)
-    model = arch.model_class(arch.config_class()).eval().to(device)
+    overrides = BENCHMARK_CONFIG_OVERRIDES.get(name, {})
+    model = arch.model_class(arch.config_class(**overrides)).eval().to(device)
     height, width = (image_size, image_size) if image_size else _image_size(arch)
     channels = getattr(model.config, "num_channels", 3)  # mini_xception takes 1-channel grayscale
     probe = torch.randn(1, channels, height, width, device=device)
     result = ArchitectureResult(
         arch=name, device=str(device), image_size=(height, width), params=count_parameters(model),
         flops_per_image=count_flops(model, probe), peak_memory_mb=None, memory_method="", reference=REFERENCE_COST.get(name),
+        config_overrides=dict(overrides),
     )
     result.peak_memory_mb, result.memory_method = peak_forward_memory(model, probe)
     peak_fp32 = (peaks or {}).get("fp32")
-    peak_bf16 = (peaks or {}).get("bf16") or peak_fp32
+    peak_bf16 = (peaks or {}).get("bf16")  # only measured where bf16 is native: no "% of peak" against an emulation
+    bf16 = bf16_support(device)
     compiled = None
     for batch_size in batch_sizes:
         pixel_values = torch.randn(batch_size, channels, height, width, device=device)
@@ -286,16 +364,18 @@ def benchmark_architecture(
                     inputs_cl = pixel_values.contiguous(memory_format=torch.channels_last)
                     run = lambda: model_cl(pixel_values=inputs_cl)  # noqa: E731
                 elif mode == "bf16":
-                    supported, reason = _bf16_supported(device)
-                    if not supported:
-                        entry.status, entry.reason = "skipped", reason
+                    if not bf16.usable:
+                        entry.status, entry.reason = "skipped", bf16.detail
                         continue
+                    if not bf16.native:
+                        entry.reason = f"emulated ({bf16.detail})"
 
                     def run():
                         with torch.autocast(device.type, dtype=torch.bfloat16):
                             return model(pixel_values=pixel_values)
                 elif mode == "compile":
-                    compiled = compiled if compiled is not None else torch.compile(model)  # `or` would call len() on the module
+                    if compiled is None:  # one compiled module for every batch size (`or` would call Module.__len__)
+                        compiled = torch.compile(model, dynamic=False)  # one shape-specialised graph per batch size
                     with torch.inference_mode():
                         compiled(pixel_values=pixel_values)  # compile (and recompile per batch size) outside the timing
                     run = lambda: compiled(pixel_values=pixel_values)  # noqa: E731
@@ -310,7 +390,7 @@ def benchmark_architecture(
                     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
                 entry.setup_seconds = round(time.perf_counter() - setup_start, 3)
                 with torch.inference_mode():
-                    times = _time_calls(run, device, warmup, iterations)
+                    times = _time_calls(run, device, warmup, iterations, min_seconds=min_seconds)
             except Exception as error:  # one mode failing (no compiler, exporter gap) must not end the run
                 entry.status, entry.reason = "error", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
                 continue
@@ -319,6 +399,8 @@ def benchmark_architecture(
             median = statistics.median(times)
             entry.latency_ms = round(1000 * median, 3)
             entry.latency_p90_ms = round(1000 * sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)], 3)
+            entry.latency_min_ms, entry.latency_max_ms = round(1000 * min(times), 3), round(1000 * max(times), 3)
+            entry.timed_calls = len(times)
             entry.images_per_second = round(batch_size / median, 2)
             peak = peak_bf16 if mode == "bf16" else peak_fp32
             if peak:
@@ -337,6 +419,7 @@ def run_benchmark(
     image_size: int | None = None,
     matmul_size: int | None = None,
     log: Callable[[str], None] = lambda text: None,
+    min_seconds: float = 0.0,
 ) -> dict:
     """Benchmark several architectures on several devices; returns a JSON-ready dict."""
     from .evaluation.inference import resolve_device
@@ -356,8 +439,11 @@ def run_benchmark(
         "machine": {
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_flags": cpu_flags(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
-        "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "warmup": warmup, "iterations": iterations},
+        "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "warmup": warmup, "iterations": iterations,
+                     "min_seconds": min_seconds},
+        "bf16": {},
         "peaks": {},
         "results": [],
         "failures": [],
@@ -368,15 +454,16 @@ def run_benchmark(
             report["machine"]["gpu"] = torch.cuda.get_device_name(device)
         log(f"matmul peak on {device}")
         peaks = {"fp32": matmul_peak(device, torch.float32, matmul_size, iterations=10)}
-        if _bf16_supported(device)[0] and "bf16" in modes:
-            # CPUs without bf16 units emulate it slowly: a smaller matrix keeps the measurement short.
-            bf16_size = min(matmul_size or 1024, 512) if device.type == "cpu" else matmul_size
-            peaks["bf16"] = matmul_peak(device, torch.bfloat16, bf16_size)
+        bf16 = bf16_support(device)
+        report["bf16"][str(device)] = asdict(bf16)
+        if bf16.native and "bf16" in modes:  # an emulated bf16 "peak" is no yardstick: no bf16 "% of peak" then
+            peaks["bf16"] = matmul_peak(device, torch.bfloat16, matmul_size)
         report["peaks"][str(device)] = {k: round(v / 1e9, 2) for k, v in peaks.items()}  # GFLOP/s
         for name in names:
             try:
                 result = benchmark_architecture(name, device=device, batch_sizes=batch_sizes, modes=modes, warmup=warmup,
-                                                iterations=iterations, image_size=image_size, peaks=peaks, log=log)
+                                                iterations=iterations, image_size=image_size, peaks=peaks, log=log,
+                                                min_seconds=min_seconds)
             except Exception as error:  # an architecture that cannot be built is reported, the others still run
                 report["failures"].append({"arch": name, "device": str(device), "error": f"{type(error).__name__}: {error}"})
                 log(f"  {name} failed: {type(error).__name__}: {error}")
@@ -390,6 +477,10 @@ def format_report(report: dict) -> str:
     machine = report["machine"]
     lines.append(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch {machine['torch']} ({machine['torch_threads']} threads)"
                  + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""))
+    if machine.get("cpu_flags") is not None:
+        lines.append(f"CPU flags: {' '.join(machine['cpu_flags']) or 'n/a'} (torch CPU capability {machine.get('cpu_capability')})")
+    for device, bf16 in report.get("bf16", {}).items():
+        lines.append(f"bf16 on {device}: {bf16['status']} ({bf16['detail']})")
     for device, peaks in report["peaks"].items():
         lines.append(f"matmul peak on {device}: " + ", ".join(f"{dtype} {value:.1f} GFLOP/s" for dtype, value in peaks.items())
                      + "  (% peak above 100 means the yardstick run was disturbed, e.g. by other work on the machine)")
@@ -407,15 +498,22 @@ def format_report(report: dict) -> str:
         lines.append(f"{result['arch']:<10} {result['device']:<6} {result['image_size'][0]:>3}x{result['image_size'][1]:<3} "
                      f"{result['params']:>12,} {result['flops_per_image'] / 1e9:>8.2f} {result['gmacs']:>7.2f} {memory:>9}  {ref_text}")
     lines.append("")
-    lines.append(f"{'arch':<10} {'device':<6} {'mode':<14} {'batch':>5} {'img/s':>9} {'latency ms':>11} {'p90 ms':>9} {'% peak':>7}  note")
+    for result in report["results"]:
+        if result.get("config_overrides"):
+            lines.append(f"{result['arch']}: config {result['config_overrides']} (see BENCHMARK_CONFIG_OVERRIDES)")
+    lines.append(f"{'arch':<10} {'device':<6} {'mode':<14} {'batch':>5} {'img/s':>9} {'median ms':>10} {'min ms':>9} {'max ms':>9} "
+                 f"{'calls':>5} {'% peak':>7}  note")
     for result in report["results"]:
         for mode in result["modes"]:
             if mode["status"] == "ok":
-                setup = f"setup {mode['setup_seconds']:.1f}s" if mode["mode"] in ("compile", "onnxruntime") and mode["setup_seconds"] else ""
+                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "onnxruntime") and mode["setup_seconds"] else []
+                notes += [mode["reason"]] if mode.get("reason") else []
                 lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {mode['images_per_second']:>9.2f} "
-                             f"{mode['latency_ms']:>11.2f} {mode['latency_p90_ms']:>9.2f} {mode['percent_of_peak'] if mode['percent_of_peak'] is not None else '-':>7}  {setup}")
+                             f"{mode['latency_ms']:>10.2f} {mode['latency_min_ms']:>9.2f} {mode['latency_max_ms']:>9.2f} {mode['timed_calls']:>5} "
+                             f"{mode['percent_of_peak'] if mode['percent_of_peak'] is not None else '-':>7}  {'; '.join(notes)}")
             else:
-                lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {'-':>9} {'-':>11} {'-':>9} {'-':>7}  {mode['status']}: {mode['reason']}")
+                lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {'-':>9} {'-':>10} {'-':>9} {'-':>9} "
+                             f"{'-':>5} {'-':>7}  {mode['status']}: {mode['reason']}")
     for failure in report["failures"]:
         lines.append(f"{failure['arch']} on {failure['device']}: FAILED {failure['error']}")
     return "\n".join(lines)
@@ -433,7 +531,8 @@ def build_parser(prog: str = "hf-fer benchmark") -> argparse.ArgumentParser:
   hf-fer benchmark --arch arm --modes eager compile --iterations 50
   hf-fer benchmark --train --batch-sizes 8 32          # training images/s per architecture
 
-modes: {', '.join(MODES)} (bf16 = autocast where the device supports it; onnxruntime only when installed).
+modes: {', '.join(MODES)} (bf16 = autocast; labelled "emulated", without % of peak, where the hardware has no bf16
+units; onnxruntime only when installed). Timings: median / min / max over the timed calls.
 --quick: batch size 1, 1 warm-up + 3 timed runs, modes {', '.join(QUICK_MODES)} unless --modes is given.
 FLOPs count 2 per multiply-add (torch.utils.flop_counter); papers' "FLOPs" are usually multiply-adds (GMACs column).""",
     )
@@ -442,7 +541,9 @@ FLOPs count 2 per multiply-add (torch.utils.flop_counter); papers' "FLOPs" are u
     parser.add_argument("--devices", nargs="+", default=["auto"], help="auto (default: cuda if available, else cpu), cpu, cuda, ...")
     parser.add_argument("--modes", nargs="+", default=None, choices=MODES, help="execution modes (default: all)")
     parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None, help="timed calls per mode (default 10, 3 with --quick)")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="keep timing a mode until its timed calls add up to this (default 2, 0 with --quick)")
     parser.add_argument("--image-size", type=int, default=None, help="override the input size (default: the image processor's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (see below)")
@@ -473,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations if args.iterations is not None else (3 if args.quick else 10),
         image_size=args.image_size,
         log=lambda text: print(text, file=sys.stderr),
+        min_seconds=args.min_seconds if args.min_seconds is not None else (0.0 if args.quick else 2.0),
     )
     print(format_report(report))
     if args.json:

@@ -1,4 +1,4 @@
-"""Confusion-matrix and per-class-accuracy figures (PNG), labelled with class names.
+"""Confusion-matrix, per-class-accuracy and (DACL) attention-weight figures (PNG), labelled with class names.
 
 The figures are what a model card shows next to the numbers: a class-order mistake (the most
 common silent bug in FER) is visible at a glance as an off-diagonal block.
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["plot_confusion_matrix", "plot_per_class_accuracy", "plot_reliability_diagram"]
+__all__ = ["plot_confusion_matrix", "plot_per_class_accuracy", "plot_reliability_diagram", "plot_attention_weights"]
 
 
 def _pyplot():
@@ -123,6 +123,42 @@ def plot_reliability_diagram(
     bottom.set_xlabel("confidence of the top-1 prediction")
     bottom.set_ylabel("images")
     figure.tight_layout()
+def plot_attention_weights(
+    mean_weights: Sequence[Sequence[float]] | np.ndarray,
+    label_names: Sequence[str],
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    counts: Sequence[int] | None = None,
+):
+    """Mean attention-weight vector of each class as a small image (DACL: 512 weights → a 16×32 grid), one panel per
+    class on a shared colour scale, so per-class patterns (which feature dimensions the center loss weighs) compare
+    at a glance. Rows of ``mean_weights`` follow ``label_names``; a row of NaN (class absent) is drawn blank."""
+    plt = _pyplot()
+    weights = np.asarray(mean_weights, dtype=float)
+    if weights.ndim != 2 or weights.shape[0] != len(label_names):
+        raise ValueError(f"mean_weights shape {weights.shape} does not match {len(label_names)} label names (one row each)")
+    dim = weights.shape[1]
+    rows = int(np.sqrt(dim / 2)) or 1  # 512 → 16×32
+    while dim % rows:
+        rows -= 1
+    finite = weights[np.isfinite(weights)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    columns = min(4, len(label_names))
+    grid_rows = -(-len(label_names) // columns)
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(3.2 * columns, 2.0 * grid_rows + 0.8), squeeze=False)
+    image = None
+    for index, axis in enumerate(axes.flat):
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if index >= len(label_names):
+            axis.set_axis_off()
+            continue
+        image = axis.imshow(weights[index].reshape(rows, dim // rows), cmap="viridis", vmin=low, vmax=high)
+        suffix = f" (n={counts[index]})" if counts is not None else ""
+        axis.set_title(f"{label_names[index]}{suffix}", fontsize=9)
+    if image is not None:
+        figure.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="mean attention weight")
+    figure.suptitle(title or "Mean attention weights per class", fontsize=10)
     if path is not None:
         figure.savefig(path, dpi=120)
         plt.close(figure)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import inspect
 import json
 import os
 import sys
@@ -34,7 +35,7 @@ from ..image_io import ImageDecodeError, load_image, max_size_for
 from .calibration import ECE_BINS, expected_calibration_error, fit_temperature, reliability_bins, store_temperature, temperature_of
 from .inference import load_model_for_inference
 from .metrics import SUMMARY_METRICS, bootstrap_confidence_intervals, compute_metrics
-from .plots import plot_confusion_matrix, plot_per_class_accuracy, plot_reliability_diagram
+from .plots import plot_attention_weights, plot_confusion_matrix, plot_per_class_accuracy, plot_reliability_diagram
 from .protocols import PROTOCOLS, TTA_MODES, plan_protocol
 from .provenance import SplitHasher, alignment_description, checkpoint_hashes, package_versions
 
@@ -44,6 +45,7 @@ RESULTS_FILENAME = "eval_results.json"
 CONFUSION_MATRIX_FILENAME = "confusion_matrix.png"
 PER_CLASS_FILENAME = "per_class_accuracy.png"
 RELIABILITY_FILENAME = "reliability_diagram.png"
+ATTENTION_FILENAME = "attention_weights"  # .png and .json: mean attention vector per true class (DACL)
 LABEL_MAP_MODES = ("auto", "strict", "none")
 
 
@@ -204,17 +206,24 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _forward(loaded, images: list, plan, mapping) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Dataset-space logits of ``images`` (and of their mirror images with ``tta="flip"``), batched as ``plan`` says."""
+def _forward(loaded, images: list, plan, mapping, attention_plot: bool = False):
+    """Dataset-space logits of ``images`` (and of their mirror images with ``tta="flip"``), batched as ``plan`` says,
+    plus the single-view attention weights when ``attention_plot`` (DACL)."""
     pixel_values = loaded.image_processor(images=images, return_tensors="pt")["pixel_values"]
     chunk = plan.forward_batch_size or len(images)
     views = [pixel_values] + ([torch.flip(pixel_values, dims=[-1])] if plan.tta == "flip" else [])
-    outputs = []
-    for view in views:
-        parts = [loaded.model(pixel_values=view[i:i + chunk].to(loaded.device)).logits.float().cpu() for i in range(0, len(view), chunk)]
+    extra = {"output_attention_weights": True} if attention_plot else {}
+    outputs, attention = [], []
+    for number, view in enumerate(views):
+        parts = []
+        for i in range(0, len(view), chunk):
+            result = loaded.model(pixel_values=view[i:i + chunk].to(loaded.device), **(extra if number == 0 else {}))
+            parts.append(result.logits.float().cpu())
+            if attention_plot and number == 0:
+                attention.append(result.attention_weights.double().cpu())
         logits = torch.cat(parts)
         outputs.append(mapping.map_logits(logits) if mapping is not None else logits)
-    return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+    return outputs[0], (outputs[1] if len(outputs) > 1 else None), (torch.cat(attention) if attention else None)
 
 
 def _uncertainty(references, probabilities, num_classes: int, bootstrap: int, seed: int, ece_bins: int) -> dict:
@@ -250,6 +259,7 @@ def evaluate_model(
     ece_bins: int = ECE_BINS,
     synthetic: dict | None = None,
     alignment: str | None = None,
+    attention_plot: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``dataset[split]``; write ``eval_results.json`` and PNGs to ``output_dir``.
 
@@ -271,6 +281,8 @@ def evaluate_model(
         synthetic: overrides (``image_size``, ``difficulty``, ``num_images``, ``seed``) of the synthetic faces rendered for
             ``dataset="synthetic"``; by default they are the model's training faces (its ``training_info.json``).
         alignment: how the dataset's faces were cropped/aligned, recorded in the results (default: as stored).
+        attention_plot: models that return per-image ``attention_weights`` (DACL): write the mean vector per true
+            class to ``attention_weights.json`` and ``attention_weights.png``.
     """
     if label_map not in LABEL_MAP_MODES:
         raise ValueError(f"--label-map must be one of {LABEL_MAP_MODES}, got {label_map!r}")
@@ -283,6 +295,10 @@ def evaluate_model(
     if tta not in TTA_MODES:
         raise ValueError(f"--tta must be one of {TTA_MODES}, got {tta!r}")
     loaded = load_model_for_inference(model, device=device, trust_remote_code=trust_remote_code)
+    if attention_plot and "output_attention_weights" not in inspect.signature(loaded.model.forward).parameters:
+        raise ValueError(f"--attention-plot: {type(loaded.model).__name__} returns no attention weights (DACL models do)")
+    attention_sums: dict[int, torch.Tensor] = {}
+    attention_counts: dict[int, int] = {}
     model_names = loaded.label_names
     plan = plan_protocol(protocol, loaded.model, batch_size, tta)
     if plan.name == "paper" and plan.forward_batch_size:
@@ -352,10 +368,14 @@ def evaluate_model(
                 images.append(image)
                 labels.append(int(label))
             if images:
-                logits, flipped = _forward(loaded, images, plan, mapping)
+                logits, flipped, attention = _forward(loaded, images, plan, mapping, attention_plot)
                 logits_parts.append(logits)
                 if flipped is not None:
                     flipped_parts.append(flipped)
+                if attention is not None:
+                    for weights, label in zip(attention, labels):
+                        attention_sums[label] = attention_sums.get(label, 0) + weights
+                        attention_counts[label] = attention_counts.get(label, 0) + 1
                 references.extend(labels)
             bar.update(len(rows[label_column]))
     bar.close()
@@ -459,6 +479,10 @@ def evaluate_model(
             plot_reliability_diagram(uncertainty["reliability"], output / RELIABILITY_FILENAME, title=f"Calibration: {title}", ece=uncertainty["ece"])
             result.files = {"confusion_matrix": CONFUSION_MATRIX_FILENAME, "per_class_accuracy": PER_CLASS_FILENAME,
                             "reliability_diagram": RELIABILITY_FILENAME}
+        if attention_plot:
+            result.files.update(_write_attention_weights(attention_sums, attention_counts, dataset_names, output,
+                                                         f"Mean attention weights per true class: {info['model_type']} on "
+                                                         f"{info['dataset_name']} ({split})"))
         (output / RESULTS_FILENAME).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
@@ -485,6 +509,17 @@ def _interval(intervals: dict | None, key: str) -> str:
     if not intervals or key not in intervals:
         return ""
     return f"  [{intervals[key]['low'] * 100:6.2f}, {intervals[key]['high'] * 100:6.2f}]"
+
+
+def _write_attention_weights(sums: dict, counts: dict, names: list[str], output: Path, title: str) -> dict:
+    """attention_weights.json (mean vector and image count per true class; null for absent classes) and its PNG."""
+    dim = next(iter(sums.values())).shape[0] if sums else 0
+    means = [(sums[i] / counts[i]).tolist() if i in counts else None for i in range(len(names))]
+    payload = {"label_names": names, "counts": [counts.get(i, 0) for i in range(len(names))], "mean_attention_weights": means}
+    (output / f"{ATTENTION_FILENAME}.json").write_text(json.dumps(payload) + "\n")
+    rows = [m if m is not None else [float("nan")] * dim for m in means]
+    plot_attention_weights(rows, names, output / f"{ATTENTION_FILENAME}.png", title=title, counts=payload["counts"])
+    return {"attention_weights": f"{ATTENTION_FILENAME}.png", "attention_weights_data": f"{ATTENTION_FILENAME}.json"}
 
 
 def _format_summary(result: EvaluationResult) -> str:
@@ -573,6 +608,8 @@ counts them as errors instead).""",
     synthetic.add_argument("--synthetic-difficulty", default=None, choices=("easy", "standard"), help="nuisance level")
     synthetic.add_argument("--synthetic-num-images", type=int, default=None, help="number of faces")
     synthetic.add_argument("--synthetic-seed", type=int, default=None, help="base seed (the split adds its offset)")
+    parser.add_argument("--attention-plot", action="store_true",
+                        help="DACL: also write the mean attention-weight vector per true class (attention_weights.png/.json)")
     return parser
 
 
@@ -593,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{record['ece_after'] * 100:.2f} %); stored in {Path(args.model) / 'config.json'} (applied only when asked)")
     result = evaluate_model(
         args.model, args.dataset, args.split, output_dir=output_dir, max_samples=args.max_samples, plots=not args.no_plots,
-        tta=args.tta, bootstrap=args.bootstrap, seed=args.seed, ece_bins=args.ece_bins, **common,
+        tta=args.tta, bootstrap=args.bootstrap, seed=args.seed, ece_bins=args.ece_bins, attention_plot=args.attention_plot, **common,
     )
     print(_format_summary(result))
     print(f"wrote {Path(output_dir) / RESULTS_FILENAME}")

@@ -16,6 +16,9 @@ def resnet_output_size(image_size: int, num_stages: int = 4) -> int:
     return size
 
 
+CENTER_LOSS_ATTENTION = ("learned", "uniform")
+
+
 class DaclConfig(PretrainedConfig):
     r"""Configuration of [`DaclForImageClassification`].
 
@@ -32,12 +35,18 @@ class DaclConfig(PretrainedConfig):
         attention_hidden_sizes: output widths of the three CE-unit layers.
         num_attention_heads: two-logit heads, one per feature dimension (must equal ``hidden_size``).
         bn_eps / bn_momentum: the CE-unit's BatchNorm1d layers.
-        center_loss_weight: λ in ``loss = CE + λ·L_SC``.
+        center_loss_weight: λ in ``loss = CE + λ·L_SC``; 0 trains with softmax (cross-entropy) only.
+        center_loss_attention: ``"learned"`` (DACL: the attention network weighs each feature dimension) or
+            ``"uniform"`` (every weight 1: the plain center loss of Wen et al. with the same center update, the
+            ablation of the FER2013 report; the attention network is then never run and gets no gradient, so
+            multi-process training needs ``find_unused_parameters``).
         center_lr: rate of upstream's center update ``c_j ← c_j + lr·Σ_{i:y_i=j} a_i⊙(f_i − c_j)/(1 + n_j)``,
             applied in training forwards with labels (the centers are a buffer, outside any optimizer).
             0 freezes the centers.
-        compute_attention_at_inference: run the attention branch when no loss is computed (its weights are
-            returned as ``attention_weights``); the logits never depend on it, so ``False`` saves ~5% compute.
+        compute_attention_at_inference: run the attention branch in eval forwards without labels (its weights are
+            returned as ``attention_weights``). Off by default: the logits never depend on it, and its 25,088×3,584
+            first layer (~360 MB) costs ~30 % of batch-1 CPU time. A forward can still ask for it with
+            ``output_attention_weights=True``; training forwards and forwards with labels always compute it.
         feature_map_size: derived from ``image_size``; given only to double-check a saved config.
     """
 
@@ -56,8 +65,9 @@ class DaclConfig(PretrainedConfig):
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
         center_loss_weight: float = 0.01,
+        center_loss_attention: str = "learned",
         center_lr: float = 0.5,
-        compute_attention_at_inference: bool = True,
+        compute_attention_at_inference: bool = False,
         feature_map_size: int | None = None,
         **kwargs,
     ):
@@ -75,6 +85,8 @@ class DaclConfig(PretrainedConfig):
             raise ValueError(f"num_attention_heads ({num_attention_heads}) must equal hidden_size ({hidden_size}): one head per feature")
         if len(attention_hidden_sizes) < 1:
             raise ValueError("attention_hidden_sizes must list at least one layer width")
+        if center_loss_attention not in CENTER_LOSS_ATTENTION:
+            raise ValueError(f"center_loss_attention must be one of {CENTER_LOSS_ATTENTION}, got {center_loss_attention!r}")
         derived = resnet_output_size(image_size)
         if feature_map_size is not None and feature_map_size != derived:
             raise ValueError(f"feature_map_size {feature_map_size} does not match image_size {image_size} (gives {derived})")
@@ -88,6 +100,7 @@ class DaclConfig(PretrainedConfig):
         self.bn_eps = bn_eps
         self.bn_momentum = bn_momentum
         self.center_loss_weight = center_loss_weight
+        self.center_loss_attention = center_loss_attention
         self.center_lr = center_lr
         self.compute_attention_at_inference = compute_attention_at_inference
 

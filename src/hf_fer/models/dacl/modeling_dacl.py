@@ -223,9 +223,12 @@ class DaclForImageClassification(DaclPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attention_weights: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> DaclImageClassifierOutput | tuple:
+        """``output_attention_weights`` (default ``config.compute_attention_at_inference``) runs the attention branch
+        in an eval forward without labels; it always runs in training and whenever ``labels`` are given."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         feature_map, hidden_states = self.trunk(pixel_values, output_hidden_states=bool(output_hidden_states))
@@ -235,15 +238,11 @@ class DaclForImageClassification(DaclPreTrainedModel):
         if labels is not None:
             labels = labels.to(logits.device)
             self.center_loss.check_labels(labels, logits.shape[0])
+        if output_attention_weights is None:
+            output_attention_weights = self.config.compute_attention_at_inference
         attention_weights = None
-        if labels is not None or self.training or self.config.compute_attention_at_inference:
-            expected = self.config.feature_map_size
-            if tuple(feature_map.shape[-2:]) != (expected, expected):
-                raise ValueError(
-                    f"input of {tuple(pixel_values.shape[-2:])} pixels gives a {tuple(feature_map.shape[-2:])} trunk map; the "
-                    f"attention network expects {expected}×{expected} (image_size {self.config.image_size}); resize the images"
-                )
-            attention_weights = self.attention(feature_map)
+        if labels is not None or self.training or output_attention_weights:
+            attention_weights = self.center_loss_weights(feature_map, features)
 
         loss = classification_loss = center_loss = None
         if labels is not None:
@@ -260,6 +259,18 @@ class DaclForImageClassification(DaclPreTrainedModel):
             loss=loss, logits=logits, hidden_states=hidden_states, features=features,
             attention_weights=attention_weights, classification_loss=classification_loss, center_loss=center_loss,
         )
+
+    def center_loss_weights(self, feature_map: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Per-dimension center-loss weights: the attention network's, or all ones (plain center loss ablation)."""
+        if self.config.center_loss_attention == "uniform":
+            return torch.ones_like(features)
+        expected = self.config.feature_map_size
+        if tuple(feature_map.shape[-2:]) != (expected, expected):
+            raise ValueError(
+                f"a {tuple(feature_map.shape[-2:])} trunk map reaches the attention network, which expects {expected}×{expected} "
+                f"(image_size {self.config.image_size}); resize the images"
+            )
+        return self.attention(feature_map)
 
     @torch.no_grad()
     def estimate_centers(self, batches: Iterable[Mapping], max_batches: int | None = None) -> torch.Tensor:
@@ -279,7 +290,7 @@ class DaclForImageClassification(DaclPreTrainedModel):
             labels = torch.as_tensor(labels, device=self.device)
             feature_map, _ = self.trunk(batch["pixel_values"].to(device=self.device, dtype=self.dtype))
             features = F.adaptive_avg_pool2d(feature_map, 1).flatten(1).double()
-            weights = self.attention(feature_map).double()
+            weights = self.center_loss_weights(feature_map, features).double()
             self.center_loss.check_labels(labels, features.shape[0])
             weighted_sum.index_add_(0, labels, weights * features)
             weight_total.index_add_(0, labels, weights)
