@@ -294,11 +294,15 @@ def _onnx_runner(model, pixel_values: torch.Tensor, device: torch.device):
         def forward(self, pixel_values):
             return self.inner(pixel_values=pixel_values).logits
 
-    folder = tempfile.mkdtemp(prefix="hf_fer_onnx_")
-    path = os.path.join(folder, "model.onnx")
-    torch.onnx.export(LogitsOnly(model).eval(), (pixel_values,), path, dynamo=True, input_names=["pixel_values"], output_names=["logits"])
+    from .export import exportable_attention
+
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    session = onnxruntime.InferenceSession(path, providers=providers)
+    with tempfile.TemporaryDirectory(prefix="hf_fer_onnx_") as folder:  # the session holds the graph: nothing left behind
+        path = os.path.join(folder, "model.onnx")
+        with exportable_attention(model):  # transformers backbones (VT-NR) export with eager attention, as `hf-fer export` does
+            torch.onnx.export(LogitsOnly(model).eval(), (pixel_values,), path, dynamo=True, input_names=["pixel_values"],
+                              output_names=["logits"])
+        session = onnxruntime.InferenceSession(path, providers=providers)
     feed = {"pixel_values": pixel_values.detach().cpu().numpy()}
     return lambda: session.run(None, feed)
 
