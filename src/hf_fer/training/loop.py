@@ -132,7 +132,7 @@ def _apply_face_alignment(processor, config, section, dataset: str | None) -> No
         processor.face_alignment = alignment
 
 
-def _build_model(recipe: Recipe, id2label: dict[int, str] | None, announce=print, dataset: str | None = None):
+def _build_model(recipe: Recipe, id2label: dict[int, str] | None, dataset: str | None = None, announce=print):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     from ..models import ARCHITECTURES
