@@ -329,16 +329,18 @@ def test_vit_backbone_is_interchangeable_and_trains():
     assert model.pooling == "cls" and model.head.dense.in_features == 16
     assert not any(name.startswith("backbone.pooler") for name, _ in model.named_parameters())
     pixel_values, labels = torch.randn(8, 3, 64, 64), torch.arange(8)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # lr 1e-3 over 10 steps: at 3e-3 the loss curve of this tiny ViT + STN oscillated and the outcome depended on
+    # the number of CPU threads (reduction order); here it falls by ~50 % with 1 or 2 threads.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     losses = []
-    for _ in range(6):
+    for _ in range(10):
         loss = model(pixel_values=pixel_values, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.75 * losses[0], losses
 
 
 TINY_PVT_V2 = {"model_type": "pvt_v2", "image_size": 32, "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 24, 32],

@@ -620,20 +620,10 @@ def _main_train(args, batch_sizes: list[int]) -> int:
 _PIPELINE_PHOTO = "tests/fixtures/faces/sample5.jpg"  # 5 faces, 1920x1398 (the repository's test photos)
 
 
-def cpu_flags() -> str:
-    """The SIMD level torch dispatches to, and the relevant /proc/cpuinfo flags (how to read the figures)."""
+def cpu_summary() -> str:
+    """The SIMD level torch dispatches to and the relevant CPU flags, on one line (how to read the figures)."""
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    shown = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
-    return f"torch CPU capability {capability}; flags: {' '.join(shown) or 'n/a'}"
+    return f"torch CPU capability {capability}; flags: {' '.join(cpu_flags()) or 'n/a'}"
 
 
 class _ForwardTimer:
@@ -678,7 +668,7 @@ def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | N
     pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device="cpu", task=TASK)
     detector_timer = _ForwardTimer(pipe.detector.model if hasattr(pipe.detector, "model") else pipe.detector)
     classifier_timer = _ForwardTimer(pipe.model)
-    report: dict = {"photo": photo, "model": loaded.source, "threads": torch.get_num_threads(), "cpu": cpu_flags(), "runs": []}
+    report: dict = {"photo": photo, "model": loaded.source, "threads": torch.get_num_threads(), "cpu": cpu_summary(), "runs": []}
     for images in (1, batch):
         inputs = [photo] * images
         for _ in range(warmup):

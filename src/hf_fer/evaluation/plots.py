@@ -123,6 +123,12 @@ def plot_reliability_diagram(
     bottom.set_xlabel("confidence of the top-1 prediction")
     bottom.set_ylabel("images")
     figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+    return figure
+
+
 def plot_attention_weights(
     mean_weights: Sequence[Sequence[float]] | np.ndarray,
     label_names: Sequence[str],

@@ -7,7 +7,7 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
-# Which face crop this model expects (hf_fer.faces reads it; saved in preprocessor_config.json). The default
+# Which face crop this model expects (the face pipeline reads it; saved in preprocessor_config.json). The default
 # follows the training data: RAF-DB "aligned" 100x100 faces, made by the dataset authors with a similarity transform
 # from 5 manual landmarks. Their template is unpublished: approximated by the ArcFace 112x112 template
 # (insightface arcface_src) scaled to 100 px. Checkpoints trained on other data carry their own setting.

@@ -10,7 +10,7 @@ from transformers.processing_utils import ImagesKwargs
 DACL_MEAN = [0.5752, 0.4495, 0.4012]
 DACL_STD = [0.2086, 0.1911, 0.1827]
 
-# Which face crop this model expects (hf_fer.faces reads it; saved in preprocessor_config.json). The default
+# Which face crop this model expects (the face pipeline reads it; saved in preprocessor_config.json). The default
 # follows the training data: RAF-DB "aligned" 100x100 faces, made by the dataset authors with a similarity transform
 # from 5 manual landmarks. Their template is unpublished: approximated by the ArcFace 112x112 template
 # (insightface arcface_src) scaled to 100 px. Checkpoints trained on other data carry their own setting.

@@ -7,7 +7,7 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
-# Which face crop this model expects (hf_fer.faces reads it; saved in preprocessor_config.json). The default
+# Which face crop this model expects (the face pipeline reads it; saved in preprocessor_config.json). The default
 # follows DMUE's AffectNet preprocessing (upstream crop_align.py): 98-landmark similarity alignment onto its own
 # template (template.npy, unpublished here), then the MTCNN face box enlarged by 256/224 in each dimension and
 # resized to 256x256. Approximation: the detector box enlarged by 256/224 (margin 1/14 on each side) resized to

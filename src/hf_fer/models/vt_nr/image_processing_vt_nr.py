@@ -13,7 +13,7 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
-# Which face crop this model expects (hf_fer.faces reads it; saved in preprocessor_config.json). The default
+# Which face crop this model expects (the face pipeline reads it; saved in preprocessor_config.json). The default
 # follows the training data: FER+ (FER2013 relabelled) 48x48 grayscale faces, cropped by the dataset makers around a
 # detector box (tight, roughly square), then super-resolved x8 offline. Approximation: a square detector box, no
 # margin, 48x48, which this processor then upsamples to 384 (bicubic fallback, see above).
