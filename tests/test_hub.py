@@ -7,8 +7,9 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 import test_evaluation_fixtures as fx
-from hf_fer.hub import ARCH_CARD_INFO, prepare_upload_folder, push_to_hub, render_model_card, weights_license
+from hf_fer.hub import prepare_upload_folder, push_to_hub, render_model_card, weights_license
 from hf_fer.hub.model_card import find_template
+from hf_fer.models import ARCHITECTURES
 
 EVAL_RESULTS = {
     "dataset_name": "RAF-DB",
@@ -79,10 +80,11 @@ def test_results_file_must_hold_the_metrics(tmp_path):
         render_model_card(folder, eval_results=[bad])
 
 
-@pytest.mark.parametrize("arch", sorted(ARCH_CARD_INFO))
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_architecture_template_renders_valid_metadata(arch, tmp_path):
     template = find_template(arch)
-    assert template.name == f"{arch}.md" and template.parent.name == "model_cards"
+    assert template.name == f"{arch}.md" and template.parent.name == "templates"
+    assert template == ARCHITECTURES[arch].card_template and ARCHITECTURES[arch].card is not None
     folder = _write_model_folder(tmp_path / arch, arch=arch)
     card, _ = render_model_card(folder, eval_results=[EVAL_RESULTS], training_dataset="raf-db", commit="abc")
     data = ModelCard(str(card)).data.to_dict()
@@ -178,7 +180,9 @@ def test_push_cli_errors_are_one_line(toy, tmp_path, capsys):
 
 def test_converted_checkpoint_is_described_and_licensed_by_its_upstream(tmp_path):
     folder = _write_model_folder(tmp_path / "dacl", arch="dacl")
-    (folder / "conversion_info.json").write_text(json.dumps({"checkpoint": "dacl_rafdb_best.pth"}))
+    config = json.loads((folder / "config.json").read_text())
+    config["hf_fer_converted_from"] = {"arch": "dacl", "checkpoint": "dacl_rafdb_best.pth"}  # the converter's record
+    (folder / "config.json").write_text(json.dumps(config))
     card, license_info = render_model_card(folder, eval_results=[])
     assert "converted from the upstream checkpoint `dacl_rafdb_best.pth`" in card.text
     assert license_info["license_name"] == "upstream-unlicensed"

@@ -92,19 +92,22 @@ def test_shipped_folder_is_regenerated_byte_for_byte(tmp_path):
 
 
 def test_param_count_and_flops(shipped_model):
-    from hf_fer.benchmark import REFERENCE_COST, count_flops, count_parameters
+    from hf_fer.benchmark import count_flops, count_parameters
+    from hf_fer.models import ARCHITECTURES
+
+    reference = ARCHITECTURES["mini_xception"].reference_cost
 
     trainable = count_parameters(shipped_model)
     statistics = sum(b.numel() for n, b in shipped_model.named_buffers() if n.endswith(("running_mean", "running_var")))
     assert trainable + statistics == 58_423  # Keras' count for emotion_model.hdf5
-    assert trainable == REFERENCE_COST["mini_xception"]["params"]
+    assert trainable == reference.params
     # multiply-adds by hand for a 64×64 input: stem 62²·9·8 + 60²·9·8·8; per module (side s → s/2, c_in → c):
     # s²·9·c_in + s²·c_in·c + s²·9·c + s²·c·c + (s/2)²·c_in·c; class conv 4²·9·128·7
     macs = 62 * 62 * 9 * 8 + 60 * 60 * 9 * 8 * 8
     for side, out_side, c_in, c in ((60, 30, 8, 16), (30, 15, 16, 32), (15, 8, 32, 64), (8, 4, 64, 128)):
         macs += side * side * (9 * c_in + c_in * c + 9 * c + c * c) + out_side * out_side * c_in * c
     macs += 4 * 4 * 9 * 128 * 7
-    assert count_flops(shipped_model, torch.zeros(1, 1, 64, 64)) == 2 * macs == REFERENCE_COST["mini_xception"]["flops"]
+    assert count_flops(shipped_model, torch.zeros(1, 1, 64, 64)) == 2 * macs == reference.flops
 
 
 # ---------------------------------------------------------------------------------------- refusals

@@ -25,24 +25,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MODES", "REFERENCE_COST", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
+__all__ = ["MODES", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
            "count_flops", "count_parameters", "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
 
 MODES = ("eager", "channels_last", "bf16", "compile", "onnxruntime")
 QUICK_MODES = ("eager", "channels_last", "bf16")
-
-#: Parameters and FlopCounterMode FLOPs per image of the upstream models at their default input size
-#: (measured on the upstream code, shared/specs/<arch>.md). "Must match the papers" is checked against these.
-REFERENCE_COST: dict[str, dict] = {
-    "poster_v2": {"params": 43_753_941, "flops": 17_184_997_888, "note": "paper: 43.7 M params, 8.4 G multiply-adds"},
-    "arm": {"params": 11_178_395, "flops": 3_627_619_998, "note": "ResNet-18 trunk ≈ 1.81 G multiply-adds"},
-    "dacl": {"params": 103_042_311, "flops": 3_627_129_856, "note": "inference: attention branch off (3.81 G with it)"},
-    "dmue": {"params": 11_181_632, "flops": 3_627_000_000, "note": "inference (target) branch"},
-    "vt_nr": {"params": 89_997_139, "flops": 33_038_000_000, "note": "Swin-B + Neural Resizer + STN at 384×384"},
-    "mini_xception": {"params": 56_951, "flops": 20_326_784,
-                      "note": "Keras summary 58,423 = these + 1,472 BatchNorm moving statistics; 10.16 M multiply-adds by hand"},
-}
-
 
 @dataclass
 class ModeResult:
@@ -114,15 +101,6 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-# Training-time configuration of each architecture where it differs from inference (the model that trains).
-TRAINING_CONFIG_OVERRIDES: dict[str, dict] = {"dmue": {"use_aux_branches": True}}
-
-# Inference benchmark configuration where the default config is not the model people run. ARM: converted upstream
-# checkpoints and the RAF-DB/AffectNet recipes use affinity_mode="batch" (upstream's eval, and what a side-by-side
-# with upstream compares); a fresh default config is in "running" mode with a never-estimated running map.
-BENCHMARK_CONFIG_OVERRIDES: dict[str, dict] = {"arm": {"affinity_mode": "batch"}}
-
-
 def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_size: int = 8, warmup: int = 1,
                         iterations: int = 3, image_size: int | None = None) -> dict:
     """Training images/s of one architecture: forward with labels (the model's own loss), backward, AdamW step.
@@ -134,7 +112,7 @@ def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_
     arch = ARCHITECTURES[name]
     device = torch.device(device)
     torch.manual_seed(0)
-    model = arch.model_class(arch.config_class(**TRAINING_CONFIG_OVERRIDES.get(name, {}))).train().to(device)
+    model = arch.model_class(arch.config_class(**arch.training_config)).train().to(device)
     height, width = (image_size, image_size) if image_size else _image_size(arch)
     num_labels = model.config.num_labels
     pixel_values = torch.randn(batch_size, getattr(model.config, "num_channels", 3), height, width, device=device)
@@ -152,7 +130,7 @@ def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_
     return {"arch": name, "device": str(device), "batch_size": batch_size, "image_size": [height, width],
             "step_seconds": round(median, 4), "train_images_per_second": round(batch_size / median, 2),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "config_overrides": TRAINING_CONFIG_OVERRIDES.get(name, {})}
+            "config_overrides": dict(arch.training_config)}
 
 
 def peak_forward_memory(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[float | None, str]:
@@ -329,7 +307,7 @@ def benchmark_architecture(
     log: Callable[[str], None] = lambda text: None,
     min_seconds: float = 0.0,
 ) -> ArchitectureResult:
-    """Measure one architecture built from its default config (random weights; see ``BENCHMARK_CONFIG_OVERRIDES``).
+    """Measure one architecture built from its default config (random weights; see ``Architecture.benchmark_config``).
 
     Each mode times ``iterations`` calls after ``warmup`` ones, and more until they add up to ``min_seconds``.
     """
@@ -338,14 +316,14 @@ def benchmark_architecture(
     arch = ARCHITECTURES[name]
     device = torch.device(device)
     torch.manual_seed(0)
-    overrides = BENCHMARK_CONFIG_OVERRIDES.get(name, {})
+    overrides = arch.benchmark_config  # the registry's (hf_fer.models): where the default config is not the model people run
     model = arch.model_class(arch.config_class(**overrides)).eval().to(device)
     height, width = (image_size, image_size) if image_size else _image_size(arch)
     channels = getattr(model.config, "num_channels", 3)  # mini_xception takes 1-channel grayscale
     probe = torch.randn(1, channels, height, width, device=device)
     result = ArchitectureResult(
         arch=name, device=str(device), image_size=(height, width), params=count_parameters(model),
-        flops_per_image=count_flops(model, probe), peak_memory_mb=None, memory_method="", reference=REFERENCE_COST.get(name),
+        flops_per_image=count_flops(model, probe), peak_memory_mb=None, memory_method="", reference=asdict(arch.reference_cost) if arch.reference_cost else None,
         config_overrides=dict(overrides),
     )
     result.peak_memory_mb, result.memory_method = peak_forward_memory(model, probe)
@@ -504,7 +482,7 @@ def format_report(report: dict) -> str:
     lines.append("")
     for result in report["results"]:
         if result.get("config_overrides"):
-            lines.append(f"{result['arch']}: config {result['config_overrides']} (see BENCHMARK_CONFIG_OVERRIDES)")
+            lines.append(f"{result['arch']}: config {result['config_overrides']} (the registry's benchmark_config)")
     lines.append(f"{'arch':<10} {'device':<6} {'mode':<14} {'batch':>5} {'img/s':>9} {'median ms':>10} {'min ms':>9} {'max ms':>9} "
                  f"{'calls':>5} {'% peak':>7}  note")
     for result in report["results"]:

@@ -476,16 +476,6 @@ def resolve_id2label(num_labels: int | None, dataset: str | None, id2label: Mapp
     return mapping
 
 
-# Architectures whose upstream released or trained models on several benchmarks (each with its own class
-# order): a checkpoint of theirs does not say which, so converting one needs --dataset or --id2label.
-UPSTREAM_BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "arm": ("raf-db", "affectnet-7", "sfew"),
-    "dacl": ("raf-db", "affectnet-7"),
-    "poster_v2": ("raf-db", "affectnet-7", "affectnet-8", "caer-s"),
-    "dmue": ("raf-db", "ferplus", "affectnet-8"),
-}
-
-
 def convert_original_checkpoint(
     arch: str,
     checkpoint: str | os.PathLike,
@@ -501,12 +491,16 @@ def convert_original_checkpoint(
 
     Returns ``(model, image_processor, report)``.
     """
+    from .models import ARCHITECTURES
+
     converter = _converter_module(arch)
     mapping = resolve_id2label(num_labels, dataset, id2label)
-    if mapping is None and checkpoint is not None and arch in UPSTREAM_BENCHMARKS:
+    # upstream released checkpoints for several benchmarks, each with its own class order (Architecture.upstream_benchmarks)
+    upstream_benchmarks = ARCHITECTURES[arch].upstream_benchmarks
+    if mapping is None and checkpoint is not None and len(upstream_benchmarks) > 1:
         raise ValueError(
             f"{arch} was trained upstream on several benchmarks, each with its own class order, and the checkpoint does not say which: "
-            f"pass --dataset (one of {', '.join(UPSTREAM_BENCHMARKS[arch])}) or --id2label with the class names in the checkpoint's order"
+            f"pass --dataset (one of {', '.join(upstream_benchmarks)}) or --id2label with the class names in the checkpoint's order"
         )
     # a converter reading another format (mini_xception: Keras HDF5) brings its own `load_checkpoint`
     loader = getattr(converter, "load_checkpoint", load_upstream_checkpoint)
@@ -519,14 +513,9 @@ def convert_original_checkpoint(
     model, report = converter.convert(state_dict, num_labels=num_labels, id2label=mapping, options=options)
     if dataset is not None:
         model.config.hf_fer_dataset = dataset
-    # provenance, read by `hf-fer push` for the model card (file name only: local paths stay private)
-    model.config.hf_fer_converted_from = {
-        "arch": arch,
-        "checkpoint": os.path.basename(str(checkpoint)) if checkpoint is not None else None,
-        "container_key": state_dict.container_key if state_dict is not None else None,
-        "epoch": _plain(state_dict.metadata.get("epoch") if state_dict is not None else None),
-        "best_acc": _plain(state_dict.metadata.get("best_acc") if state_dict is not None else None),
-    }
+    # provenance: config.json's ``hf_fer_converted_from`` is the one record the model card reads
+    # (hf_fer.hub.model_card.provenance_section); file name and hash only, local paths stay private
+    model.config.hf_fer_converted_from = conversion_record(arch, checkpoint, state_dict)
     image_processor = converter.default_image_processor(model.config) if hasattr(converter, "default_image_processor") else None
     if image_processor is not None and dataset is not None:
         # the face crop of the checkpoint's training data (saved in preprocessor_config.json; see hf_fer.faces)
@@ -544,6 +533,36 @@ def convert_original_checkpoint(
         print(report.summary())
         print(f"wrote {output}")
     return model, image_processor, report
+
+
+def conversion_record(arch: str, checkpoint: str | os.PathLike | None, state_dict=None) -> dict:
+    """What a converted folder says about its origin (``config.hf_fer_converted_from``): the upstream file's name
+    and SHA-256, where the weights sat in it, the epoch/accuracy upstream saved next to them, and the hf_fer version."""
+    from . import __version__
+
+    metadata = getattr(state_dict, "metadata", None) or {}
+    sha256 = metadata.get("sha256")  # a loader that hashed the file already (Keras .hdf5)
+    if not isinstance(sha256, str) and checkpoint is not None and os.path.isfile(checkpoint):
+        sha256 = _sha256(checkpoint)
+    return {
+        "arch": arch,
+        "checkpoint": os.path.basename(str(checkpoint)) if checkpoint is not None else None,
+        "sha256": sha256 if isinstance(sha256, str) else None,
+        "container_key": getattr(state_dict, "container_key", None),
+        "epoch": _plain(metadata.get("epoch")),
+        "best_acc": _plain(metadata.get("best_acc")),
+        "hf_fer_version": __version__,
+    }
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _plain(value):

