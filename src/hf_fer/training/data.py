@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 
 from ..image_io import load_image, max_size_for
 
-__all__ = ["build_train_transform", "TrainingImages", "EvalImages", "EpochSampler", "collate", "decode_row_image"]
+__all__ = ["build_train_transform", "ProcessorGeometry", "TrainingImages", "EvalImages", "EpochSampler", "collate", "decode_row_image"]
 
 
 class RandomFiveCrop(torch.nn.Module):
@@ -87,33 +87,72 @@ def _make(spec: dict[str, Any]) -> torch.nn.Module:
         raise ValueError(f"augmentation {name}: {error}") from None
 
 
-def _processor_geometry(image_processor) -> tuple[dict, list[float], list[float], Any]:
-    size = dict(getattr(image_processor, "size", None) or {"height": 224, "width": 224})
-    mean = list(getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5])
-    std = list(getattr(image_processor, "image_std", None) or [0.5, 0.5, 0.5])
-    crop = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
-    return size, mean, std, crop
+class ProcessorGeometry(torch.nn.Module):
+    """The image processor's own resize (its ``size`` rule and ``resample`` filter) and, when asked, its centre crop.
+
+    Training then sees images resampled exactly as evaluation does (VT-NR's processor is bicubic, the others
+    bilinear; a processor saved with another ``resample`` keeps it), instead of a re-derived geometry. Works on the
+    uint8 ``[C, H, W]`` tensors of the training pipeline; transformers' torchvision-backend processors resize and crop
+    tensors themselves, any other processor is resized with torchvision and the same size rule and filter.
+    """
+
+    def __init__(self, image_processor, center_crop: bool = True):
+        super().__init__()
+        from transformers.image_utils import SizeDict
+
+        self.image_processor = image_processor
+        size = getattr(image_processor, "size", None) or {"height": 224, "width": 224}
+        self.size = SizeDict(**dict(size))
+        if not ((self.size.height and self.size.width) or self.size.shortest_edge or (self.size.max_height and self.size.max_width)):
+            raise ValueError(f"{type(image_processor).__name__}: unsupported image-processor size {dict(size)}")
+        self.resample = getattr(image_processor, "resample", None)
+        self.do_resize = getattr(image_processor, "do_resize", True) is not False
+        crop = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
+        self.crop_size = SizeDict(**dict(crop)) if crop and center_crop else None
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        from transformers.image_processing_backends import TorchvisionBackend
+
+        if isinstance(self.image_processor, TorchvisionBackend):
+            if self.do_resize:
+                image = self.image_processor.resize(image, size=self.size, resample=self.resample)
+            if self.crop_size is not None:
+                image = self.image_processor.center_crop(image, self.crop_size)
+            return image
+        return self._torchvision_geometry(image)
+
+    def _torchvision_geometry(self, image: torch.Tensor) -> torch.Tensor:
+        """Same size rule and filter for a processor that cannot take tensors (a PIL-backend processor)."""
+        from transformers.image_utils import PILImageResampling, pil_torch_interpolation_mapping
+
+        interpolation = pil_torch_interpolation_mapping[PILImageResampling(self.resample)] if self.resample is not None else (
+            v2.InterpolationMode.BILINEAR)
+        if self.do_resize:
+            if self.size.height and self.size.width:
+                image = v2.functional.resize(image, [self.size.height, self.size.width], interpolation=interpolation, antialias=True)
+            elif self.size.shortest_edge:
+                image = v2.functional.resize(image, self.size.shortest_edge, interpolation=interpolation, antialias=True,
+                                             max_size=self.size.longest_edge)
+            else:
+                raise ValueError(f"{type(self.image_processor).__name__}: size {dict(self.size.__dict__)} needs a tensor processor")
+        if self.crop_size is not None:
+            image = v2.functional.center_crop(image, [self.crop_size.height, self.crop_size.width])
+        return image
 
 
 def build_train_transform(image_processor, augmentation: list[dict[str, Any]]) -> v2.Compose:
-    """Resize like the eval processor, then the recipe's augmentations, then normalise (+ post-normalise ones).
+    """Resize like the eval processor (with the processor's own resize), then the recipe's augmentations, then
+    normalise (+ post-normalise ones).
 
     When a recipe crops (``RandomCrop``/``RandomResizedCrop``/``RandomFiveCrop``), the processor's
     centre crop is replaced by it; otherwise the processor's own centre crop is kept.
     """
-    size, mean, std, crop = _processor_geometry(image_processor)
-    if "height" in size and "width" in size:
-        resize = v2.Resize((size["height"], size["width"]), antialias=True)
-    elif "shortest_edge" in size:
-        resize = v2.Resize(size["shortest_edge"], antialias=True)
-    else:
-        raise ValueError(f"unsupported image-processor size {size}")
+    mean = list(getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5])
+    std = list(getattr(image_processor, "image_std", None) or [0.5, 0.5, 0.5])
     before = [_make(s) for s in augmentation if s.get("name") not in AFTER_NORMALIZE]
     after = [_make(s) for s in augmentation if s.get("name") in AFTER_NORMALIZE]
     crops_in_recipe = any(s.get("name") in ("RandomCrop", "RandomResizedCrop", "RandomFiveCrop") for s in augmentation)
-    steps: list[torch.nn.Module] = [v2.ToImage(), v2.RGB(), resize]
-    if crop and not crops_in_recipe:
-        steps.append(v2.CenterCrop((crop["height"], crop["width"])))
+    steps: list[torch.nn.Module] = [v2.ToImage(), v2.RGB(), ProcessorGeometry(image_processor, center_crop=not crops_in_recipe)]
     # A one-channel processor (mini_xception: grayscale) gets grayscale after the (colour-aware) augmentations.
     gray = [v2.Grayscale(num_output_channels=1)] if len(mean) == 1 else []
     steps += before + gray + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)] + after
