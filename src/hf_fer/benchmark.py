@@ -144,7 +144,9 @@ def peak_forward_memory(model: torch.nn.Module, pixel_values: torch.Tensor) -> t
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
     try:
-        from torch.distributed._tools.mem_tracker import MemTracker
+        from ._compat import torch_memory_tracker
+
+        MemTracker = torch_memory_tracker()
 
         # The tracker hooks every parameter's gradient: frozen ones (POSTER V2's landmark branch) must look
         # trainable for the duration; inference_mode still computes no gradient.
@@ -229,16 +231,15 @@ def bf16_support(device: torch.device | str = "cpu") -> Bf16Support:
         return Bf16Support("unsupported", f"{torch.cuda.get_device_name(device)}: no bf16")
     if device.type != "cpu":
         return Bf16Support("unsupported", f"bf16 autocast not measured on {device.type}")
-    try:
-        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX-512 (BW/VL/DQ) on x86, BF16 on Arm
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        onednn = False
+    from ._compat import cpu_bf16_capabilities
+
+    capabilities = cpu_bf16_capabilities()  # torch has no public bf16 query: its private probes, in one place
+    onednn = capabilities["onednn_bf16"]  # AVX-512 (BW/VL/DQ) on x86, BF16 on Arm; False in a build without oneDNN
     if platform.machine().lower() in ("aarch64", "arm64"):
         native = onednn  # oneDNN's Arm check is the BF16 instruction extension itself
         units = "Arm BF16" if native else "no Arm BF16 extension"
     else:
-        avx512_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-        amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+        avx512_bf16, amx = capabilities["avx512_bf16"], capabilities["amx_tile"]
         native = avx512_bf16 or amx
         units = ", ".join(name for name, present in (("avx512_bf16", avx512_bf16), ("amx", amx)) if present) or "no avx512_bf16/amx_bf16"
     if native:

@@ -159,10 +159,9 @@ def _numpy_globals() -> dict[str, Any]:
     """The numpy globals needed to rebuild plain arrays and scalars (no code paths)."""
     import numpy as np
 
-    allowed: dict[str, Any] = {}
-    for mod_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[f"{mod_name}._reconstruct"] = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
-        allowed[f"{mod_name}.scalar"] = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    from ._compat import numpy_pickle_reconstructors
+
+    allowed: dict[str, Any] = dict(numpy_pickle_reconstructors())
     allowed["numpy.ndarray"] = np.ndarray
     allowed["numpy.dtype"] = np.dtype
     for dtype_cls_name in dir(getattr(np, "dtypes", object)):
@@ -266,9 +265,9 @@ def _pickled_globals(path: str) -> list[str]:
 
 
 def _torch_safe_names() -> set[str]:
-    from torch._weights_only_unpickler import _get_allowed_globals
+    from ._compat import torch_weights_only_allowed_globals
 
-    return set(_get_allowed_globals().keys())
+    return torch_weights_only_allowed_globals()
 
 
 def _read_pickle(path: str) -> tuple[Any, list[str]]:
