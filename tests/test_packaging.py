@@ -104,6 +104,11 @@ def test_dependencies_are_bounded_and_pinned_by_the_constraints(installed_wheel)
             assert requirement.specifier.contains(pins[name], prereleases=True), \
                 f"constraints.txt pins {name}=={pins[name]}, outside setup.py's {requirement.specifier}"
     assert {"torch", "torchvision", "transformers", "datasets", "accelerate", "huggingface-hub"} <= names
+    # constraints.txt is what this suite runs with (.ci/run installs with it): the running versions are the pinned ones
+    from importlib.metadata import version
+
+    running = {name: version(name) for name in sorted(names) if name in pins}
+    assert running == {name: pins[name] for name in running}, "installed versions differ from constraints.txt"
 
 
 def test_converted_checkpoint_card_states_the_converters_provenance(tmp_path):
