@@ -191,3 +191,16 @@ def test_shard_bounds_are_accelerates_split():
                     assert list(range(start, end)) == (list(part) if world > 1 else list(range(num_rows)))
                     covered.extend(range(start, end))
             assert covered == list(range(num_rows))
+
+
+def test_hub_style_dataset_folder_gives_the_same_predictions(reference, dataset_dir, tmp_path):
+    import datasets
+
+    from hf_fer.batch_predict import predict_dataset, read_predictions
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    datasets.load_from_disk(str(dataset_dir)).to_parquet(str(repo / "data" / "test-00000-of-00001.parquet"))
+    index = predict_dataset(repo, tmp_path / "out", **OPTIONS)
+    assert index["dataset"]["split"] == "test" and index["num_errors"] == 1
+    _assert_same_predictions(read_predictions(tmp_path / "out").to_pydict(), reference.table)

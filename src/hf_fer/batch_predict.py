@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_dataset_arguments", "build_parser", "main", "predict_dataset", "read_predictions", "shard_bounds",
+__all__ = ["add_dataset_arguments", "build_parser", "main", "run_from_args", "predict_dataset", "read_predictions", "shard_bounds",
            "open_source", "BatchPredictError", "DEFAULT_CHUNK_SIZE", "INDEX_NAME"]
 
 FORMAT = "hf_fer.batch_predict"
@@ -680,11 +680,14 @@ def build_parser(prog: str = "hf-fer predict --dataset") -> argparse.ArgumentPar
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run from parsed options: those of :func:`build_parser`, or of any parser that has the same names
+    (``hf-fer predict``'s, plus :func:`add_dataset_arguments`). ``argv`` is re-used when ``accelerate launch --cpu``
+    has to be turned into N processes."""
     if not args.dataset:
         raise BatchPredictError("--dataset: give a dataset, folders or files")
+    if not getattr(args, "output", None):
+        raise BatchPredictError("--dataset needs --output DIR (the folder of the Parquet shards and index.json)")
     if os.environ.get("ACCELERATE_USE_CPU") and "WORLD_SIZE" not in os.environ:
         # `accelerate launch --cpu --num_processes N` starts ONE process; run N (gloo), as hf-fer train does.
         from .training.launch import relaunch_cpu_processes_if_needed
@@ -700,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     if index is not None and index["num_rows"] and index["num_errors"] >= index["num_rows"]:
         raise BatchPredictError(f"none of the {index['num_rows']} row(s) could be predicted; errors are in {Path(args.output) / INDEX_NAME}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_from_args(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
   hf-fer predict rtsp://camera/stream --fps 2 --output faces.jsonl
   hf-fer predict crops/ --no-detect --json > predictions.jsonl
   hf-fer predict photos/ --boxes my_boxes.csv               # file,xmin,ymin,xmax,ymax per face
-  accelerate launch -m hf_fer.predict --dataset D --output DIR   # a whole dataset, sharded (hf-fer predict --dataset --help)""",
+  accelerate launch -m hf_fer.predict --dataset D --output DIR   # a whole dataset, sharded (python -m hf_fer.batch_predict --help)""",
     )
     parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR_OR_VIDEO", help="image/video files, folders, or stream URLs")
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the model shipped with hf_fer)")
