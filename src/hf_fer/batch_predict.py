@@ -411,6 +411,19 @@ def _model_record(loaded) -> dict:
             "checkpoint": checkpoint_hashes(loaded.source, loaded.model)}
 
 
+def _comparable(settings: dict) -> dict:
+    """What must not change between a run and its resumption. The data and the weights are compared by content
+    (fingerprint, checkpoint hash), not by how they were named (``./data`` and ``data`` are the same dataset)."""
+    settings = {key: value for key, value in settings.items() if key not in _FREE_SETTINGS}
+    dataset = dict(settings.get("dataset") or {})
+    if dataset.get("kind") == "dataset":
+        dataset.pop("source", None)
+    model = dict(settings.get("model") or {})
+    if (model.get("checkpoint") or {}).get("sha256"):
+        model.pop("source", None)
+    return {**settings, "dataset": dataset, "model": model}
+
+
 def _check_run(output: Path, settings: dict) -> None:
     """Refuse to mix two different runs in one folder; a rerun with the same settings resumes."""
     path = output / RUN_NAME
@@ -420,8 +433,8 @@ def _check_run(output: Path, settings: dict) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))["settings"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BatchPredictError(f"{path} is damaged ({error}); delete {output} or choose another --output") from None
-    differing = sorted(key for key in set(previous) | set(settings)
-                       if key not in _FREE_SETTINGS and previous.get(key) != settings.get(key))
+    previous, current = _comparable(previous), _comparable(settings)
+    differing = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
     if differing:
         details = "; ".join(f"{key}: was {previous.get(key)!r}, now {settings.get(key)!r}" for key in differing)
         raise BatchPredictError(f"{output} holds another run ({details}); rerun it with the same settings to resume, "
