@@ -187,7 +187,8 @@ def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
   hf-fer predict talk.mp4 --every-n-frames 5 --output faces.parquet --annotate annotated/
   hf-fer predict rtsp://camera/stream --fps 2 --output faces.jsonl
   hf-fer predict crops/ --no-detect --json > predictions.jsonl
-  hf-fer predict photos/ --boxes my_boxes.csv               # file,xmin,ymin,xmax,ymax per face""",
+  hf-fer predict photos/ --boxes my_boxes.csv               # file,xmin,ymin,xmax,ymax per face
+  accelerate launch -m hf_fer.predict --dataset D --output DIR   # a whole dataset, sharded (python -m hf_fer.batch_predict --help)""",
     )
     parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR_OR_VIDEO", help="image/video files, folders, or stream URLs")
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the model shipped with hf_fer)")
@@ -230,6 +231,11 @@ def _annotated_path(folder: Path, file: str, video: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg == "--dataset" or arg.startswith("--dataset=") for arg in argv):  # sharded batch prediction
+        from .batch_predict import main as batch_main
+
+        return batch_main(argv)
     args = build_parser().parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1 or args.every_n_frames < 1:
         raise ValueError(f"--top-k, --batch-size and --every-n-frames must be positive, got {args.top_k}, {args.batch_size}, {args.every_n_frames}")
@@ -312,3 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if not successes:
         raise ValueError(f"none of the {failures} file(s) could be read as an image or video")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
