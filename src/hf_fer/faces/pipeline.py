@@ -378,7 +378,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 redecode = None
                 if index in drafted:
                     def redecode(zoom, item=drafted[index], result=result, tensor=tensor):
-                        return self._redecode(item, result, tensor, zoom, keep_images)
+                        return self._redecode(item, result, tensor, zoom)
                 crops.append(self._align(tensor, result, alignment, redecode))
             counts.append(result.num_faces)
             tensors[index] = None  # the full image is no longer needed: keep peak memory to one chunk of crops
@@ -442,10 +442,13 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             message = str(error)
             return FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
                               exception=error), None
-        size = displayed if displayed is not None and (reduce or (draft and image.size != displayed)) else image.size
+        drafted = draft is not None and not reduce and displayed is not None and image.size != displayed
+        size = displayed if reduce or drafted else image.size
         scale = (size[0] / image.size[0], size[1] / image.size[1])
-        result = FaceResult(name=name, size=size, image=image if keep_image else None, scale=scale)
-        return result, _image_to_tensor(image)
+        kept = None
+        if keep_image:  # drawn on with displayed coordinates (annotation): the full-size image, results unchanged
+            kept = load_image(item, name=name) if drafted else image
+        return FaceResult(name=name, size=size, image=kept, scale=scale), _image_to_tensor(image)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
         """All faces of one image in one warp. ``redecode(zoom)``: for images decoded below full size, called when a
@@ -469,7 +472,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 matrices, size = alignment_transforms(result.boxes, result.landmarks, alignment)
         return warp_affine(tensor, matrices, size)
 
-    def _redecode(self, item, result: FaceResult, tensor: torch.Tensor, zoom: float, keep_images: bool):
+    def _redecode(self, item, result: FaceResult, tensor: torch.Tensor, zoom: float):
         """Decode ``item`` again, finer (a crop needs more pixels than the draft decode kept); updates ``result``'s
         coordinates and scale to the new pixels. ``None`` when no finer decode exists or it fails."""
         from ..image_io import load_image
@@ -492,8 +495,6 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         if result.landmarks is not None:
             result.landmarks = result.landmarks * torch.tensor([fx, fy])
         result.scale = (result.size[0] / image.size[0], result.size[1] / image.size[1])
-        if keep_images:
-            result.image = image
         return _image_to_tensor(image)
 
     def _draft_size(self) -> int | None:
