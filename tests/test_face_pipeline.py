@@ -153,10 +153,21 @@ def test_numpy_and_datasets_column_inputs(fer, batched):
     import datasets
     import numpy as np
 
-    assert fer(np.asarray(Image.open(PHOTOS[1]).convert("RGB"))) == batched[1]
+    arrays = [np.asarray(Image.open(photo).convert("RGB")) for photo in PHOTOS[:2]]
+    from_arrays = [fer(array) for array in arrays]
+    # A JPEG path is decoded at half size with JPEG's DCT scaling (the detector works at 640 px); an array is
+    # full size: the same faces, coordinates within a pixel or two, expressions within the resampling difference.
+    for faces, reference in zip(from_arrays, batched):
+        assert len(faces) == len(reference)
+        for face, ref in zip(faces, reference):
+            assert _boxes([face]) == pytest.approx(_boxes([ref]), abs=2.0)
+            assert face["labels"][0]["label"] == ref["labels"][0]["label"]
+            assert {e["label"]: e["score"] for e in face["labels"]} == pytest.approx(
+                {e["label"]: e["score"] for e in ref["labels"]}, abs=0.1)
+    # A datasets Image column (PIL images, decoded at full size) gives exactly what the same arrays give.
     ds = datasets.Dataset.from_dict({"image": [str(p) for p in PHOTOS[:2]]}).cast_column("image", datasets.Image())
     streamed = list(fer(ds["image"], batch_size=2))
-    assert streamed == batched[:2]
+    assert streamed == from_arrays
 
 
 def test_arm_in_batch_affinity_mode_classifies_each_face_alone(fer):
@@ -203,3 +214,19 @@ def test_loading_an_hf_fer_folder_never_asks_to_trust_or_runs_its_code(tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "1"
     assert "custom code" not in run.stdout + run.stderr and not marker.exists()
+
+
+def test_jpeg_decoded_at_detector_size_and_again_finer_when_a_crop_needs_it(fer):
+    """The detector works at 640 px, so a 1920 px JPEG is decoded at 960 px (DCT scaling); a checkpoint whose crops
+    need more pixels than that (256 px crops of ~200 px faces) gets the photo decoded again at full size."""
+    from hf_fer.faces.pipeline import FacialExpressionRecognitionPipeline
+
+    small = fer.process_images([str(PHOTOS[4])])[0]
+    assert small.scale == (2.0, 2.0) and small.num_faces == 5
+    big = FacialExpressionRecognitionPipeline(
+        model=fer.model, image_processor=fer.image_processor, device="cpu",
+        face_alignment={"method": "box", "margin": 0.0, "square": True, "output_size": [256, 256]})
+    finer = big.process_images([str(PHOTOS[4])])[0]
+    assert finer.scale == (1.0, 1.0)
+    torch.testing.assert_close(finer.boxes, small.boxes)  # the same faces, in displayed pixels either way
+    torch.testing.assert_close(finer.landmarks, small.landmarks)

@@ -81,6 +81,31 @@ def test_similarity_warp_matches_scikit_image():
     assert ours[1, :, -10:, -10:].max() == 0  # beyond the image
 
 
+def test_small_faces_far_apart_warp_like_scikit_image():
+    """Faces far apart in a large image are sampled from one window each (not one region around all of them): the
+    crops match scikit-image's warp, and each equals the face warped alone, the one hanging over the edge included."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:300, 0:900]
+    image = np.stack([(xx * 0.7) % 256, (yy * 1.1) % 256, (xx + 2 * yy) % 256]).astype(np.uint8)
+    image[:, 20:70, 20:70] = rng.integers(0, 256, size=(3, 50, 50))
+    crop_to_image = [make_similarity(0.2, 0.4, 20.0, 15.0), make_similarity(-0.3, 0.5, 840.0, 250.0),
+                     make_similarity(0.1, 0.45, 450.0, 120.0)]
+    template = torch.tensor(ARCFACE_112_TEMPLATE, dtype=torch.float64)
+    landmarks = torch.stack([apply(m, template) for m in crop_to_image])
+    alignment = {"method": "similarity_5pt", "template": template.tolist(), "output_size": [112, 112]}
+    together = align_faces(torch.from_numpy(image), boxes=None, landmarks=landmarks, alignment=alignment)
+    for face, m in enumerate(crop_to_image):
+        alone = align_faces(torch.from_numpy(image), boxes=None, landmarks=landmarks[face:face + 1], alignment=alignment)
+        assert (together[face].int() - alone[0].int()).abs().max() <= 1
+        inverse = SimilarityTransform(matrix=np.vstack([m.numpy(), [0, 0, 1]]))
+        for c in range(3):
+            expected = warp(image[c].astype(np.float64), inverse, output_shape=(112, 112), order=1, mode="constant",
+                            cval=0, preserve_range=True)
+            diff = np.abs(together[face, c].numpy().astype(np.float64) - expected)
+            assert diff[2:-2, 2:-2].max() <= 2.0, f"face {face} channel {c}: max diff {diff[2:-2, 2:-2].max()}"
+    assert together[1, :, -10:, -10:].max() == 0  # beyond the image
+
+
 def test_box_crops_match_torchvision_resized_crop():
     rng = np.random.default_rng(3)
     image = torch.from_numpy(rng.integers(0, 256, size=(3, 90, 130), dtype=np.uint8))

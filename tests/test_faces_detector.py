@@ -37,7 +37,7 @@ def photos():
     return {name: load(name) for name in sorted(EXPECTED)}
 
 
-def assert_matches_reference(det: FaceDetections, expected: dict, where: str, full_size: bool) -> None:
+def assert_matches_reference(det: FaceDetections, expected: dict, where: str, iod_limit: bool = True) -> None:
     ref_boxes = torch.tensor([f["box"] for f in expected["faces"]], dtype=torch.float32)
     ref_points = torch.tensor([f["landmarks"] for f in expected["faces"]], dtype=torch.float32)
     assert len(det) == expected["num_faces"] == len(ref_boxes), f"{where}: {len(det)} faces, expected {len(ref_boxes)}"
@@ -48,31 +48,51 @@ def assert_matches_reference(det: FaceDetections, expected: dict, where: str, fu
     error = (det.landmarks[best] - ref_points).norm(dim=-1).mean(dim=1)  # mean point error in pixels, per face
     eyes = (ref_points[:, 0] - ref_points[:, 1]).norm(dim=-1)  # inter-ocular distance (IOD)
     box_w, box_h = ref_boxes[:, 2] - ref_boxes[:, 0], ref_boxes[:, 3] - ref_boxes[:, 1]
-    if full_size:
-        # Same resolution as the reference: within 0.1 IOD for every face, the profile one included.
+    if iod_limit:
+        # Every face within 0.1 IOD, the profile one in sample2 included (IOD 14 px on a 160 px wide box).
         assert (error <= 0.1 * eyes).all(), f"{where}: error / IOD {(error / eyes).tolist()}"
-    else:
-        # At a third of the resolution the landmark regression moves by up to ~0.12 IOD (frontal faces), and the
-        # IOD of the profile face in sample2 is 14 px on a 160 px box, so IOD is no scale there: frontal faces
-        # (IOD >= 0.25 box width) within 0.15 IOD, and every face within 0.1 of the box size (AFLW-style NME).
-        frontal = eyes >= 0.25 * box_w
-        assert (error[frontal] <= 0.15 * eyes[frontal]).all(), f"{where}: error / IOD {(error / eyes).tolist()}"
+    # and within 0.1 of the box size (AFLW-style NME, meaningful for profile faces too)
     assert (error <= 0.1 * (box_w * box_h).sqrt()).all(), f"{where}: error / box {error.tolist()}"
     assert det.boxes.dtype == det.scores.dtype == det.landmarks.dtype == torch.float32
     assert ((det.scores >= 0) & (det.scores <= 1)).all()
     assert (det.scores[:-1] >= det.scores[1:]).all(), "faces are sorted by score"
 
 
-@pytest.mark.parametrize("max_size", [640, None], ids=["640px", "full-size"])
-def test_finds_all_22_faces(detector, photos, max_size):
-    detector.max_size = max_size
+@pytest.mark.parametrize("max_size,refine", [(640, True), (None, False)], ids=["640px-refined", "full-size"])
+def test_finds_all_22_faces(detector, photos, max_size, refine):
+    """All 22 faces, IoU >= 0.5, landmarks within 0.1 IOD of the full-size reference: at full size directly; at
+    640 px with ``refine_landmarks`` (faces detected at 640 px, landmarks re-detected on full-resolution windows)."""
+    detector.max_size, detector.refine_landmarks = max_size, refine
     try:
         results = detector.detect(list(photos.values()))
     finally:
-        detector.max_size = 640
+        detector.max_size, detector.refine_landmarks = 640, False
     for (name, image), det in zip(photos.items(), results):
-        assert_matches_reference(det, EXPECTED[name], f"{name} @ {max_size}", full_size=max_size is None)
+        assert_matches_reference(det, EXPECTED[name], f"{name} @ {max_size}")
     assert sum(len(d) for d in results) == 22
+
+
+def test_640px_without_refinement(detector, photos):
+    """The plain 640 px pass finds the same 22 faces; its landmarks are the model's own at that scale, which differ
+    from its full-size ones by up to ~0.12 IOD on frontal faces (no bias: the regression moves with the input
+    scale), so they are held to 0.1 of the box size only. Refinement changes boxes and landmarks, never the faces
+    found or their scores."""
+    plain = detector.detect(list(photos.values()))
+    detector.refine_landmarks = True
+    try:
+        refined = detector.detect(list(photos.values()))
+    finally:
+        detector.refine_landmarks = False
+    errors = []
+    for (name, image), det, better in zip(photos.items(), plain, refined):
+        assert_matches_reference(det, EXPECTED[name], f"{name} @ 640", iod_limit=False)
+        torch.testing.assert_close(better.scores, det.scores)
+        assert box_iou(det.boxes, better.boxes).diagonal().min() > 0.7
+        ref = torch.tensor([f["landmarks"] for f in EXPECTED[name]["faces"]], dtype=torch.float32)
+        best = box_iou(torch.tensor([f["box"] for f in EXPECTED[name]["faces"]], dtype=torch.float32), det.boxes).argmax(1)
+        errors.append(torch.stack([(d.landmarks[best] - ref).norm(dim=-1).mean(dim=1) for d in (det, better)], 1))
+    errors = torch.cat(errors)
+    assert errors[:, 1].mean() < 0.5 * errors[:, 0].mean()  # refinement brings the full-size landmarks back
 
 
 def test_no_face_images(detector):

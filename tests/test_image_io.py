@@ -339,3 +339,22 @@ def test_model_path_typo_says_no_such_folder(tmp_path, monkeypatch, capsys):
         load_model_for_inference("someorg/typo", device="cpu")
     assert main(["evaluate", "--model", "runs/typo", "--dataset", "synthetic", "--no-progress"]) != 0
     assert "no such folder: runs/typo" in capsys.readouterr().err
+
+
+def test_draft_size_decodes_jpeg_at_the_smallest_dct_scale_not_below_it(tmp_path):
+    """``draft_size``: JPEG DCT scaling only (no resampling), the long side never below the request; the pixels are
+    close to a full decode resized the same way; PNGs and the default are unaffected."""
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, size=(70, 96, 3), dtype=np.uint8)).resize((1920, 1400), Image.BILINEAR)
+    smooth.save(tmp_path / "big.jpg", quality=95)
+    smooth.save(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.jpg").size == (1920, 1400)
+    assert load_image(tmp_path / "big.jpg", draft_size=640).size == (960, 700)  # 1/2: 1/4 would give 480 < 640
+    assert load_image(tmp_path / "big.jpg", draft_size=480).size == (480, 350)  # 1/4 exactly reaches it
+    assert load_image(tmp_path / "big.jpg", draft_size=2000).size == (1920, 1400)
+    assert load_image(tmp_path / "big.png", draft_size=640).size == (1920, 1400)
+    full = np.asarray(load_image(tmp_path / "big.jpg").resize((960, 700), Image.Resampling.BOX), dtype=np.float64)
+    draft = np.asarray(load_image(tmp_path / "big.jpg", draft_size=640), dtype=np.float64)
+    assert np.abs(full - draft).mean() < 3.0
+    with pytest.raises(ValueError, match="draft_size must be a positive int"):
+        load_image(tmp_path / "big.jpg", draft_size=0)

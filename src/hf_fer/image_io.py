@@ -23,6 +23,9 @@ Policies (documented here because callers rely on them):
   large JPEG that JPEG's DCT scaling (``draft``) shrinks under ``max_size`` is accepted.
 * **max_size**: the long side is reduced to at most ``max_size`` while decoding (JPEG ``draft``, then
   a bicubic resize with ``reducing_gap``), so a huge photo never sits full-size in a batch.
+* **draft_size**: JPEG only, off by default: decode with JPEG's DCT scaling (1/2, 1/4, 1/8) at the smallest
+  scale whose long side is still at least ``draft_size``, and stop there (no resampling). For callers that resize
+  again anyway (the face pipeline's detector works at 640 px): most of a full decode's cost, without its pixels.
 * **Truncated files are errors**, even when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on
   elsewhere in the process: padding a half-decoded photo with grey would silently change predictions
   and training data.
@@ -132,6 +135,7 @@ def load_image(
     max_size: int | None = None,
     mode: str = "RGB",
     name: str | None = None,
+    draft_size: int | None = None,
 ) -> Image.Image:
     """Decode one image to a PIL image of ``mode`` (``"RGB"``, ``"L"`` or ``"RGBA"``).
 
@@ -141,6 +145,9 @@ def load_image(
             float in [0, 1]) or a torch tensor (``CxHxW`` or ``HxW``, torchvision's layout; same dtypes).
         max_pixels: pixel-count limit (see :func:`resolve_max_pixels`).
         max_size: if given, the long side of the result is at most this (reduced while decoding).
+        draft_size: JPEG files/bytes only: decode at the smallest DCT scale (1/2, 1/4, 1/8) whose long side is
+            at least this, without further resampling (the result's long side may be up to twice this). Other
+            formats and in-memory images are unaffected. Default: off.
         mode: output mode.
         name: how errors name the source (default: the path, or ``<bytes>``/``<array>``/...).
 
@@ -152,6 +159,8 @@ def load_image(
         raise ValueError(f"mode must be one of {_OUTPUT_MODES}, got {mode!r}")
     if max_size is not None and (isinstance(max_size, bool) or int(max_size) < 1):
         raise ValueError(f"max_size must be a positive int or None, got {max_size!r}")
+    if draft_size is not None and (isinstance(draft_size, bool) or int(draft_size) < 1):
+        raise ValueError(f"draft_size must be a positive int or None, got {draft_size!r}")
     limit = resolve_max_pixels(max_pixels)
 
     if isinstance(source, dict):  # a datasets Image(decode=False) entry
@@ -162,12 +171,12 @@ def load_image(
         source = data if data is not None else path
     if isinstance(source, (str, os.PathLike)):
         name = name or os.fspath(source)
-        return _load_path(Path(source), name, limit, max_size, mode)
+        return _load_path(Path(source), name, limit, max_size, mode, draft_size)
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "<bytes>"
         if len(source) == 0:
             raise ImageDecodeError(name, "empty file (0 bytes)")
-        return _decode_stream(io.BytesIO(source if isinstance(source, bytes) else bytes(source)), name, limit, max_size, mode)
+        return _decode_stream(io.BytesIO(source if isinstance(source, bytes) else bytes(source)), name, limit, max_size, mode, draft_size)
     if isinstance(source, Image.Image):
         name = name or getattr(source, "filename", None) or "<PIL image>"
         return _decode_opened(source, name, limit, max_size, mode, own=False)
@@ -182,7 +191,7 @@ def load_image(
 
 
 # ---------------------------------------------------------------------------------------------------------
-def _load_path(path: Path, name: str, limit, max_size, mode) -> Image.Image:
+def _load_path(path: Path, name: str, limit, max_size, mode, draft_size=None) -> Image.Image:
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -198,13 +207,13 @@ def _load_path(path: Path, name: str, limit, max_size, mode) -> Image.Image:
     except OSError as error:
         raise ImageDecodeError(name, f"cannot read the file ({error.strerror or error})") from None
     with handle:
-        return _decode_stream(handle, name, limit, max_size, mode)
+        return _decode_stream(handle, name, limit, max_size, mode, draft_size)
 
 
-def _decode_stream(handle, name: str, limit, max_size, mode) -> Image.Image:
+def _decode_stream(handle, name: str, limit, max_size, mode, draft_size=None) -> Image.Image:
     image = _open_header(handle, name)
     with image:
-        return _decode_opened(image, name, limit, max_size, mode, own=True)
+        return _decode_opened(image, name, limit, max_size, mode, own=True, draft_size=draft_size)
 
 
 def _open_header(handle, name: str) -> Image.Image:
@@ -256,13 +265,16 @@ def _truncated_images_are_errors():
             ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 
-def _decode_opened(image: Image.Image, name: str, limit, max_size, mode: str, own: bool) -> Image.Image:
+def _decode_opened(image: Image.Image, name: str, limit, max_size, mode: str, own: bool,
+                   draft_size: int | None = None) -> Image.Image:
     header_size = image.size
     _check_pixels(header_size, None, name)
-    if own and max_size is not None and image.format == "JPEG" and max(header_size) > max_size:
-        scale = max_size / max(header_size)
+    target = max(v for v in (max_size, draft_size) if v is not None) if (max_size or draft_size) else None
+    if own and target is not None and image.format == "JPEG" and max(header_size) > target:
+        scale = target / max(header_size)
+        shrink = round if target == draft_size else int  # draft_size: the long side never ends below it
         try:  # DCT scaling by 1/2, 1/4 or 1/8, never below the requested size
-            image.draft(None, (max(1, int(header_size[0] * scale)), max(1, int(header_size[1] * scale))))
+            image.draft(None, (max(1, shrink(header_size[0] * scale)), max(1, shrink(header_size[1] * scale))))
         except Exception:  # draft is an optimisation only
             pass
     what = f" (decoded at 1/{header_size[0] // image.size[0]} of {header_size[0]}x{header_size[1]})" if image.size != header_size else ""

@@ -301,29 +301,48 @@ def warp_affine(image: torch.Tensor, matrices: torch.Tensor, output_size: tuple[
     if n == 0:
         return torch.zeros(0, c, out_h, out_w, dtype=image.dtype, device=image.device)
     inv = _invert_affine(matrices.to(torch.float64))  # crop pixel -> image pixel, [N, 2, 3]
-    # Only the region the samples touch is converted to float (faces are usually small in a big photo): the bounding
-    # box of the output corners' sources (an affine map's extremes), one pixel of slack for the bilinear neighbours,
-    # clipped to the image. Outside it = outside the image, so the zero padding is unchanged.
+    # Only pixels the samples touch are converted to float (faces are usually small in a big photo): per face, the
+    # bounding box of its output corners' sources (an affine map's extremes) with one pixel of slack for the
+    # bilinear neighbours. Either one region around all faces (sampled by stacking the N grids along its height) or,
+    # when smaller, one window per face, all of the largest face's size, moved inside the image (a batch of N).
+    # Samples outside a window are then outside the image too, so the zero padding is unchanged.
     corners = torch.tensor([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]],
                            dtype=torch.float64, device=inv.device)
-    reach = (corners @ inv.transpose(1, 2)).reshape(-1, 2)
-    lo, hi = reach.amin(dim=0).floor() - 1, reach.amax(dim=0).ceil() + 2
-    x0, y0 = int(lo[0].clamp(0, w - 1)), int(lo[1].clamp(0, h - 1))
-    x1, y1 = int(hi[0].clamp(x0 + 1, w)), int(hi[1].clamp(y0 + 1, h))
-    region = image[:, y0:y1, x0:x1]
-    # theta for affine_grid (align_corners=False): output-normalised -> output pixel -> image pixel (region frame)
-    # -> region-normalised, with pixel = ((u + 1) * size - 1) / 2 and u = (2 * pixel + 1) / size - 1.
+    reach = corners @ inv.transpose(1, 2)  # [N, 4, 2]
+    lo, hi = reach.amin(dim=1).floor() - 1, reach.amax(dim=1).ceil() + 2  # [N, 2]
+    limit = torch.tensor([w, h], dtype=torch.float64, device=inv.device)
+    lo_c = torch.minimum(lo.clamp_min(0), limit - 1)
+    hi_c = torch.maximum(torch.minimum(hi, limit), lo_c + 1)
+    union = (hi_c.amax(0) - lo_c.amin(0)).clamp_min(1)
+    window = (hi_c - lo_c).amax(0).clamp_min(1)
+    per_face = n > 1 and float(n * window.prod()) < float(union.prod())
+    if per_face:
+        rw, rh = int(window[0]), int(window[1])
+        origins = torch.minimum(lo_c, limit - window).long()  # [N, 2], windows inside the image
+        x = torch.stack([image[:, y0:y0 + rh, x0:x0 + rw] for x0, y0 in origins.tolist()]).to(torch.float32)
+    else:
+        x0, y0 = (int(v) for v in lo_c.amin(0))
+        x1, y1 = (int(v) for v in hi_c.amax(0))
+        rw, rh = x1 - x0, y1 - y0
+        origins = torch.tensor([[x0, y0]], dtype=torch.int64, device=inv.device).expand(n, 2)
+        x = image[:, y0:y1, x0:x1].to(torch.float32)[None]
+    # theta for affine_grid (align_corners=False): output-normalised -> output pixel -> image pixel (window frame)
+    # -> window-normalised, with pixel = ((u + 1) * size - 1) / 2 and u = (2 * pixel + 1) / size - 1.
     to_pixel = torch.tensor([[out_w / 2, 0, (out_w - 1) / 2], [0, out_h / 2, (out_h - 1) / 2], [0, 0, 1]],
                             dtype=torch.float64, device=inv.device)
-    rw, rh = x1 - x0, y1 - y0
-    to_norm = torch.tensor([[2 / rw, 0, (1 - 2 * x0) / rw - 1], [0, 2 / rh, (1 - 2 * y0) / rh - 1]],
-                           dtype=torch.float64, device=inv.device)
+    org = origins.to(torch.float64)
+    to_norm = torch.zeros(n, 2, 3, dtype=torch.float64, device=inv.device)
+    to_norm[:, 0, 0], to_norm[:, 1, 1] = 2 / rw, 2 / rh
+    to_norm[:, 0, 2] = (1 - 2 * org[:, 0]) / rw - 1
+    to_norm[:, 1, 2] = (1 - 2 * org[:, 1]) / rh - 1
     theta = to_norm @ _to_3x3(inv) @ to_pixel  # [N, 2, 3]
-    grid = F.affine_grid(theta.to(torch.float32), [n, 1, out_h, out_w], align_corners=False)
-    grid = grid.reshape(1, n * out_h, out_w, 2)
-    x = region.to(torch.float32)[None]
-    out = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
-    out = out.reshape(c, n, out_h, out_w).transpose(0, 1)
+    grid = F.affine_grid(theta.to(torch.float32), [n, 1, out_h, out_w], align_corners=False).to(x.device)
+    if per_face:
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    else:
+        out = F.grid_sample(x, grid.reshape(1, n * out_h, out_w, 2), mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+        out = out.reshape(c, n, out_h, out_w).transpose(0, 1)
     if image.dtype == torch.uint8:
         return out.round_().clamp_(0, 255).to(torch.uint8)
     return out.to(image.dtype)

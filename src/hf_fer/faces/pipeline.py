@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -301,30 +302,30 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         names: Sequence[str] | None = None,
     ) -> list[FaceResult]:
         """Raw results (tensors) for a chunk of inputs; a bad input gives ``FaceResult(error=...)``, never an exception."""
-        from ..image_io import ImageDecodeError, load_image
-
         timings = self.timings
         started = time.perf_counter()
         results: list[FaceResult] = []
         tensors: list[torch.Tensor | None] = []
+        draft = self._draft_size() if detect else None
+        jobs = []
         for index, item in enumerate(images):
             name = names[index] if names is not None else _input_name(item, start_index + index)
-            try:
-                displayed = _displayed_size(item) if self.max_image_size else None
-                reduce = displayed is not None and max(displayed) > self.max_image_size
-                # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
-                image = load_image(item, name=name, max_size=self.max_image_size if reduce else None)
-            except (ImageDecodeError, OSError, ValueError, TypeError) as error:
-                message = str(error)
-                results.append(FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
-                                          exception=error))
-                tensors.append(None)
-                continue
-            size = displayed if reduce else image.size
-            scale = (size[0] / image.size[0], size[1] / image.size[1])
-            results.append(FaceResult(name=name, size=size, image=image if keep_images else None, scale=scale))
-            tensors.append(_image_to_tensor(image))
-            del image
+            jobs.append((item, name, draft if boxes is None or boxes[index] is None else None, keep_images))
+        if len(jobs) > 1 and torch.get_num_threads() > 1:
+            # Decoding is independent per image and PIL releases the GIL while decoding: use the cores torch uses.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(len(jobs), torch.get_num_threads())) as pool:
+                decoded = list(pool.map(lambda job: self._decode(*job), jobs))
+        else:
+            decoded = [self._decode(*job) for job in jobs]
+        drafted: dict[int, Any] = {}  # index -> input, for images decoded below full size (see _align)
+        for index, (result, tensor) in enumerate(decoded):
+            results.append(result)
+            tensors.append(tensor)
+            if tensor is not None and result.scale != (1.0, 1.0) and jobs[index][2]:
+                drafted[index] = images[index]
+        del decoded
         timings.decode += time.perf_counter() - started
         timings.images += len(images)
 
@@ -374,7 +375,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             if index in whole_images:
                 crops.append(tensor.unsqueeze(0))  # already a face crop: the processor resizes it
             else:
-                crops.append(self._align(tensor, result, alignment))
+                redecode = None
+                if index in drafted:
+                    def redecode(zoom, item=drafted[index], result=result, tensor=tensor):
+                        return self._redecode(item, result, tensor, zoom)
+                crops.append(self._align(tensor, result, alignment, redecode))
             counts.append(result.num_faces)
             tensors[index] = None  # the full image is no longer needed: keep peak memory to one chunk of crops
         for result in results:  # report coordinates in pixels of the full-size displayed image
@@ -420,8 +425,35 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                     result.boxes = torch.zeros(0, 4)
         return results
 
-    def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict) -> torch.Tensor:
-        from . import align_faces
+    def _decode(self, item, name: str, draft: int | None, keep_image: bool) -> tuple[FaceResult, torch.Tensor | None]:
+        """One input -> (result with its displayed size and scale, uint8 [3, H, W] or None on error).
+
+        ``draft``: long side to decode JPEGs at (DCT scaling); photos larger than ``max_image_size`` are reduced
+        while decoding. Coordinates are reported in pixels of the full-size displayed image in both cases."""
+        from ..image_io import ImageDecodeError, load_image
+
+        try:
+            displayed = _displayed_size(item) if (self.max_image_size or draft) else None
+            reduce = displayed is not None and self.max_image_size is not None and max(displayed) > self.max_image_size
+            # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
+            image = load_image(item, name=name, max_size=self.max_image_size if reduce else None,
+                               draft_size=draft if displayed is not None else None)
+        except (ImageDecodeError, OSError, ValueError, TypeError) as error:
+            message = str(error)
+            return FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
+                              exception=error), None
+        drafted = draft is not None and not reduce and displayed is not None and image.size != displayed
+        size = displayed if reduce or drafted else image.size
+        scale = (size[0] / image.size[0], size[1] / image.size[1])
+        kept = None
+        if keep_image:  # drawn on with displayed coordinates (annotation): the full-size image, results unchanged
+            kept = load_image(item, name=name) if drafted else image
+        return FaceResult(name=name, size=size, image=kept, scale=scale), _image_to_tensor(image)
+
+    def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
+        """All faces of one image in one warp. ``redecode(zoom)``: for images decoded below full size, called when a
+        crop would enlarge the decoded pixels (``zoom`` output pixels per decoded pixel > 1) to decode finer."""
+        from .alignment import alignment_transforms, warp_affine
 
         if alignment.get("method") == "similarity_5pt" and result.landmarks is None:
             if not getattr(self, "_warned_fallback", False):
@@ -429,8 +461,51 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                                "checkpoint's 5-point alignment", TASK)
                 self._warned_fallback = True
             alignment = dict(BOX_FALLBACK_ALIGNMENT, output_size=alignment.get("output_size"))
-        landmarks = None if result.landmarks is None else result.landmarks.to(tensor.device)
-        return align_faces(tensor, boxes=result.boxes.to(tensor.device), landmarks=landmarks, alignment=alignment)
+        found = alignment_transforms(result.boxes, result.landmarks, alignment)
+        if found is None:  # method "none": the whole image is the face
+            return tensor[None].clone()
+        matrices, size = found
+        if redecode is not None:
+            zoom = float(torch.linalg.matrix_norm(matrices[:, :, :2], ord=2).max())
+            if zoom > 1.0 and (finer := redecode(zoom)) is not None:
+                tensor = finer
+                matrices, size = alignment_transforms(result.boxes, result.landmarks, alignment)
+        return warp_affine(tensor, matrices, size)
+
+    def _redecode(self, item, result: FaceResult, tensor: torch.Tensor, zoom: float):
+        """Decode ``item`` again, finer (a crop needs more pixels than the draft decode kept); updates ``result``'s
+        coordinates and scale to the new pixels. ``None`` when no finer decode exists or it fails."""
+        from ..image_io import load_image
+
+        height, width = tensor.shape[1:]
+        full = max(result.size)
+        limit = min(full, self.max_image_size) if self.max_image_size else full
+        if max(height, width) >= limit:
+            return None
+        wanted = min(math.ceil(max(height, width) * zoom), limit)
+        try:
+            image = load_image(item, name=result.name, max_size=limit if limit < full else None,
+                               draft_size=wanted if wanted < full else None)
+        except Exception:  # noqa: BLE001 — it decoded a moment ago; keep the draft pixels
+            return None
+        if image.size == (width, height):
+            return None
+        fx, fy = image.size[0] / width, image.size[1] / height
+        result.boxes = result.boxes * torch.tensor([fx, fy, fx, fy])
+        if result.landmarks is not None:
+            result.landmarks = result.landmarks * torch.tensor([fx, fy])
+        result.scale = (result.size[0] / image.size[0], result.size[1] / image.size[1])
+        return _image_to_tensor(image)
+
+    def _draft_size(self) -> int | None:
+        """Long side to decode JPEGs at before detection: the built-in detector's working size (it resizes to it
+        anyway; crops that need more pixels get a finer decode), unless it refines landmarks at full resolution."""
+        from .retinaface import RetinaFaceDetector
+
+        detector = self.detector
+        if isinstance(detector, RetinaFaceDetector) and detector.max_size and not detector.refine_landmarks:
+            return int(detector.max_size)
+        return None
 
     # ------------------------------------------------------------------ output
     def format_result(self, result: FaceResult, top_k: int | None = None, probabilities: torch.Tensor | None = None):

@@ -17,7 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "retinaface_mobilenet0.25.safetensors"
@@ -28,6 +28,8 @@ BGR_MEAN = (104.0, 117.0, 123.0)
 PRIOR_LEVELS = ((8, (16, 32)), (16, (64, 128)), (32, (256, 512)))
 CENTER_VARIANCE = 0.1
 SIZE_VARIANCE = 0.2
+# The coarsest anchor stride: windows cut at multiples of it see the same anchor lattice as the whole image.
+MAX_STRIDE = max(step for step, _ in PRIOR_LEVELS)
 
 
 @dataclass
@@ -245,6 +247,17 @@ class RetinaFaceDetector(nn.Module):
 
     Images are resized so that their long side is at most ``max_size`` (``None`` = full size), detected, and the
     results mapped back to the pixels of the image given. Images that end up the same size go through one forward.
+
+    ``refine_landmarks``: the landmark (and box) regression of this model moves with the input scale: on the test
+    photos, detecting at 640 px instead of full size moves landmarks by 0.07 inter-ocular distance on average and up
+    to 0.12 (1.2 on a profile face), with no systematic bias and the same spread at 1600 px as at 640 px; the port
+    matches the original ONNX model on the same input to 1e-4, so this is the model, not the port. With
+    ``refine_landmarks=True`` every face of a downscaled image is detected again on a full-resolution window of the
+    original image around it (``refine_context`` face sizes of context on each side), cut at multiples of the
+    coarsest stride so that the window sees the same anchor lattice as a full-size run; all windows of an image
+    have one size and go through one forward. It gives the full-resolution landmarks at a cost bounded by one
+    full-size detection (used instead when the windows would cover more pixels than the image). Faces are never
+    added or dropped by it; scores are the first pass's.
     """
 
     def __init__(
@@ -256,12 +269,16 @@ class RetinaFaceDetector(nn.Module):
         max_faces: int = 750,
         min_face_size: float = 0.0,
         batch_size: int = 8,
+        refine_landmarks: bool = False,
+        refine_context: float = 0.5,
     ) -> None:
         super().__init__()
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if max_size is not None and max_size < 32:
             raise ValueError(f"max_size must be >= 32 or None, got {max_size}")
+        if refine_context < 0:
+            raise ValueError(f"refine_context must be >= 0, got {refine_context}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_size = max_size
@@ -269,6 +286,8 @@ class RetinaFaceDetector(nn.Module):
         self.max_faces = max_faces
         self.min_face_size = min_face_size
         self.batch_size = batch_size
+        self.refine_landmarks = refine_landmarks
+        self.refine_context = refine_context
         # channels_last: measurably faster convolutions on CPU (oneDNN) for this small network.
         self.model = RetinaFace().to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(BGR_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -297,8 +316,14 @@ class RetinaFaceDetector(nn.Module):
         return self.model(pixel_values.contiguous(memory_format=torch.channels_last))
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8/float RGB [B, 3, H, W] (0..255) -> BGR float minus the training mean."""
-        return images.flip(1).to(self.mean.dtype) - self.mean
+        """uint8/float RGB [B, 3, H, W] (0..255) -> BGR float minus the training mean, channels-last.
+
+        One pass: written straight into a channels-last buffer (what the convolutions want), no intermediate copies.
+        """
+        out = torch.empty(images.shape[0], images.shape[2], images.shape[3], 3, dtype=self.mean.dtype,
+                          device=images.device)
+        torch.sub(images.permute(0, 2, 3, 1).flip(-1), self.mean.view(3), out=out)
+        return out.permute(0, 3, 1, 2)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
         if self.max_size is None or max(height, width) <= self.max_size:
@@ -375,8 +400,53 @@ class RetinaFaceDetector(nn.Module):
                     if sx != 1.0 or sy != 1.0:
                         det.boxes = det.boxes * torch.tensor([sx, sy, sx, sy])
                         det.landmarks = det.landmarks * torch.tensor([sx, sy])
+                        if self.refine_landmarks and len(det):
+                            det = self._refine(images[i].to(device), det)
                     results[i] = det
         return results  # type: ignore[return-value]
+
+    def _refine(self, image: torch.Tensor, det: FaceDetections) -> FaceDetections:
+        """Boxes and landmarks of ``det`` (in ``image`` pixels) re-detected at full resolution (see the class doc)."""
+        height, width = image.shape[1:]
+        s = MAX_STRIDE
+        size = det.boxes[:, 2:] - det.boxes[:, :2]
+        low = det.boxes[:, :2] - self.refine_context * size
+        high = det.boxes[:, 2:] + self.refine_context * size
+        # One window size for all faces of the image (one forward): the largest face's, in whole strides, no larger
+        # than the image rounded up to whole strides.
+        padded_w, padded_h = math.ceil(width / s) * s, math.ceil(height / s) * s
+        extent = (high - low).amax(dim=0)
+        win_w = min(math.ceil(float(extent[0]) / s) * s, padded_w)
+        win_h = min(math.ceil(float(extent[1]) / s) * s, padded_h)
+        if len(det) * win_w * win_h >= padded_w * padded_h:
+            origins = torch.zeros(1, 2, dtype=torch.int64)  # windows would cost more than the whole image
+            win_w, win_h = padded_w, padded_h
+        else:
+            # Centred on the face, on the stride grid, moved inside the image where it fits.
+            centre = (low + high) / 2
+            x0 = torch.div(centre[:, 0] - win_w / 2, s, rounding_mode="floor").clamp(0, max(0, (width - win_w) // s)) * s
+            y0 = torch.div(centre[:, 1] - win_h / 2, s, rounding_mode="floor").clamp(0, max(0, (height - win_h) // s)) * s
+            origins = torch.stack([x0, y0], dim=1).long()
+        # Windows never reach past the image (a window larger than the image is the whole image), so they all have
+        # the same shape and stack into one batch.
+        windows = torch.stack([image[:, y0:y0 + win_h, x0:x0 + win_w] for x0, y0 in origins.tolist()])
+        win_h, win_w = windows.shape[-2:]
+        found: list[FaceDetections] = []
+        for chunk in windows.split(self.batch_size):
+            found += self.postprocess(*self(self.preprocess(chunk)), win_h, win_w)
+        boxes, landmarks = det.boxes.clone(), det.landmarks.clone()
+        for face in range(len(det)):
+            window = face if len(found) > 1 else 0
+            offset = origins[window].to(boxes.dtype)
+            candidates = found[window]
+            if len(candidates) == 0:
+                continue
+            iou = box_iou(det.boxes[face:face + 1], candidates.boxes + offset.repeat(2))[0]
+            best = int(iou.argmax())
+            if iou[best] >= 0.5:  # the same face; otherwise the first pass's result stays
+                boxes[face] = candidates.boxes[best] + offset.repeat(2)
+                landmarks[face] = candidates.landmarks[best] + offset
+        return FaceDetections(boxes=boxes, scores=det.scores, landmarks=landmarks)
 
 
 __all__ = [
