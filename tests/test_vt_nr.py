@@ -125,8 +125,12 @@ def test_loss_errors_are_clear():
     config = tiny_config(num_labels=7)  # no FERPlus names → no default prior
     assert config.label_prior_matrix is None
     model = VtNrForImageClassification(config).eval()
-    with pytest.raises(ValueError, match="needs config.label_prior_matrix"):
-        model(pixel_values=torch.randn(1, 3, 64, 64), labels=torch.tensor([1]))
+    with pytest.warns(UserWarning, match="uniform prior"):  # no prior known for these labels: plain label smoothing
+        out = model(pixel_values=torch.randn(1, 3, 64, 64), labels=torch.tensor([1]))
+    expected = prior_label_smoothing_loss(out.logits, torch.tensor([1]), torch.full((7, 7), 1 / 7))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="needs config.label_prior_matrix"):  # the loss function itself still asks
+        prior_label_smoothing_loss(out.logits, torch.tensor([1]), None)
     with pytest.raises(ValueError, match=r"labels must be class indices in 0..6"):
         prior_label_smoothing_loss(torch.randn(1, 7), torch.tensor([7]), torch.eye(7))
     ce = VtNrForImageClassification(tiny_config(num_labels=7, loss_type="cross_entropy")).eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -228,6 +229,16 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             return F.cross_entropy(logits.float(), labels)
         prior = self.config.label_prior_matrix
         prior = torch.tensor(prior, dtype=torch.float32, device=logits.device) if prior is not None else None
+        if prior is None and labels.dim() == 1:
+            # No prior is known for these labels (not FER+ classes): PDLS with a uniform prior is plain label smoothing.
+            warnings.warn(
+                f"VT-NR: no label_prior_matrix for labels {list(self.config.id2label.values())}; F-PDLS uses a uniform "
+                "prior (plain label smoothing). Set config.label_prior_matrix ([num_labels, num_labels], row = true "
+                "class) for the paper's prior-distribution smoothing.",
+                stacklevel=3,
+            )
+            num_labels = logits.shape[-1]
+            prior = torch.full((num_labels, num_labels), 1.0 / num_labels, device=logits.device)
         focal = {"focal_pdls": "power", "compensated_focal_pdls": "compensated", "pdls": None}[self.config.loss_type]
         return prior_label_smoothing_loss(
             logits, labels, prior, alpha=self.config.pdls_alpha, gamma=self.config.focal_gamma, focal=focal
