@@ -420,8 +420,9 @@ def test_hidden_states_and_tuple_output():
     pixel_values, labels = synthetic_batch(2)
     with torch.no_grad():
         out = model(pixel_values=pixel_values, output_hidden_states=True, output_attention_weights=True)
-        loss, logits, features, attention, hidden_states = model(pixel_values=pixel_values, labels=labels,
-                                                                 output_hidden_states=True, return_dict=False)
+        # the output object's to_tuple() order (ModelOutput field order, None fields dropped)
+        loss, logits, hidden_states, features, attention, ce_loss, center_loss = model(
+            pixel_values=pixel_values, labels=labels, output_hidden_states=True, return_dict=False)
     assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
     assert torch.equal(logits, out.logits) and torch.equal(features, out.features) and loss.ndim == 0
     assert out.attention_weights.shape == (2, 512) and ((out.attention_weights > 0) & (out.attention_weights < 1)).all()

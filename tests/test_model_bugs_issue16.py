@@ -46,3 +46,75 @@ def test_vt_nr_reheaded_with_named_labels_gets_the_fer_plus_prior_in_their_order
     np.testing.assert_allclose(reloaded.config.label_prior_matrix, label_prior_for("raf-db"), rtol=1e-6)
     # the original FER+ label space still gets the FER+ prior
     assert VtNrForImageClassification.from_pretrained(tmp_path).config.label_prior_matrix == [list(r) for r in FERPLUS_LABEL_PRIOR]
+
+
+# 2. DACL: the tuple output is the output object's to_tuple(), loss terms included.
+def test_dacl_tuple_output_is_to_tuple_with_loss_terms():
+    from test_dacl import tiny_config as dacl_config
+    from hf_fer.models.dacl import DaclForImageClassification
+
+    torch.manual_seed(0)
+    model = DaclForImageClassification(dacl_config(center_lr=0.0)).eval()
+    pixel_values, labels = torch.randn(3, 3, 64, 64), torch.tensor([0, 2, 1])
+    as_object = model(pixel_values, labels=labels, output_hidden_states=True)
+    as_tuple = model(pixel_values, labels=labels, output_hidden_states=True, return_dict=False)
+    expected = as_object.to_tuple()
+    assert len(as_tuple) == len(expected) == 7  # loss, logits, hidden_states, features, attention, CE, center loss
+    for got, want in zip(as_tuple, expected):
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            torch.testing.assert_close(g, w)
+    torch.testing.assert_close(as_tuple[5], as_object.classification_loss)
+    torch.testing.assert_close(as_tuple[6], as_object.center_loss)
+
+
+# 3. DACL, DMUE and VT-NR honour config.problem_type like transformers' own classifiers.
+def _problem_type_models():
+    from test_dacl import tiny_config as dacl_config
+    from hf_fer.models.dacl import DaclForImageClassification
+    from hf_fer.models.dmue import DmueConfig, DmueForImageClassification
+
+    def dacl(**kw):
+        return DaclForImageClassification(dacl_config(**kw)), 64
+
+    def dmue(**kw):
+        return DmueForImageClassification(DmueConfig(backbone_depths=[1, 1, 1, 1], **kw)), 64
+
+    def vt_nr(**kw):
+        from test_vt_nr import tiny_config as vt_nr_config
+
+        return VtNrForImageClassification(vt_nr_config(**kw)), 64
+
+    return {"dacl": dacl, "dmue": dmue, "vt_nr": vt_nr}
+
+
+@pytest.mark.parametrize("arch", ["dacl", "dmue", "vt_nr"])
+def test_problem_type_multi_label_and_regression(arch):
+    build = _problem_type_models()[arch]
+    torch.manual_seed(0)
+    pixel_values = torch.randn(3, 3, 64, 64)
+    model, _ = build(num_labels=4, problem_type="multi_label_classification")
+    model.eval()
+    targets = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    out = model(pixel_values, labels=targets)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets)
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+
+    model, _ = build(num_labels=1, problem_type="regression")
+    model.eval()
+    values = torch.tensor([0.5, -1.0, 2.0])
+    out = model(pixel_values, labels=values)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), values))
+
+
+# 5. An int `size` follows the processor's own default geometry: the shorter side (torchvision's Resize(int)) where
+# the default is {"shortest_edge": ...} (DACL), a square where the default is {"height", "width"} (the others).
+@pytest.mark.parametrize("arch", sorted(hf_fer.models.ARCHITECTURES))
+def test_int_size_follows_the_default_geometry(arch):
+    processor_class = hf_fer.models.ARCHITECTURES[arch].image_processor_class
+    shortest_edge = "shortest_edge" in processor_class().size
+    processor = processor_class(size=96, do_center_crop=False)
+    assert dict(processor.size) == ({"shortest_edge": 96} if shortest_edge else {"height": 96, "width": 96})
+    image = np.random.default_rng(0).integers(0, 256, (50, 100, 3), dtype=np.uint8)
+    pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+    assert tuple(pixel_values.shape[-2:]) == ((96, 192) if shortest_edge else (96, 96))

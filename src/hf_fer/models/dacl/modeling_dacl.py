@@ -28,6 +28,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 from .configuration_dacl import DaclConfig
 
@@ -55,6 +56,13 @@ class DaclImageClassifierOutput(ImageClassifierOutput):
     attention_weights: torch.FloatTensor | None = None
     classification_loss: torch.FloatTensor | None = None
     center_loss: torch.FloatTensor | None = None
+
+
+def _is_single_label(config: DaclConfig, labels: torch.Tensor) -> bool:
+    """``config.problem_type``, or transformers' rule when unset: integer labels with num_labels > 1 are single-label."""
+    if config.problem_type is not None:
+        return config.problem_type == "single_label_classification"
+    return config.num_labels > 1 and not labels.dtype.is_floating_point and labels.dtype != torch.bool
 
 
 class DaclEncodingLayer(nn.Module):
@@ -218,43 +226,48 @@ class DaclForImageClassification(DaclPreTrainedModel):
                 hidden_states.append(hidden)
         return hidden, (tuple(hidden_states) if hidden_states is not None else None)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attention_weights: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> DaclImageClassifierOutput | tuple:
+    ) -> DaclImageClassifierOutput:
         """``output_attention_weights`` (default ``config.compute_attention_at_inference``) runs the attention branch
-        in an eval forward without labels; it always runs in training and whenever ``labels`` are given."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        in an eval forward without labels; it always runs in training and whenever ``labels`` are given.
+
+        Loss by ``config.problem_type`` (inferred from the labels as in transformers when unset):
+        ``single_label_classification`` is DACL's CE + λ·L_SC (and the center step in training);
+        ``multi_label_classification`` / ``regression`` are transformers' BCE-with-logits / MSE on the logits
+        only: the center loss pulls each image to *one* class center, which these targets do not define.
+        """
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         feature_map, hidden_states = self.trunk(pixel_values, output_hidden_states=bool(output_hidden_states))
         features = F.adaptive_avg_pool2d(feature_map, 1).flatten(1)
         logits = self.classifier(features)
 
-        if labels is not None:
+        single_label = labels is not None and _is_single_label(self.config, labels)
+        if single_label:
             labels = labels.to(logits.device)
             self.center_loss.check_labels(labels, logits.shape[0])
         if output_attention_weights is None:
             output_attention_weights = self.config.compute_attention_at_inference
         attention_weights = None
-        if labels is not None or self.training or output_attention_weights:
+        if single_label or self.training or output_attention_weights:
             attention_weights = self.center_loss_weights(feature_map, features)
 
         loss = classification_loss = center_loss = None
-        if labels is not None:
+        if single_label:
             classification_loss = F.cross_entropy(logits, labels)
             center_loss = self.center_loss(features, attention_weights, labels)
             loss = classification_loss + self.config.center_loss_weight * center_loss
             if self.training and self.config.center_lr > 0:
                 self.center_loss.update_centers(features, attention_weights, labels, self.config.center_lr)
+        elif labels is not None:
+            loss = self.loss_function(labels, logits, self.config)
 
-        if not return_dict:
-            output = (logits, features, attention_weights) + ((hidden_states,) if hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
         return DaclImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=hidden_states, features=features,
             attention_weights=attention_weights, classification_loss=classification_loss, center_loss=center_loss,

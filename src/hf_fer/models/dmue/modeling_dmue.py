@@ -74,6 +74,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 from .configuration_dmue import DmueConfig
 
@@ -114,6 +115,13 @@ class DmueImageClassifierOutput(ImageClassifierOutput):
     target_gram: tuple[torch.Tensor, ...] | None = None
     ramp_up_weight: torch.Tensor | None = None
     ramp_down_weight: torch.Tensor | None = None
+
+
+def _is_single_label(config: DmueConfig, labels: torch.Tensor) -> bool:
+    """``config.problem_type``, or transformers' rule when unset: integer labels with num_labels > 1 are single-label."""
+    if config.problem_type is not None:
+        return config.problem_type == "single_label_classification"
+    return config.num_labels > 1 and not labels.dtype.is_floating_point and labels.dtype != torch.bool
 
 
 def dmue_ramp_weights(epoch: float, ramp_epochs: float) -> tuple[float, float]:
@@ -258,19 +266,21 @@ class DmueForImageClassification(DmuePreTrainedModel):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = float(epoch)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         epoch: float | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> DmueImageClassifierOutput | tuple:
+    ) -> DmueImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class indices. The deployed model returns the cross-entropy; the multi-branch model the DMUE
-            objective (see the module docstring) with its terms.
+            objective (see the module docstring) with its terms. With ``config.problem_type``
+            ``"multi_label_classification"`` / ``"regression"`` (float targets) the deployed model returns
+            transformers' BCE-with-logits / MSE instead.
         epoch (`float`, *optional*):
             Epoch for the loss ramps of this call; defaults to the value of :meth:`set_epoch`.
         """
@@ -279,7 +289,6 @@ class DmueForImageClassification(DmuePreTrainedModel):
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must have shape [batch, 3, height, width], got {list(pixel_values.shape)}")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         shared_map, hidden_states = self._shared_trunk(pixel_values, output_hidden_states)
         target_map = self.resnet.layer4(shared_map)
@@ -290,7 +299,14 @@ class DmueForImageClassification(DmuePreTrainedModel):
         logits = self.classifier(features)
 
         loss, terms = None, {}
-        if labels is not None:
+        if labels is not None and not _is_single_label(self.config, labels):
+            if self.aux_branches is not None:
+                raise ValueError(
+                    f"DMUE's multi-branch objective needs single-label class indices; problem_type is "
+                    f"{self.config.problem_type!r}: train the deployed model (use_aux_branches=False) for it"
+                )
+            loss = self.loss_function(labels, logits, self.config)  # transformers' BCE-with-logits / MSE
+        elif labels is not None:
             labels = self._check_labels(labels, pixel_values.shape[0])
             if self.aux_branches is None:
                 loss = F.cross_entropy(logits, labels)
@@ -298,8 +314,7 @@ class DmueForImageClassification(DmuePreTrainedModel):
                 terms = self._dmue_objective(shared_map, pooled, features, logits, labels, epoch)
                 loss = terms.pop("loss")
 
-        output = DmueImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, **terms)
-        return output if return_dict else output.to_tuple()
+        return DmueImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, **terms)
 
     def _shared_trunk(self, pixel_values: torch.Tensor, output_hidden_states: bool):
         """Stem + stages 1-3 (shared by every branch). Returns the stage-3 map and the hidden states so far."""

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import can_return_tuple
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .configuration_vt_nr import VtNrConfig, build_backbone_config
@@ -244,6 +245,7 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             logits, labels, prior, alpha=self.config.pdls_alpha, gamma=self.config.focal_gamma, focal=focal
         )
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -251,9 +253,8 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         output_intermediates: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> VtNrImageClassifierOutput | tuple:
+    ) -> VtNrImageClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
             Normalised images from [`VtNrImageProcessor`] (384×384 for the published model).
@@ -264,7 +265,6 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         self.check_pixel_values(pixel_values)
         pixel_values = pixel_values.to(self.dtype)
 
@@ -285,8 +285,13 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         pooled = self.pool(backbone_outputs.last_hidden_state)
         logits = self.head(pooled)
 
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        output = VtNrImageClassifierOutput(
+        loss = None
+        if labels is not None:
+            if self.config.problem_type in ("multi_label_classification", "regression"):
+                loss = self.loss_function(labels, logits, self.config)  # transformers' BCE-with-logits / MSE
+            else:  # single-label (the default): the configured F-PDLS / PDLS / cross-entropy, hard or soft labels
+                loss = self.compute_loss(logits, labels)
+        return VtNrImageClassifierOutput(
             loss=loss,
             logits=logits,
             hidden_states=getattr(backbone_outputs, "hidden_states", None),
@@ -296,7 +301,6 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             resizer_output=images if output_intermediates and self.resizer is not None else None,
             pooled_output=pooled if output_intermediates else None,
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = ["VtNrPreTrainedModel", "VtNrForImageClassification", "VtNrClassificationHead", "VtNrImageClassifierOutput"]
