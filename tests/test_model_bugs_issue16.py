@@ -118,3 +118,34 @@ def test_int_size_follows_the_default_geometry(arch):
     image = np.random.default_rng(0).integers(0, 256, (50, 100, 3), dtype=np.uint8)
     pixel_values = processor(image, return_tensors="pt")["pixel_values"]
     assert tuple(pixel_values.shape[-2:]) == ((96, 192) if shortest_edge else (96, 96))
+
+
+# 6. Every architecture has a base model registered with AutoModel, loading a classification checkpoint.
+@pytest.mark.parametrize("arch", sorted(hf_fer.models.ARCHITECTURES))
+def test_automodel_and_feature_extraction_pipeline_load_a_classification_checkpoint(arch, tmp_path):
+    from tiny_models import input_shape, tiny_config
+
+    spec = hf_fer.models.ARCHITECTURES[arch]
+    torch.manual_seed(0)
+    classifier = spec.model_class(tiny_config(arch, num_labels=3)).eval()
+    classifier.save_pretrained(tmp_path)
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(base).__name__ == f"{spec.class_prefix}Model"
+    assert base.base_model is base or base.base_model_prefix in dict(base.named_children())
+    classifier_state = classifier.state_dict()
+    prefix = f"{base.base_model_prefix}." if base.base_model_prefix else ""
+    for key, tensor in base.state_dict().items():  # every base weight is the checkpoint's
+        torch.testing.assert_close(tensor, classifier_state[prefix + key], msg=key)
+    pixel_values = torch.randn(input_shape(arch))
+    with torch.no_grad():
+        features = base(pixel_values)
+    assert features.pooler_output.shape[0] == 2 and features.last_hidden_state.shape[0] == 2
+
+    side, channels = input_shape(arch)[2], input_shape(arch)[1]
+    processor = spec.image_processor_class(size={"height": side, "width": side}, do_center_crop=False)
+    extractor = pipeline("image-feature-extraction", model=base, image_processor=processor)
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
+    pooled = extractor(image, return_tensors=True, pool=True)
+    assert pooled.shape[0] == 1 and pooled.shape[-1] == features.pooler_output.shape[-1]

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, AutoVideoProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoVideoProcessor
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class Architecture:
     @property
     def model_class(self):
         return getattr(self.module, f"{self.class_prefix}ForImageClassification")
+
+    @property
+    def base_model_class(self):
+        return getattr(self.module, f"{self.class_prefix}Model")
 
     @property
     def image_processor_class(self):
@@ -93,6 +97,7 @@ def register_architecture(arch: Architecture) -> None:
     if config_class.model_type != arch.name:
         raise ValueError(f"{config_class.__name__}.model_type is {config_class.model_type!r}, expected {arch.name!r}")
     AutoConfig.register(arch.name, config_class, exist_ok=True)
+    AutoModel.register(config_class, arch.base_model_class, exist_ok=True)
     AutoModelForImageClassification.register(config_class, arch.model_class, exist_ok=True)
     AutoImageProcessor.register(config_class, image_processor_classes={"torchvision": arch.image_processor_class}, exist_ok=True)
     # Installed code for AutoVideoProcessor too: no trust prompt, the folder's copied code never runs.

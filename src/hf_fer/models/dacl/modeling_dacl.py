@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 from transformers.utils import can_return_tuple
 
 from .configuration_dacl import DaclConfig
@@ -173,7 +173,9 @@ class DaclSparseCenterLoss(nn.Module):
 
 class DaclPreTrainedModel(PreTrainedModel):
     config_class = DaclConfig
-    base_model_prefix = "model"  # no separate base model
+    # The head is flat (checkpoint keys predate DaclModel): DaclModel shares its attribute names instead of being
+    # stored under a prefix, so either class loads the other's checkpoint key for key, and `base_model` is the model.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
@@ -202,18 +204,6 @@ class DaclPreTrainedModel(PreTrainedModel):
             # Upstream: kaiming_normal_ on the transposed [dim, classes] view, i.e. fan_in = num_classes.
             init.normal_(module.centers, mean=0.0, std=math.sqrt(2.0 / module.num_classes))
 
-
-class DaclForImageClassification(DaclPreTrainedModel):
-    """DACL classifier. With ``labels`` the loss is CE + λ·L_SC and, in training mode, the centers take one step."""
-
-    def __init__(self, config: DaclConfig):
-        super().__init__(config)
-        self.backbone = build_resnet_trunk(config.backbone_depths)
-        self.attention = DaclAttentionNetwork(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.center_loss = DaclSparseCenterLoss(config.num_labels, config.hidden_size)
-        self.post_init()
-
     def trunk(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
         """ResNet trunk → (B×512×h×w map, stage outputs or ``None``)."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
@@ -225,6 +215,42 @@ class DaclForImageClassification(DaclPreTrainedModel):
             if hidden_states is not None and name in ("maxpool", "layer1", "layer2", "layer3", "layer4"):
                 hidden_states.append(hidden)
         return hidden, (tuple(hidden_states) if hidden_states is not None else None)
+
+
+class DaclModel(DaclPreTrainedModel):
+    """DACL's ResNet trunk without the classifier, attention branch or centers (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`DaclForImageClassification`, whose checkpoints it loads (the training-only
+    parts are left out). ``pooler_output`` is the pooled B×512 feature ``f`` the classifier and center loss read.
+    """
+
+    def __init__(self, config: DaclConfig):
+        super().__init__(config)
+        self.backbone = build_resnet_trunk(config.backbone_depths)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        feature_map, hidden_states = self.trunk(pixel_values, output_hidden_states=bool(output_hidden_states))
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=feature_map, pooler_output=F.adaptive_avg_pool2d(feature_map, 1).flatten(1),
+            hidden_states=hidden_states,
+        )
+
+
+class DaclForImageClassification(DaclPreTrainedModel):
+    """DACL classifier. With ``labels`` the loss is CE + λ·L_SC and, in training mode, the centers take one step."""
+
+    def __init__(self, config: DaclConfig):
+        super().__init__(config)
+        self.backbone = build_resnet_trunk(config.backbone_depths)
+        self.attention = DaclAttentionNetwork(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.center_loss = DaclSparseCenterLoss(config.num_labels, config.hidden_size)
+        self.post_init()
 
     @can_return_tuple
     def forward(
@@ -338,6 +364,6 @@ class DaclForImageClassification(DaclPreTrainedModel):
 
 
 __all__ = [
-    "DaclPreTrainedModel", "DaclForImageClassification", "DaclImageClassifierOutput", "DaclAttentionNetwork",
+    "DaclPreTrainedModel", "DaclModel", "DaclForImageClassification", "DaclImageClassifierOutput", "DaclAttentionNetwork",
     "DaclSparseCenterLoss",
 ]

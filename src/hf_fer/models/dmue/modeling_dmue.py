@@ -73,7 +73,7 @@ import torchvision
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 from transformers.utils import can_return_tuple
 
 from .configuration_dmue import DmueConfig
@@ -171,7 +171,9 @@ class DmuePooling(nn.Module):
 class DmuePreTrainedModel(PreTrainedModel):
     config_class = DmueConfig
     config: DmueConfig
-    base_model_prefix = "dmue"
+    # The head is flat (checkpoint keys predate DmueModel): DmueModel shares its attribute names instead of being
+    # stored under a prefix, so either class loads the other's checkpoint key for key, and `base_model` is the model.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["BasicBlock"]
@@ -206,6 +208,40 @@ class DmuePreTrainedModel(PreTrainedModel):
     def _is_classifier(self, module: nn.Module) -> bool:
         classifiers = [getattr(self, "classifier", None), *(getattr(self, "aux_classifiers", None) or [])]
         return any(module is classifier for classifier in classifiers)
+
+
+class DmueModel(DmuePreTrainedModel):
+    """The deployed DMUE network without its classifier (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`DmueForImageClassification` (``resnet``, ``neck``), whose checkpoints it
+    loads (classifier and training-only branches left out). ``last_hidden_state`` is the target branch's
+    stage-4 map; ``pooler_output`` the pooled, BN-neck-normalised feature the classifier reads.
+    """
+
+    def __init__(self, config: DmueConfig):
+        super().__init__(config)
+        self.resnet = build_dmue_resnet18(config)
+        self.pooler = DmuePooling(config.pooling, config.gem_p)
+        self.neck = nn.BatchNorm1d(config.hidden_size) if config.use_bnneck else None
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        resnet = self.resnet
+        hidden = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(pixel_values))))
+        hidden_states = (hidden,)
+        for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+            hidden = stage(hidden)
+            hidden_states += (hidden,)
+        pooled = self.pooler(hidden)
+        if self.neck is not None:
+            pooled = self.neck(pooled)
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=hidden, pooler_output=pooled, hidden_states=hidden_states if output_hidden_states else None
+        )
 
 
 class DmueForImageClassification(DmuePreTrainedModel):
@@ -453,4 +489,4 @@ class DmueForImageClassification(DmuePreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-__all__ = ["DmuePreTrainedModel", "DmueForImageClassification", "DmueImageClassifierOutput", "dmue_ramp_weights", "build_dmue_resnet18"]
+__all__ = ["DmuePreTrainedModel", "DmueModel", "DmueForImageClassification", "DmueImageClassifierOutput", "dmue_ramp_weights", "build_dmue_resnet18"]
