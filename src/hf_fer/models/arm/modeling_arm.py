@@ -243,10 +243,11 @@ class ArmForImageClassification(ArmPreTrainedModel):
         return estimate
 
     def load_backbone_weights(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-        """Load torchvision-named ResNet weights (e.g. ImageNet ``resnet18``) into the trunk, strictly.
+        """Load torchvision-named ResNet weights into the trunk, strictly (ImageNet ``resnet18``, MS-Celeb-1M ``resnet18_msceleb.pth``...).
 
-        ``module.`` prefixes are stripped and the ImageNet ``fc.*`` head is ignored. Call after construction
-        (``post_init`` re-initialises weights). Returns the ignored keys.
+        ``module.`` prefixes are stripped and the 1000-way ``fc.*`` head is ignored; every trunk tensor must be
+        present with the right shape (a ``strict=False`` load would silently load nothing). Call after
+        construction (``post_init`` re-initialises weights). Returns the ignored keys.
         """
         cleaned = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
         ignored = [k for k in cleaned if k.startswith("fc.")]

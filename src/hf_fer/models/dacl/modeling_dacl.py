@@ -35,6 +35,7 @@ from .configuration_dacl import DaclConfig
 TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
+# Copied from hf_fer.models.arm.modeling_arm.build_resnet_trunk
 def build_resnet_trunk(depths: list[int]) -> nn.Sequential:
     """A torchvision BasicBlock ResNet without its pooling and classifier, keeping torchvision's parameter names."""
     resnet = ResNet(BasicBlock, list(depths))
@@ -339,12 +340,13 @@ class DaclForImageClassification(DaclPreTrainedModel):
         self.train(was_training)
         return centers.clone()
 
+    # Copied from hf_fer.models.arm.modeling_arm.ArmForImageClassification.load_backbone_weights
     def load_backbone_weights(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-        """Load torchvision-named ResNet weights (e.g. upstream's MS-Celeb-1M ``resnet18_msceleb.pth`` ``state_dict``).
+        """Load torchvision-named ResNet weights into the trunk, strictly (ImageNet ``resnet18``, MS-Celeb-1M ``resnet18_msceleb.pth``...).
 
-        ``module.`` prefixes are stripped and the 1000-way ``fc.*`` is ignored; every trunk tensor must be present
-        with the right shape (upstream's ``strict=False`` would silently load nothing). Call after construction
-        (``post_init`` re-initialises weights). Returns the ignored keys.
+        ``module.`` prefixes are stripped and the 1000-way ``fc.*`` head is ignored; every trunk tensor must be
+        present with the right shape (a ``strict=False`` load would silently load nothing). Call after
+        construction (``post_init`` re-initialises weights). Returns the ignored keys.
         """
         cleaned = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
         ignored = [k for k in cleaned if k.startswith("fc.")]

@@ -117,6 +117,7 @@ class DmueImageClassifierOutput(ImageClassifierOutput):
     ramp_down_weight: torch.Tensor | None = None
 
 
+# Copied from hf_fer.models.dacl.modeling_dacl._is_single_label with Dacl->Dmue
 def _is_single_label(config: DmueConfig, labels: torch.Tensor) -> bool:
     """``config.problem_type``, or transformers' rule when unset: integer labels with num_labels > 1 are single-label."""
     if config.problem_type is not None:
