@@ -149,3 +149,32 @@ def test_automodel_and_feature_extraction_pipeline_load_a_classification_checkpo
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
     pooled = extractor(image, return_tensors=True, pool=True)
     assert pooled.shape[0] == 1 and pooled.shape[-1] == features.pooler_output.shape[-1]
+
+
+# 4. POSTER V2 returns its attention weights (argument and config) through transformers' attention interface.
+def test_poster_v2_output_attentions_and_attn_implementation():
+    from test_poster_v2 import tiny_model as tiny_poster
+
+    model = tiny_poster()
+    pixel_values = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        reference = model(pixel_values).logits
+        out = model(pixel_values, output_attentions=True)  # under SDPA (the default) the eager path gives the weights
+    model.set_attn_implementation("eager")  # transformers accepts config.output_attentions only with eager attention
+    assert model.config._attn_implementation == "eager"
+    model.config.output_attentions = True
+    with torch.no_grad():
+        from_config = model(pixel_values)
+    model.config.output_attentions = False
+    heads, tokens = model.config.num_attention_heads, 1 + 3 * model.config.num_patches_per_scale
+    for attentions in (out.attentions, from_config.attentions):
+        assert len(attentions) == model.config.num_hidden_layers
+        for weights in attentions:
+            assert weights.shape == (2, heads, tokens, tokens)
+            torch.testing.assert_close(weights.sum(-1), torch.ones(2, heads, tokens))
+    torch.testing.assert_close(out.logits, reference, atol=1e-5, rtol=1e-5)  # eager weights, same logits as SDPA
+    with torch.no_grad():
+        base = model.poster_v2(pixel_values, output_attentions=True)
+    assert [w.shape[-1] for w in base.cross_attentions] == [s * s for s in model.config.window_size]
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values).logits, reference, atol=1e-5, rtol=1e-5)
