@@ -178,3 +178,28 @@ def test_poster_v2_output_attentions_and_attn_implementation():
     assert [w.shape[-1] for w in base.cross_attentions] == [s * s for s in model.config.window_size]
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values).logits, reference, atol=1e-5, rtol=1e-5)
+
+
+# Gradient checkpointing (POSTER V2's transformer layers) recomputes in backward: same loss, same gradients.
+def test_poster_v2_gradient_checkpointing_gives_the_same_gradients():
+    from test_poster_v2 import tiny_model as tiny_poster
+
+    model = tiny_poster().train()
+    assert model.supports_gradient_checkpointing
+    pixel_values, labels = torch.randn(2, 3, 56, 56), torch.tensor([1, 4])
+
+    def step():
+        model.zero_grad()
+        loss = model(pixel_values, labels=labels).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    loss_off, grads_off = step()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert all(layer.gradient_checkpointing for layer in model.poster_v2.encoder)
+    loss_on, grads_on = step()
+    model.gradient_checkpointing_disable()
+    torch.testing.assert_close(loss_on, loss_off)
+    assert grads_on.keys() == grads_off.keys() and len(grads_on) > 10
+    for name in grads_off:
+        torch.testing.assert_close(grads_on[name], grads_off[name], msg=name)

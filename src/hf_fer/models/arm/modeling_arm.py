@@ -100,6 +100,7 @@ class ArmPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["BasicBlock"]  # torchvision's residual block: its shortcut must stay on one device
 
     def _init_weights(self, module: nn.Module) -> None:
         """torchvision's ResNet init for the trunk, PyTorch defaults for the head (as upstream), alpha = alpha_init."""
@@ -116,11 +117,7 @@ class ArmPreTrainedModel(PreTrainedModel):
                 bound = 1 / math.sqrt(module.weight.shape[1])
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, ArmAmendModule):
             init.constant_(module.alpha, self.config.alpha_init)
             init.zeros_(module.affinity_running_mean)

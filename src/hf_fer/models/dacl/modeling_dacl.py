@@ -179,6 +179,7 @@ class DaclPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["BasicBlock"]  # torchvision's residual block: its shortcut must stay on one device
 
     def _init_weights(self, module: nn.Module) -> None:
         """Upstream init: torchvision's for the trunk, Kaiming-normal (fan_in) FCs with zero bias in the attention
@@ -196,11 +197,7 @@ class DaclPreTrainedModel(PreTrainedModel):
                 init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, DaclSparseCenterLoss):
             # Upstream: kaiming_normal_ on the transposed [dim, classes] view, i.e. fan_in = num_classes.
             init.normal_(module.centers, mean=0.0, std=math.sqrt(2.0 / module.num_classes))

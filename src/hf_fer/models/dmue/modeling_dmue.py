@@ -188,11 +188,7 @@ class DmuePreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, nn.Linear):
             if self._is_classifier(module):
                 init.normal_(module.weight, mean=0.0, std=self.config.classifier_init_std)

@@ -88,6 +88,7 @@ class MiniXceptionPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["MiniXceptionModule"]  # main path and shortcut are summed: one device
 
     def _init_weights(self, module: nn.Module) -> None:
         """Keras' defaults: Glorot-uniform kernels, zero biases, BatchNorm gamma 1 / beta 0 / statistics 0 and 1."""
@@ -96,11 +97,7 @@ class MiniXceptionPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
 
 
 def _build_trunk(model: nn.Module, config: MiniXceptionConfig) -> int:

@@ -308,12 +308,7 @@ class PosterV2PreTrainedModel(PreTrainedModel):
                 bound = 1 / fan_in**0.5 if fan_in > 0 else 0
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm2d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
 

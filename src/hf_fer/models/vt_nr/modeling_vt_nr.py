@@ -136,6 +136,8 @@ class VtNrPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # The backbone (a transformers PreTrainedModel) contributes its own no-split blocks.
+    _no_split_modules = ["SpatialTransformerNetwork", "NeuralResizer"]
     supports_gradient_checkpointing = True
     # VT-NR's own modules have no attention; the backbone (its own PreTrainedModel) checks what it supports.
     _supports_sdpa = True
@@ -154,11 +156,7 @@ class VtNrPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             module.reset_parameters()
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
 
     def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         """Fail early, naming the expected size, instead of with a shape error deep inside the STN/backbone."""
