@@ -227,13 +227,18 @@ class VtNrConfig(PretrainedConfig):
         return [[value / sum(row) for value in row] for row in rows]
 
     def to_dict(self) -> dict[str, Any]:
-        """As the base class, with the backbone reduced to what differs from its class defaults (plus
-        ``model_type``): derived fields (``hidden_size``, stage names) and its unused label names would only
-        go stale or confuse readers of config.json."""
+        """As the base class, with the label prior of the current labels (see ``label_prior_matrix``)."""
         output = super().to_dict()
         output.pop("_label_prior_matrix", None)
         output.pop("_label_prior_names", None)
         output["label_prior_matrix"] = self.label_prior_matrix
+        return output
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """What config.json holds: as the base class, with the backbone reduced to what differs from its class
+        defaults (plus ``model_type``): derived fields (``hidden_size``, stage names) and its unused label names
+        would only go stale or confuse readers of config.json."""
+        output = super().to_diff_dict()
         backbone = self.backbone_config.to_diff_dict()
         for key in ("id2label", "label2id", "transformers_version"):
             backbone.pop(key, None)

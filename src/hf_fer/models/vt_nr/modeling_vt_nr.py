@@ -194,11 +194,13 @@ class VtNrPreTrainedModel(PreTrainedModel):
         warped = images
         if self.resizer is not None:
             images = self.resizer(images)
-        backbone_kwargs = {}
-        if output_hidden_states is not None:
-            backbone_kwargs["output_hidden_states"] = output_hidden_states
-        if output_attentions is not None:
-            backbone_kwargs["output_attentions"] = output_attentions
+        # VT-NR's own config decides (the backbone's sub-config keeps its defaults), as for in-tree composite models.
+        backbone_kwargs = {
+            "output_hidden_states": output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
+        }
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if output_attentions:
+            backbone_kwargs["output_attentions"] = True
         backbone_outputs = self.backbone(pixel_values=images, return_dict=True, **backbone_kwargs)
         return backbone_outputs, self.pool(backbone_outputs.last_hidden_state), theta, warped, images
 
