@@ -37,7 +37,7 @@ setup(
         # dev: everything the test suite exercises (no test may be skipped for a missing dependency);
         # onnxscript: torch.onnx.export(dynamo=True), the default ONNX exporter since torch 2.9, needs it (hf-fer export)
         "dev": ["pytest>=8.0", "pytest-timeout>=2.3", "h5py>=3.10", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1",
-                "av>=12.0", "scikit-image>=0.22"],
+                "av>=12.0", "scikit-image>=0.22", "parameterized>=0.9"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         "video": ["av>=12.0"],  # PyAV (bundles its own FFmpeg): video files, webcams, RTSP streams
         "convert": ["h5py>=3.10"],  # Keras .hdf5 checkpoints (mini-Xception)
