@@ -48,3 +48,16 @@ def test_renames_are_applied_and_required(tmp_path):
     dmue.write_text(text.replace("_is_single_label with Dacl->Dmue", "_is_single_label"))
     result = _run(root)
     assert result.returncode == 1 and "_is_single_label" in result.stderr
+
+
+def test_decorated_copies_are_compared_whole(tmp_path):
+    models = tmp_path / "src" / "hf_fer" / "models"
+    (models / "a").mkdir(parents=True)
+    (models / "b").mkdir()
+    (models / "a" / "m.py").write_text("import torch\n\n\n@torch.no_grad()\ndef helper_a(x):\n    return x + 1\n")
+    copy = "import torch\n\n\n# Copied from hf_fer.models.a.m.helper_a with _a->_b\n@torch.no_grad()\ndef helper_b(x):\n    return x + 1\n\n\ndef other():\n    return 2\n"
+    (models / "b" / "m.py").write_text(copy)
+    assert _run(tmp_path).returncode == 0
+    (models / "b" / "m.py").write_text(copy.replace("return x + 1", "return x + 2"))
+    result = _run(tmp_path)
+    assert result.returncode == 1 and "def helper_b(x):" in result.stderr and "b/m.py:4" in result.stderr

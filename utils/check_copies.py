@@ -46,7 +46,10 @@ def _copy_source(lines: list[str], marker_index: int) -> str:
     """The def/class starting right after the marker: up to the next line indented at or left of its header."""
     start = marker_index + 1
     header_indent = len(lines[start]) - len(lines[start].lstrip())
-    end = start + 1
+    end = start
+    while end < len(lines) and lines[end].lstrip().startswith("@"):  # decorators belong to the definition
+        end += 1
+    end += 1
     while end < len(lines):
         line = lines[end]
         if line.strip() and len(line) - len(line.lstrip()) <= header_indent and not line.lstrip().startswith(")"):
@@ -92,7 +95,8 @@ def check_file(path: Path, models_dir: Path) -> list[str]:
             problems.append(f"{where}: marker with no definition after it")
             continue
         if _copy_source(lines, index) != expected:
-            problems.append(f"{where}: {lines[index + 1].strip()} differs from hf_fer.models.{match['target']}"
+            header = next(line.strip() for line in lines[index + 1:] if not line.lstrip().startswith("@"))
+            problems.append(f"{where}: {header} differs from hf_fer.models.{match['target']}"
                             + (f" (after renames {match['renames']})" if match["renames"] else ""))
     return problems
 
