@@ -145,7 +145,7 @@ def test_cross_attention_uses_relative_position_bias_and_landmark_queries():
     with torch.no_grad():
         attention.relative_position_bias_table.normal_()
         image_tokens, landmark_tokens = torch.randn(2, 16, 16), torch.randn(2, 16, 16)
-        out = attention(image_tokens, landmark_tokens)
+        out, _ = attention(image_tokens, landmark_tokens)
         kv = image_tokens @ attention.key_value.weight.T + attention.key_value.bias
         keys, values = kv[..., :16], kv[..., 16:]
         window = attention.window_size

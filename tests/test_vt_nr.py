@@ -125,8 +125,12 @@ def test_loss_errors_are_clear():
     config = tiny_config(num_labels=7)  # no FERPlus names → no default prior
     assert config.label_prior_matrix is None
     model = VtNrForImageClassification(config).eval()
-    with pytest.raises(ValueError, match="needs config.label_prior_matrix"):
-        model(pixel_values=torch.randn(1, 3, 64, 64), labels=torch.tensor([1]))
+    with pytest.warns(UserWarning, match="uniform prior"):  # no prior known for these labels: plain label smoothing
+        out = model(pixel_values=torch.randn(1, 3, 64, 64), labels=torch.tensor([1]))
+    expected = prior_label_smoothing_loss(out.logits, torch.tensor([1]), torch.full((7, 7), 1 / 7))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="needs config.label_prior_matrix"):  # the loss function itself still asks
+        prior_label_smoothing_loss(out.logits, torch.tensor([1]), None)
     with pytest.raises(ValueError, match=r"labels must be class indices in 0..6"):
         prior_label_smoothing_loss(torch.randn(1, 7), torch.tensor([7]), torch.eye(7))
     ce = VtNrForImageClassification(tiny_config(num_labels=7, loss_type="cross_entropy")).eval()
@@ -384,7 +388,7 @@ def test_from_backbone_pretrained_loads_a_local_hub_style_checkpoint(tmp_path):
     source = hub_model.swin.state_dict()
     for name, tensor in model.backbone.state_dict().items():
         assert torch.equal(tensor, source[name]), name
-    assert model.config.num_labels == 8 and "id2label" not in model.config.to_dict()["backbone_config"]
+    assert model.config.num_labels == 8 and "id2label" not in model.config.to_diff_dict()["backbone_config"]  # config.json
     assert model.stn.theta_fc.bias.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     # A ViT classification checkpoint (no pooler weights; ours needs none either).
     from transformers import ViTForImageClassification

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, AutoVideoProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoVideoProcessor
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -103,6 +103,11 @@ class Architecture:
     @property
     def model_class(self):
         return getattr(self.module, f"{self.class_prefix}ForImageClassification")
+
+    @property
+    def base_model_class(self):
+        """``<Name>Model`` (registered with ``AutoModel``), or ``None`` for a plug-in that has no base model."""
+        return getattr(self.module, f"{self.class_prefix}Model", None)
 
     @property
     def image_processor_class(self):
@@ -212,6 +217,8 @@ def register_architecture(arch: Architecture) -> None:
     if config_class.model_type != arch.name:
         raise ValueError(f"{config_class.__name__}.model_type is {config_class.model_type!r}, expected {arch.name!r}")
     AutoConfig.register(arch.name, config_class, exist_ok=True)
+    if arch.base_model_class is not None:
+        AutoModel.register(config_class, arch.base_model_class, exist_ok=True)
     AutoModelForImageClassification.register(config_class, arch.model_class, exist_ok=True)
     AutoImageProcessor.register(config_class, image_processor_classes={"torchvision": arch.image_processor_class}, exist_ok=True)
     # Installed code for AutoVideoProcessor too: no trust prompt, the folder's copied code never runs.

@@ -28,7 +28,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 from transformers.utils import logging
 
 from .configuration_arm import ArmConfig
@@ -94,9 +95,12 @@ class ArmAmendModule(nn.Module):
 
 class ArmPreTrainedModel(PreTrainedModel):
     config_class = ArmConfig
-    base_model_prefix = "model"  # no separate base model; "arm" is the Amend module, not a base model
+    # The head is flat (checkpoint keys predate ArmModel): ArmModel shares its attribute names instead of being
+    # stored under a prefix, so either class loads the other's checkpoint key for key, and `base_model` is the model.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["BasicBlock"]  # torchvision's residual block: its shortcut must stay on one device
 
     def _init_weights(self, module: nn.Module) -> None:
         """torchvision's ResNet init for the trunk, PyTorch defaults for the head (as upstream), alpha = alpha_init."""
@@ -113,15 +117,59 @@ class ArmPreTrainedModel(PreTrainedModel):
                 bound = 1 / math.sqrt(module.weight.shape[1])
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, ArmAmendModule):
             init.constant_(module.alpha, self.config.alpha_init)
             init.zeros_(module.affinity_running_mean)
             init.zeros_(module.affinity_num_batches_tracked)
+
+    def _check_input(self, pixel_values: torch.Tensor) -> None:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(f"pixel_values must be B×{self.config.num_channels}×H×W, got shape {tuple(pixel_values.shape)}")
+
+    def amended_features(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
+        """Trunk → pixel shuffle → ARM; returns (B×121 features, trunk map, hidden states or None)."""
+        self._check_input(pixel_values)
+        hidden_states = [] if output_hidden_states else None
+        hidden = pixel_values
+        for name, layer in self.backbone.named_children():
+            hidden = layer(hidden)
+            if hidden_states is not None and name in ("maxpool", "layer1", "layer2", "layer3", "layer4"):
+                hidden_states.append(hidden)
+        side = self.config.shuffled_map_size // self.config.pixel_shuffle_factor
+        if tuple(hidden.shape[-2:]) != (side, side):
+            raise ValueError(
+                f"input of {tuple(pixel_values.shape[-2:])} pixels gives a {tuple(hidden.shape[-2:])} trunk map; ARM's classifier "
+                f"expects {self.config.classifier_in_features} features, i.e. a {side}×{side} map (image_size "
+                f"{self.config.image_size}); resize the images"
+            )
+        shuffled = F.pixel_shuffle(hidden, self.config.pixel_shuffle_factor)
+        amended = self.arm(shuffled).flatten(1)
+        return amended, hidden, (tuple(hidden_states) if hidden_states is not None else None)
+
+
+class ArmModel(ArmPreTrainedModel):
+    """ARM without its classifier: the ResNet trunk and the Amend module (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`ArmForImageClassification`, whose checkpoints it loads (the classifier
+    is left out). ``pooler_output`` is the B×121 amended representation the classifier reads.
+    """
+
+    def __init__(self, config: ArmConfig):
+        super().__init__(config)
+        self.backbone = build_resnet_trunk(config.backbone_depths)
+        self.arm = ArmAmendModule(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        features, feature_map, hidden_states = self.amended_features(pixel_values, output_hidden_states=bool(output_hidden_states))
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=feature_map, pooler_output=features, hidden_states=hidden_states
+        )
 
 
 class ArmForImageClassification(ArmPreTrainedModel):
@@ -141,50 +189,22 @@ class ArmForImageClassification(ArmPreTrainedModel):
             raise ValueError(f"affinity mode must be 'batch' or 'running', got {mode!r}")
         self.config.affinity_mode = mode
 
-    def _check_input(self, pixel_values: torch.Tensor) -> None:
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(f"pixel_values must be B×{self.config.num_channels}×H×W, got shape {tuple(pixel_values.shape)}")
-
-    def amended_features(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
-        """Trunk → pixel shuffle → ARM; returns (B×121 features, hidden states or None)."""
-        self._check_input(pixel_values)
-        hidden_states = [] if output_hidden_states else None
-        hidden = pixel_values
-        for name, layer in self.backbone.named_children():
-            hidden = layer(hidden)
-            if hidden_states is not None and name in ("maxpool", "layer1", "layer2", "layer3", "layer4"):
-                hidden_states.append(hidden)
-        side = self.config.shuffled_map_size // self.config.pixel_shuffle_factor
-        if tuple(hidden.shape[-2:]) != (side, side):
-            raise ValueError(
-                f"input of {tuple(pixel_values.shape[-2:])} pixels gives a {tuple(hidden.shape[-2:])} trunk map; ARM's classifier "
-                f"expects {self.config.classifier_in_features} features, i.e. a {side}×{side} map (image_size "
-                f"{self.config.image_size}); resize the images"
-            )
-        shuffled = F.pixel_shuffle(hidden, self.config.pixel_shuffle_factor)
-        amended = self.arm(shuffled).flatten(1)
-        return amended, (tuple(hidden_states) if hidden_states is not None else None)
-
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput | tuple:
+    ) -> ImageClassifierOutput:
         r"""
         In ``affinity_mode="batch"`` (converted upstream checkpoints) the logits of an image depend on the other
         images of ``pixel_values``; in ``"running"`` mode they do not (outside training).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        features, hidden_states = self.amended_features(pixel_values, output_hidden_states=bool(output_hidden_states))
+        features, _, hidden_states = self.amended_features(pixel_values, output_hidden_states=bool(output_hidden_states))
         logits = self.classifier(self.dropout(features))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        if not return_dict:
-            output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     @torch.no_grad()
@@ -220,10 +240,11 @@ class ArmForImageClassification(ArmPreTrainedModel):
         return estimate
 
     def load_backbone_weights(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-        """Load torchvision-named ResNet weights (e.g. ImageNet ``resnet18``) into the trunk, strictly.
+        """Load torchvision-named ResNet weights into the trunk, strictly (ImageNet ``resnet18``, MS-Celeb-1M ``resnet18_msceleb.pth``...).
 
-        ``module.`` prefixes are stripped and the ImageNet ``fc.*`` head is ignored. Call after construction
-        (``post_init`` re-initialises weights). Returns the ignored keys.
+        ``module.`` prefixes are stripped and the 1000-way ``fc.*`` head is ignored; every trunk tensor must be
+        present with the right shape (a ``strict=False`` load would silently load nothing). Call after
+        construction (``post_init`` re-initialises weights). Returns the ignored keys.
         """
         cleaned = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
         ignored = [k for k in cleaned if k.startswith("fc.")]
@@ -242,4 +263,4 @@ class ArmForImageClassification(ArmPreTrainedModel):
         return ignored
 
 
-__all__ = ["ArmPreTrainedModel", "ArmForImageClassification", "ArmAmendModule"]
+__all__ = ["ArmPreTrainedModel", "ArmModel", "ArmForImageClassification", "ArmAmendModule"]

@@ -5,11 +5,12 @@ from .modeling_dacl import (
     DaclAttentionNetwork,
     DaclForImageClassification,
     DaclImageClassifierOutput,
+    DaclModel,
     DaclPreTrainedModel,
     DaclSparseCenterLoss,
 )
 
 __all__ = [
     "DaclConfig", "DaclForImageClassification", "DaclImageProcessor", "DaclImageClassifierOutput",
-    "DaclAttentionNetwork", "DaclSparseCenterLoss", "DaclPreTrainedModel",
+    "DaclAttentionNetwork", "DaclSparseCenterLoss", "DaclPreTrainedModel", "DaclModel",
 ]

@@ -35,6 +35,7 @@ class DaclImageProcessor(TorchvisionBackend):
     image_mean = DACL_MEAN
     image_std = DACL_STD
     size = {"shortest_edge": 256}
+    default_to_square = False  # an int `size` is the shorter side, like the default above and torchvision's Resize(int)
     do_resize = True
     do_center_crop = True
     crop_size = {"height": 224, "width": 224}

@@ -27,13 +27,15 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 from .configuration_dacl import DaclConfig
 
 TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
+# Copied from hf_fer.models.arm.modeling_arm.build_resnet_trunk
 def build_resnet_trunk(depths: list[int]) -> nn.Sequential:
     """A torchvision BasicBlock ResNet without its pooling and classifier, keeping torchvision's parameter names."""
     resnet = ResNet(BasicBlock, list(depths))
@@ -55,6 +57,13 @@ class DaclImageClassifierOutput(ImageClassifierOutput):
     attention_weights: torch.FloatTensor | None = None
     classification_loss: torch.FloatTensor | None = None
     center_loss: torch.FloatTensor | None = None
+
+
+def _is_single_label(config: DaclConfig, labels: torch.Tensor) -> bool:
+    """``config.problem_type``, or transformers' rule when unset: integer labels with num_labels > 1 are single-label."""
+    if config.problem_type is not None:
+        return config.problem_type == "single_label_classification"
+    return config.num_labels > 1 and not labels.dtype.is_floating_point and labels.dtype != torch.bool
 
 
 class DaclEncodingLayer(nn.Module):
@@ -165,9 +174,12 @@ class DaclSparseCenterLoss(nn.Module):
 
 class DaclPreTrainedModel(PreTrainedModel):
     config_class = DaclConfig
-    base_model_prefix = "model"  # no separate base model
+    # The head is flat (checkpoint keys predate DaclModel): DaclModel shares its attribute names instead of being
+    # stored under a prefix, so either class loads the other's checkpoint key for key, and `base_model` is the model.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["BasicBlock"]  # torchvision's residual block: its shortcut must stay on one device
 
     def _init_weights(self, module: nn.Module) -> None:
         """Upstream init: torchvision's for the trunk, Kaiming-normal (fan_in) FCs with zero bias in the attention
@@ -185,26 +197,10 @@ class DaclPreTrainedModel(PreTrainedModel):
                 init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, DaclSparseCenterLoss):
             # Upstream: kaiming_normal_ on the transposed [dim, classes] view, i.e. fan_in = num_classes.
             init.normal_(module.centers, mean=0.0, std=math.sqrt(2.0 / module.num_classes))
-
-
-class DaclForImageClassification(DaclPreTrainedModel):
-    """DACL classifier. With ``labels`` the loss is CE + λ·L_SC and, in training mode, the centers take one step."""
-
-    def __init__(self, config: DaclConfig):
-        super().__init__(config)
-        self.backbone = build_resnet_trunk(config.backbone_depths)
-        self.attention = DaclAttentionNetwork(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.center_loss = DaclSparseCenterLoss(config.num_labels, config.hidden_size)
-        self.post_init()
 
     def trunk(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
         """ResNet trunk → (B×512×h×w map, stage outputs or ``None``)."""
@@ -218,43 +214,84 @@ class DaclForImageClassification(DaclPreTrainedModel):
                 hidden_states.append(hidden)
         return hidden, (tuple(hidden_states) if hidden_states is not None else None)
 
+
+class DaclModel(DaclPreTrainedModel):
+    """DACL's ResNet trunk without the classifier, attention branch or centers (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`DaclForImageClassification`, whose checkpoints it loads (the training-only
+    parts are left out). ``pooler_output`` is the pooled B×512 feature ``f`` the classifier and center loss read.
+    """
+
+    def __init__(self, config: DaclConfig):
+        super().__init__(config)
+        self.backbone = build_resnet_trunk(config.backbone_depths)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        feature_map, hidden_states = self.trunk(pixel_values, output_hidden_states=bool(output_hidden_states))
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=feature_map, pooler_output=F.adaptive_avg_pool2d(feature_map, 1).flatten(1),
+            hidden_states=hidden_states,
+        )
+
+
+class DaclForImageClassification(DaclPreTrainedModel):
+    """DACL classifier. With ``labels`` the loss is CE + λ·L_SC and, in training mode, the centers take one step."""
+
+    def __init__(self, config: DaclConfig):
+        super().__init__(config)
+        self.backbone = build_resnet_trunk(config.backbone_depths)
+        self.attention = DaclAttentionNetwork(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.center_loss = DaclSparseCenterLoss(config.num_labels, config.hidden_size)
+        self.post_init()
+
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attention_weights: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> DaclImageClassifierOutput | tuple:
+    ) -> DaclImageClassifierOutput:
         """``output_attention_weights`` (default ``config.compute_attention_at_inference``) runs the attention branch
-        in an eval forward without labels; it always runs in training and whenever ``labels`` are given."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        in an eval forward without labels; it always runs in training and whenever ``labels`` are given.
+
+        Loss by ``config.problem_type`` (inferred from the labels as in transformers when unset):
+        ``single_label_classification`` is DACL's CE + λ·L_SC (and the center step in training);
+        ``multi_label_classification`` / ``regression`` are transformers' BCE-with-logits / MSE on the logits
+        only: the center loss pulls each image to *one* class center, which these targets do not define.
+        """
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         feature_map, hidden_states = self.trunk(pixel_values, output_hidden_states=bool(output_hidden_states))
         features = F.adaptive_avg_pool2d(feature_map, 1).flatten(1)
         logits = self.classifier(features)
 
-        if labels is not None:
+        single_label = labels is not None and _is_single_label(self.config, labels)
+        if single_label:
             labels = labels.to(logits.device)
             self.center_loss.check_labels(labels, logits.shape[0])
         if output_attention_weights is None:
             output_attention_weights = self.config.compute_attention_at_inference
         attention_weights = None
-        if labels is not None or self.training or output_attention_weights:
+        if single_label or self.training or output_attention_weights:
             attention_weights = self.center_loss_weights(feature_map, features)
 
         loss = classification_loss = center_loss = None
-        if labels is not None:
+        if single_label:
             classification_loss = F.cross_entropy(logits, labels)
             center_loss = self.center_loss(features, attention_weights, labels)
             loss = classification_loss + self.config.center_loss_weight * center_loss
             if self.training and self.config.center_lr > 0:
                 self.center_loss.update_centers(features, attention_weights, labels, self.config.center_lr)
+        elif labels is not None:
+            loss = self.loss_function(labels, logits, self.config)
 
-        if not return_dict:
-            output = (logits, features, attention_weights) + ((hidden_states,) if hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
         return DaclImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=hidden_states, features=features,
             attention_weights=attention_weights, classification_loss=classification_loss, center_loss=center_loss,
@@ -300,12 +337,13 @@ class DaclForImageClassification(DaclPreTrainedModel):
         self.train(was_training)
         return centers.clone()
 
+    # Copied from hf_fer.models.arm.modeling_arm.ArmForImageClassification.load_backbone_weights
     def load_backbone_weights(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-        """Load torchvision-named ResNet weights (e.g. upstream's MS-Celeb-1M ``resnet18_msceleb.pth`` ``state_dict``).
+        """Load torchvision-named ResNet weights into the trunk, strictly (ImageNet ``resnet18``, MS-Celeb-1M ``resnet18_msceleb.pth``...).
 
-        ``module.`` prefixes are stripped and the 1000-way ``fc.*`` is ignored; every trunk tensor must be present
-        with the right shape (upstream's ``strict=False`` would silently load nothing). Call after construction
-        (``post_init`` re-initialises weights). Returns the ignored keys.
+        ``module.`` prefixes are stripped and the 1000-way ``fc.*`` head is ignored; every trunk tensor must be
+        present with the right shape (a ``strict=False`` load would silently load nothing). Call after
+        construction (``post_init`` re-initialises weights). Returns the ignored keys.
         """
         cleaned = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
         ignored = [k for k in cleaned if k.startswith("fc.")]
@@ -325,6 +363,6 @@ class DaclForImageClassification(DaclPreTrainedModel):
 
 
 __all__ = [
-    "DaclPreTrainedModel", "DaclForImageClassification", "DaclImageClassifierOutput", "DaclAttentionNetwork",
+    "DaclPreTrainedModel", "DaclModel", "DaclForImageClassification", "DaclImageClassifierOutput", "DaclAttentionNetwork",
     "DaclSparseCenterLoss",
 ]

@@ -8,6 +8,7 @@ from .image_processing_dmue import DmueImageProcessor
 from .modeling_dmue import (
     DmueForImageClassification,
     DmueImageClassifierOutput,
+    DmueModel,
     DmuePreTrainedModel,
     build_dmue_resnet18,
     dmue_ramp_weights,
@@ -19,6 +20,7 @@ __all__ = [
     "DmueImageClassifierOutput",
     "DmueImageProcessor",
     "DmuePreTrainedModel",
+    "DmueModel",
     "build_dmue_resnet18",
     "dmue_ramp_weights",
 ]

@@ -73,7 +73,8 @@ import torchvision
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 from .configuration_dmue import DmueConfig
 
@@ -114,6 +115,14 @@ class DmueImageClassifierOutput(ImageClassifierOutput):
     target_gram: tuple[torch.Tensor, ...] | None = None
     ramp_up_weight: torch.Tensor | None = None
     ramp_down_weight: torch.Tensor | None = None
+
+
+# Copied from hf_fer.models.dacl.modeling_dacl._is_single_label with Dacl->Dmue
+def _is_single_label(config: DmueConfig, labels: torch.Tensor) -> bool:
+    """``config.problem_type``, or transformers' rule when unset: integer labels with num_labels > 1 are single-label."""
+    if config.problem_type is not None:
+        return config.problem_type == "single_label_classification"
+    return config.num_labels > 1 and not labels.dtype.is_floating_point and labels.dtype != torch.bool
 
 
 def dmue_ramp_weights(epoch: float, ramp_epochs: float) -> tuple[float, float]:
@@ -163,7 +172,9 @@ class DmuePooling(nn.Module):
 class DmuePreTrainedModel(PreTrainedModel):
     config_class = DmueConfig
     config: DmueConfig
-    base_model_prefix = "dmue"
+    # The head is flat (checkpoint keys predate DmueModel): DmueModel shares its attribute names instead of being
+    # stored under a prefix, so either class loads the other's checkpoint key for key, and `base_model` is the model.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["BasicBlock"]
@@ -177,11 +188,7 @@ class DmuePreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, nn.Linear):
             if self._is_classifier(module):
                 init.normal_(module.weight, mean=0.0, std=self.config.classifier_init_std)
@@ -198,6 +205,40 @@ class DmuePreTrainedModel(PreTrainedModel):
     def _is_classifier(self, module: nn.Module) -> bool:
         classifiers = [getattr(self, "classifier", None), *(getattr(self, "aux_classifiers", None) or [])]
         return any(module is classifier for classifier in classifiers)
+
+
+class DmueModel(DmuePreTrainedModel):
+    """The deployed DMUE network without its classifier (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`DmueForImageClassification` (``resnet``, ``neck``), whose checkpoints it
+    loads (classifier and training-only branches left out). ``last_hidden_state`` is the target branch's
+    stage-4 map; ``pooler_output`` the pooled, BN-neck-normalised feature the classifier reads.
+    """
+
+    def __init__(self, config: DmueConfig):
+        super().__init__(config)
+        self.resnet = build_dmue_resnet18(config)
+        self.pooler = DmuePooling(config.pooling, config.gem_p)
+        self.neck = nn.BatchNorm1d(config.hidden_size) if config.use_bnneck else None
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        resnet = self.resnet
+        hidden = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(pixel_values))))
+        hidden_states = (hidden,)
+        for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+            hidden = stage(hidden)
+            hidden_states += (hidden,)
+        pooled = self.pooler(hidden)
+        if self.neck is not None:
+            pooled = self.neck(pooled)
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=hidden, pooler_output=pooled, hidden_states=hidden_states if output_hidden_states else None
+        )
 
 
 class DmueForImageClassification(DmuePreTrainedModel):
@@ -258,19 +299,21 @@ class DmueForImageClassification(DmuePreTrainedModel):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = float(epoch)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         epoch: float | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> DmueImageClassifierOutput | tuple:
+    ) -> DmueImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class indices. The deployed model returns the cross-entropy; the multi-branch model the DMUE
-            objective (see the module docstring) with its terms.
+            objective (see the module docstring) with its terms. With ``config.problem_type``
+            ``"multi_label_classification"`` / ``"regression"`` (float targets) the deployed model returns
+            transformers' BCE-with-logits / MSE instead.
         epoch (`float`, *optional*):
             Epoch for the loss ramps of this call; defaults to the value of :meth:`set_epoch`.
         """
@@ -279,7 +322,6 @@ class DmueForImageClassification(DmuePreTrainedModel):
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must have shape [batch, 3, height, width], got {list(pixel_values.shape)}")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         shared_map, hidden_states = self._shared_trunk(pixel_values, output_hidden_states)
         target_map = self.resnet.layer4(shared_map)
@@ -290,7 +332,14 @@ class DmueForImageClassification(DmuePreTrainedModel):
         logits = self.classifier(features)
 
         loss, terms = None, {}
-        if labels is not None:
+        if labels is not None and not _is_single_label(self.config, labels):
+            if self.aux_branches is not None:
+                raise ValueError(
+                    f"DMUE's multi-branch objective needs single-label class indices; problem_type is "
+                    f"{self.config.problem_type!r}: train the deployed model (use_aux_branches=False) for it"
+                )
+            loss = self.loss_function(labels, logits, self.config)  # transformers' BCE-with-logits / MSE
+        elif labels is not None:
             labels = self._check_labels(labels, pixel_values.shape[0])
             if self.aux_branches is None:
                 loss = F.cross_entropy(logits, labels)
@@ -298,8 +347,7 @@ class DmueForImageClassification(DmuePreTrainedModel):
                 terms = self._dmue_objective(shared_map, pooled, features, logits, labels, epoch)
                 loss = terms.pop("loss")
 
-        output = DmueImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, **terms)
-        return output if return_dict else output.to_tuple()
+        return DmueImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, **terms)
 
     def _shared_trunk(self, pixel_values: torch.Tensor, output_hidden_states: bool):
         """Stem + stages 1-3 (shared by every branch). Returns the stage-3 map and the hidden states so far."""
@@ -438,4 +486,4 @@ class DmueForImageClassification(DmuePreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-__all__ = ["DmuePreTrainedModel", "DmueForImageClassification", "DmueImageClassifierOutput", "dmue_ramp_weights", "build_dmue_resnet18"]
+__all__ = ["DmuePreTrainedModel", "DmueModel", "DmueForImageClassification", "DmueImageClassifierOutput", "dmue_ramp_weights", "build_dmue_resnet18"]

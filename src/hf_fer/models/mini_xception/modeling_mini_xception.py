@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 
 from .configuration_mini_xception import MiniXceptionConfig
 
@@ -82,9 +83,12 @@ class MiniXceptionModule(nn.Module):
 
 class MiniXceptionPreTrainedModel(PreTrainedModel):
     config_class = MiniXceptionConfig
-    base_model_prefix = "mini_xception"
+    # The head is flat (the shipped checkpoint's keys predate MiniXceptionModel): the base model shares its attribute
+    # names instead of being stored under a prefix, so either class loads the other's checkpoint key for key.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["MiniXceptionModule"]  # main path and shortcut are summed: one device
 
     def _init_weights(self, module: nn.Module) -> None:
         """Keras' defaults: Glorot-uniform kernels, zero biases, BatchNorm gamma 1 / beta 0 / statistics 0 and 1."""
@@ -93,11 +97,65 @@ class MiniXceptionPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
+
+
+def _build_trunk(model: nn.Module, config: MiniXceptionConfig) -> int:
+    """Give ``model`` the ``stem`` and ``blocks`` of mini-Xception; returns the trunk's output width."""
+    channels = [config.num_channels, *config.stem_channels]
+    model.stem = nn.ModuleList(
+        MiniXceptionConvNorm(config, channels[i], channels[i + 1], config.kernel_size) for i in range(len(config.stem_channels))
+    )
+    blocks, in_channels = [], config.stem_channels[-1]
+    for out_channels in config.block_channels:
+        blocks.append(MiniXceptionModule(config, in_channels, out_channels))
+        in_channels = out_channels
+    model.blocks = nn.ModuleList(blocks)
+    return in_channels
+
+
+def _run_trunk(model: nn.Module, pixel_values: torch.Tensor, output_hidden_states: bool):
+    """Stem and residual modules: (last map, per-stage maps or ``None``)."""
+    config = model.config
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != config.num_channels:
+        raise ValueError(
+            f"pixel_values must be B×{config.num_channels}×H×W (grayscale: use MiniXceptionImageProcessor), "
+            f"got shape {tuple(pixel_values.shape)}"
+        )
+    hidden_states = [] if output_hidden_states else None
+    hidden = pixel_values
+    for layer in model.stem:
+        hidden = F.relu(layer(hidden))
+    if hidden_states is not None:
+        hidden_states.append(hidden)
+    for block in model.blocks:
+        hidden = block(hidden)
+        if hidden_states is not None:
+            hidden_states.append(hidden)
+    return hidden, (tuple(hidden_states) if hidden_states is not None else None)
+
+
+class MiniXceptionModel(MiniXceptionPreTrainedModel):
+    """mini-Xception without its class-map classifier (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`MiniXceptionForImageClassification`, whose checkpoints it loads.
+    ``pooler_output`` is the global average of the last module's map.
+    """
+
+    def __init__(self, config: MiniXceptionConfig):
+        super().__init__(config)
+        _build_trunk(self, config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        hidden, hidden_states = _run_trunk(self, pixel_values, bool(output_hidden_states))
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=hidden, pooler_output=hidden.mean(dim=(2, 3)), hidden_states=hidden_states
+        )
 
 
 class MiniXceptionForImageClassification(MiniXceptionPreTrainedModel):
@@ -105,51 +163,24 @@ class MiniXceptionForImageClassification(MiniXceptionPreTrainedModel):
 
     def __init__(self, config: MiniXceptionConfig):
         super().__init__(config)
-        channels = [config.num_channels, *config.stem_channels]
-        self.stem = nn.ModuleList(
-            MiniXceptionConvNorm(config, channels[i], channels[i + 1], config.kernel_size) for i in range(len(config.stem_channels))
-        )
-        blocks, in_channels = [], config.stem_channels[-1]
-        for out_channels in config.block_channels:
-            blocks.append(MiniXceptionModule(config, in_channels, out_channels))
-            in_channels = out_channels
-        self.blocks = nn.ModuleList(blocks)
+        in_channels = _build_trunk(self, config)
         self.classifier = nn.Conv2d(in_channels, config.num_labels, config.kernel_size, padding="same", bias=True)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput | tuple:
+    ) -> ImageClassifierOutput:
         r"""``pixel_values``: B×1×64×64 grayscale in [-1, 1] (``MiniXceptionImageProcessor``)."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"pixel_values must be B×{self.config.num_channels}×H×W (grayscale: use MiniXceptionImageProcessor), "
-                f"got shape {tuple(pixel_values.shape)}"
-            )
-        hidden_states = [] if output_hidden_states else None
-        hidden = pixel_values
-        for layer in self.stem:
-            hidden = F.relu(layer(hidden))
-        if hidden_states is not None:
-            hidden_states.append(hidden)
-        for block in self.blocks:
-            hidden = block(hidden)
-            if hidden_states is not None:
-                hidden_states.append(hidden)
+        hidden, hidden_states = _run_trunk(self, pixel_values, bool(output_hidden_states))
         logits = self.classifier(hidden).mean(dim=(2, 3))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        hidden_states = tuple(hidden_states) if hidden_states is not None else None
-        if not return_dict:
-            output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 
-__all__ = ["MiniXceptionPreTrainedModel", "MiniXceptionForImageClassification"]
+__all__ = ["MiniXceptionPreTrainedModel", "MiniXceptionModel", "MiniXceptionForImageClassification"]

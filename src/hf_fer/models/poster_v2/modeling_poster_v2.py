@@ -22,7 +22,10 @@ from torchvision.ops import StochasticDepth
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
 
 from .configuration_poster_v2 import PosterV2Config
 from .ir50 import IR50Backbone
@@ -44,6 +47,32 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")).flatten(1)
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
     return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention returning its weights (transformers' eager convention: output is [B, N, heads, d])."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def attention_function(config: PosterV2Config, output_attentions: bool):
+    """``config._attn_implementation``'s kernel (SDPA by default); the eager path whenever weights are asked for."""
+    if output_attentions:
+        return eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,9 +100,11 @@ class PosterV2WindowCrossAttention(nn.Module):
     bias, which is passed to `scaled_dot_product_attention` as an additive mask.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool, qk_scale: float | None,
-                 attention_dropout: float, output_dropout: float):
+    def __init__(self, config: PosterV2Config, dim: int, num_heads: int, window_size: int, qkv_bias: bool,
+                 qk_scale: float | None, attention_dropout: float, output_dropout: float):
         super().__init__()
+        self.config = config
+        self.is_causal = False
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5
@@ -90,7 +121,9 @@ class PosterV2WindowCrossAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(num_tokens, num_tokens, self.num_heads).permute(2, 0, 1).unsqueeze(0)
 
-    def forward(self, image_tokens: torch.Tensor, landmark_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, image_tokens: torch.Tensor, landmark_tokens: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, num_tokens, dim = image_tokens.shape
         if num_tokens != self.window_size**2 or landmark_tokens.shape != image_tokens.shape:
             raise ValueError(
@@ -102,14 +135,12 @@ class PosterV2WindowCrossAttention(nn.Module):
         # The landmark tokens arrive as a transposed view of an NCHW map; a contiguous query lets SDPA use its fused
         # kernel instead of the math fallback (4x faster at batch 32 on CPU, same values).
         query = landmark_tokens.reshape(batch_size, num_tokens, self.num_heads, self.head_dim).transpose(1, 2).contiguous()
-        context = F.scaled_dot_product_attention(
-            query, key, value,
-            attn_mask=self.relative_position_bias().to(query.dtype),
-            dropout_p=self.attention_dropout if self.training else 0.0,
-            scale=self.scale,
+        context, weights = attention_function(self.config, output_attentions)(
+            self, query, key, value, self.relative_position_bias().to(query.dtype),
+            dropout=self.attention_dropout if self.training else 0.0, scaling=self.scale,
         )
-        context = context.transpose(1, 2).reshape(batch_size, num_tokens, dim)
-        return self.output_dropout(self.output(context))
+        context = context.reshape(batch_size, num_tokens, dim)
+        return self.output_dropout(self.output(context)), weights
 
 
 class PosterV2CrossAttentionLayer(nn.Module):
@@ -124,6 +155,7 @@ class PosterV2CrossAttentionLayer(nn.Module):
         eps = config.cross_attention_layer_norm_eps
         self.layernorm_before = nn.LayerNorm(dim, eps=eps)
         self.attention = PosterV2WindowCrossAttention(
+            config,
             dim,
             config.cross_attention_heads[scale],
             config.window_size[scale],
@@ -139,14 +171,16 @@ class PosterV2CrossAttentionLayer(nn.Module):
         drop_path = config.cross_attention_drop_path[scale]
         self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()
 
-    def forward(self, image_features: torch.Tensor, landmark_features: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, image_features: torch.Tensor, landmark_features: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, dim, height, width = image_features.shape
         hidden_states = self.layernorm_before(image_features.flatten(2).transpose(1, 2))
         landmark_tokens = landmark_features.flatten(2).transpose(1, 2)
-        attention_output = self.attention(hidden_states, landmark_tokens)
+        attention_output, weights = self.attention(hidden_states, landmark_tokens, output_attentions)
         hidden_states = hidden_states + self.drop_path(self.layer_scale_attention * attention_output)
         hidden_states = hidden_states + self.drop_path(self.layer_scale_mlp * self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states.transpose(1, 2).reshape(batch_size, dim, height, width)
+        return hidden_states.transpose(1, 2).reshape(batch_size, dim, height, width), weights
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,6 +219,8 @@ class PosterV2Embeddings(nn.Module):
 class PosterV2SelfAttention(nn.Module):
     def __init__(self, config: PosterV2Config):
         super().__init__()
+        self.config = config
+        self.is_causal = False
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)  # [queries | keys | values]
@@ -192,19 +228,22 @@ class PosterV2SelfAttention(nn.Module):
         self.output = nn.Linear(config.hidden_size, config.hidden_size)
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, num_tokens, hidden_size = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        context = F.scaled_dot_product_attention(
-            query, key, value, dropout_p=self.attention_dropout if self.training else 0.0
+        context, weights = attention_function(self.config, output_attentions)(
+            self, query, key, value, None,
+            dropout=self.attention_dropout if self.training else 0.0, scaling=self.head_dim**-0.5,
         )
-        context = context.transpose(1, 2).reshape(batch_size, num_tokens, hidden_size)
-        return self.output_dropout(self.output(context))
+        context = context.reshape(batch_size, num_tokens, hidden_size)
+        return self.output_dropout(self.output(context)), weights
 
 
-class PosterV2Layer(nn.Module):
-    """Pre-norm transformer block."""
+class PosterV2Layer(GradientCheckpointingLayer):
+    """Pre-norm transformer block (recomputed in backward under gradient checkpointing; same parameter names)."""
 
     def __init__(self, config: PosterV2Config, drop_path: float):
         super().__init__()
@@ -214,9 +253,12 @@ class PosterV2Layer(nn.Module):
         self.mlp = PosterV2Mlp(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout_prob)
         self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.drop_path(self.attention(self.layernorm_before(hidden_states)))
-        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, weights = self.attention(self.layernorm_before(hidden_states), output_attentions)
+        hidden_states = hidden_states + self.drop_path(attention_output)
+        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states))), weights
 
 
 class PosterV2SqueezeExcitationGate(nn.Module):
@@ -243,6 +285,10 @@ class PosterV2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["PosterV2Layer", "PosterV2CrossAttentionLayer", "IRUnit", "InvertedBottleneck"]
+    # Both attentions go through transformers' attention interface (`attn_implementation`): SDPA by default,
+    # eager when attention weights are requested. No flash/flex: the cross-attention needs its additive bias.
+    _supports_sdpa = True
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -262,12 +308,7 @@ class PosterV2PreTrainedModel(PreTrainedModel):
                 bound = 1 / fan_in**0.5 if fan_in > 0 else 0
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm2d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers' norm init: weight 1, bias 0, statistics reset
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
 
@@ -325,15 +366,20 @@ class PosterV2Model(PosterV2PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        r"""
+        ``attentions``: the fusion ViT's self-attention weights, one `(batch, heads, tokens, tokens)` per layer;
+        ``cross_attentions``: the three scales' landmark→image weights, `(batch, heads, side², side²)`.
+        """
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
                 f"pixel_values must be (batch, {self.config.num_channels}, height, width); got {tuple(pixel_values.shape)}"
@@ -344,24 +390,26 @@ class PosterV2Model(PosterV2PreTrainedModel):
         landmark_maps[2] = self.landmark_projection(landmark_maps[2])
         image_maps = self.image_backbone(pixel_values)
 
-        fused_maps = [
-            layer(downsample(image_map), landmark_map)
-            for layer, downsample, image_map, landmark_map in zip(
-                self.cross_attention, self.image_downsamplers, image_maps, landmark_maps
-            )
-        ]
+        fused_maps, cross_attentions = [], ()
+        for layer, downsample, image_map, landmark_map in zip(
+            self.cross_attention, self.image_downsamplers, image_maps, landmark_maps
+        ):
+            fused, weights = layer(downsample(image_map), landmark_map, output_attentions)
+            fused_maps.append(fused)
+            cross_attentions += (weights,)
         hidden_states = self.embeddings(*fused_maps)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.encoder:
-            hidden_states = layer(hidden_states)
+            hidden_states, weights = layer(hidden_states, output_attentions)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
         sequence_output = self.layernorm(hidden_states)
-        pooled_output = sequence_output[:, 0]
-        if not return_dict:
-            return tuple(v for v in (sequence_output, pooled_output, all_hidden_states) if v is not None)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=sequence_output, pooler_output=pooled_output, hidden_states=all_hidden_states
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output, pooler_output=sequence_output[:, 0], hidden_states=all_hidden_states,
+            attentions=all_attentions, cross_attentions=cross_attentions if output_attentions else None,
         )
 
 
@@ -375,22 +423,21 @@ class PosterV2ForImageClassification(PosterV2PreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.poster_v2(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+    ) -> ImageClassifierOutput:
+        outputs = self.poster_v2(
+            pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions, return_dict=True
+        )
         logits = self.classifier(self.se_gate(outputs.pooler_output))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
 __all__ = ["PosterV2PreTrainedModel", "PosterV2Model", "PosterV2ForImageClassification"]

@@ -2,7 +2,7 @@
 from .configuration_vt_nr import FERPLUS_CLASS_NAMES, FERPLUS_LABEL_PRIOR, VtNrConfig
 from .image_processing_vt_nr import VtNrImageProcessor
 from .loss_vt_nr import prior_label_smoothing_loss
-from .modeling_vt_nr import VtNrClassificationHead, VtNrForImageClassification, VtNrImageClassifierOutput, VtNrPreTrainedModel
+from .modeling_vt_nr import VtNrClassificationHead, VtNrForImageClassification, VtNrImageClassifierOutput, VtNrModel, VtNrPreTrainedModel
 from .neural_resizer import NeuralResizer
 from .stn import SpatialTransformerNetwork
 
@@ -13,6 +13,7 @@ __all__ = [
     "VtNrImageProcessor",
     "VtNrForImageClassification",
     "VtNrPreTrainedModel",
+    "VtNrModel",
     "VtNrClassificationHead",
     "VtNrImageClassifierOutput",
     "NeuralResizer",

@@ -158,6 +158,7 @@ class VtNrConfig(PretrainedConfig):
         **kwargs,
     ):
         kwargs.setdefault("problem_type", "single_label_classification")
+        given_labels = kwargs.get("id2label")
         if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
             kwargs["id2label"] = dict(enumerate(FERPLUS_CLASS_NAMES))
             kwargs["label2id"] = {name: index for index, name in enumerate(FERPLUS_CLASS_NAMES)}
@@ -184,16 +185,60 @@ class VtNrConfig(PretrainedConfig):
         self.loss_type = loss_type
         self.pdls_alpha = pdls_alpha
         self.focal_gamma = focal_gamma
-        if label_prior_matrix is None and self._labels_are_ferplus():
-            label_prior_matrix = [list(row) for row in FERPLUS_LABEL_PRIOR]
-        self.label_prior_matrix = [list(map(float, row)) for row in label_prior_matrix] if label_prior_matrix is not None else None
+        if (
+            label_prior_matrix is not None and len(label_prior_matrix) != self.num_labels
+            and given_labels is not None and len(given_labels) == len(label_prior_matrix)
+        ):
+            # `from_pretrained(..., num_labels=N)` replaced the saved labels: the saved prior describes the old ones.
+            label_prior_matrix = None
+        self.label_prior_matrix = label_prior_matrix
         self._validate()
 
+    @property
+    def label_prior_matrix(self) -> list[list[float]] | None:
+        """The F-PDLS prior of the *current* label space.
+
+        A prior belongs to the labels it was set for: when ``id2label`` changes afterwards (re-heading a
+        checkpoint for another dataset) it is replaced by the FER+ prior re-ordered into the new labels if
+        every new name is a FER+ class, else ``None`` (the model then smooths uniformly, with a warning).
+        """
+        prior, names = self.__dict__.get("_label_prior_matrix"), self.__dict__.get("_label_prior_names")
+        if prior is not None and names == self._label_names():
+            return prior
+        return self._ferplus_prior_for_labels()
+
+    @label_prior_matrix.setter
+    def label_prior_matrix(self, prior: list[list[float]] | None) -> None:
+        self._label_prior_matrix = [list(map(float, row)) for row in prior] if prior is not None else None
+        self._label_prior_names = self._label_names() if prior is not None else None
+
+    def _label_names(self) -> list[str]:
+        return [str(self.id2label[i]) for i in range(self.num_labels)]
+
+    def _ferplus_prior_for_labels(self) -> list[list[float]] | None:
+        """FER+ prior rows/columns picked in this config's label order and renormalised; ``None`` if a name is unknown."""
+        if self._labels_are_ferplus():
+            return [list(row) for row in FERPLUS_LABEL_PRIOR]
+        names = [name.lower() for name in self._label_names()]
+        if len(set(names)) != len(names) or not set(names) <= set(FERPLUS_CLASS_NAMES):
+            return None
+        order = [FERPLUS_CLASS_NAMES.index(name) for name in names]
+        rows = [[FERPLUS_LABEL_PRIOR[i][j] for j in order] for i in order]
+        return [[value / sum(row) for value in row] for row in rows]
+
     def to_dict(self) -> dict[str, Any]:
-        """As the base class, with the backbone reduced to what differs from its class defaults (plus
-        ``model_type``): derived fields (``hidden_size``, stage names) and its unused label names would only
-        go stale or confuse readers of config.json."""
+        """As the base class, with the label prior of the current labels (see ``label_prior_matrix``)."""
         output = super().to_dict()
+        output.pop("_label_prior_matrix", None)
+        output.pop("_label_prior_names", None)
+        output["label_prior_matrix"] = self.label_prior_matrix
+        return output
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """What config.json holds: as the base class, with the backbone reduced to what differs from its class
+        defaults (plus ``model_type``): derived fields (``hidden_size``, stage names) and its unused label names
+        would only go stale or confuse readers of config.json."""
+        output = super().to_diff_dict()
         backbone = self.backbone_config.to_diff_dict()
         for key in ("id2label", "label2id", "transformers_version"):
             backbone.pop(key, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils import can_return_tuple
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .configuration_vt_nr import VtNrConfig, build_backbone_config
@@ -93,11 +95,49 @@ def build_backbone(backbone_config) -> PreTrainedModel:
     return AutoModel.from_config(backbone_config, **_backbone_init_kwargs(backbone_config))
 
 
+def _resolve_pooling(backbone: nn.Module, pooling: str) -> str:
+    if pooling != "auto":
+        return pooling
+    has_cls_token = getattr(getattr(backbone, "embeddings", None), "cls_token", None) is not None
+    return "cls" if has_cls_token else "mean"
+
+
+def _build_trunk(model: nn.Module, config: VtNrConfig) -> None:
+    """Give ``model`` VT-NR's ``stn``, ``resizer``, ``backbone`` and ``pooling`` (shared by the base and head models)."""
+    model.stn = (
+        SpatialTransformerNetwork(
+            image_size=config.image_size,
+            num_channels=config.num_channels,
+            conv_channels=config.stn_conv_channels,
+            conv_kernel_sizes=config.stn_conv_kernel_sizes,
+            hidden_size=config.stn_hidden_size,
+        )
+        if config.use_stn else None
+    )
+    model.resizer = (
+        NeuralResizer(
+            num_channels=config.num_channels,
+            hidden_channels=config.resizer_channels,
+            num_res_blocks=config.resizer_num_res_blocks,
+            scale_factor=config.resizer_scale_factor,
+            negative_slope=config.resizer_negative_slope,
+            interpolation=config.resizer_interpolation,
+        )
+        if config.use_resizer else None
+    )
+    model.backbone = build_backbone(config.backbone_config)
+    model.pooling = _resolve_pooling(model.backbone, config.backbone_pooling)
+
+
 class VtNrPreTrainedModel(PreTrainedModel):
     config_class = VtNrConfig
-    base_model_prefix = "vt_nr"
+    # The head is flat (checkpoint keys predate VtNrModel): VtNrModel shares its attribute names instead of being
+    # stored under a prefix, so either class loads the other's checkpoint key for key, and `base_model` is the model.
+    base_model_prefix = ""
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # The backbone (a transformers PreTrainedModel) contributes its own no-split blocks.
+    _no_split_modules = ["SpatialTransformerNetwork", "NeuralResizer"]
     supports_gradient_checkpointing = True
     # VT-NR's own modules have no attention; the backbone (its own PreTrainedModel) checks what it supports.
     _supports_sdpa = True
@@ -116,11 +156,81 @@ class VtNrPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             module.reset_parameters()
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            super()._init_weights(module)  # transformers\' norm init: weight 1, bias 0, statistics reset
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """Fail early, naming the expected size, instead of with a shape error deep inside the STN/backbone."""
+        size = self.config.image_size
+        expected = [self.config.num_channels, size, size]
+        if pixel_values.dim() != 4 or list(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"VtNrForImageClassification expects pixel_values of shape [batch, {expected[0]}, {size}, {size}] "
+                f"(config.image_size={size}: the STN's regressor width is fixed by it), got {list(pixel_values.shape)}. "
+                f"Preprocess images with VtNrImageProcessor (it resizes to {size}x{size}); the model then resizes "
+                f"to {self.config.backbone_input_size}x{self.config.backbone_input_size} itself with its Neural Resizer."
+            )
+
+    def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """Token features ``[B, N, C]`` → one vector ``[B, C]`` (class token, or mean over tokens like timm's Swin).
+
+        Backbones whose last hidden state is a feature map ``[B, C, H, W]`` (PVT-v2, CvT...) are averaged over space.
+        """
+        if last_hidden_state.dim() == 4:
+            if self.pooling == "cls":
+                raise ValueError("backbone_pooling 'cls' needs token outputs [B, N, C]; this backbone returns a feature map")
+            return last_hidden_state.mean(dim=(2, 3))
+        if self.pooling == "cls":
+            return last_hidden_state[:, 0]
+        return last_hidden_state.mean(dim=1)
+
+    def _features(self, pixel_values: torch.Tensor, output_hidden_states, output_attentions):
+        """STN → resizer → backbone → pooling: (backbone outputs, pooled features, theta, warped images, backbone input)."""
+        self.check_pixel_values(pixel_values)
+        pixel_values = pixel_values.to(self.dtype)
+        theta = None
+        images = pixel_values
+        if self.stn is not None:
+            images, theta = self.stn(images)
+        warped = images
+        if self.resizer is not None:
+            images = self.resizer(images)
+        # VT-NR's own config decides (the backbone's sub-config keeps its defaults), as for in-tree composite models.
+        backbone_kwargs = {
+            "output_hidden_states": output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
+        }
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if output_attentions:
+            backbone_kwargs["output_attentions"] = True
+        backbone_outputs = self.backbone(pixel_values=images, return_dict=True, **backbone_kwargs)
+        return backbone_outputs, self.pool(backbone_outputs.last_hidden_state), theta, warped, images
+
+
+class VtNrModel(VtNrPreTrainedModel):
+    """VT-NR without its MLP head: STN → resizer → backbone → pooling (``AutoModel``; image-feature-extraction).
+
+    Same attribute names as :class:`VtNrForImageClassification`, whose checkpoints it loads (the head is left
+    out). ``last_hidden_state`` is the backbone's; ``pooler_output`` the pooled vector the head reads.
+    """
+
+    def __init__(self, config: VtNrConfig):
+        super().__init__(config)
+        _build_trunk(self, config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        backbone_outputs, pooled, *_ = self._features(pixel_values, output_hidden_states, output_attentions)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=backbone_outputs.last_hidden_state, pooler_output=pooled,
+            hidden_states=getattr(backbone_outputs, "hidden_states", None),
+            attentions=getattr(backbone_outputs, "attentions", None),
+        )
 
 
 class VtNrForImageClassification(VtNrPreTrainedModel):
@@ -132,39 +242,11 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
 
     def __init__(self, config: VtNrConfig):
         super().__init__(config)
-        self.stn = (
-            SpatialTransformerNetwork(
-                image_size=config.image_size,
-                num_channels=config.num_channels,
-                conv_channels=config.stn_conv_channels,
-                conv_kernel_sizes=config.stn_conv_kernel_sizes,
-                hidden_size=config.stn_hidden_size,
-            )
-            if config.use_stn else None
-        )
-        self.resizer = (
-            NeuralResizer(
-                num_channels=config.num_channels,
-                hidden_channels=config.resizer_channels,
-                num_res_blocks=config.resizer_num_res_blocks,
-                scale_factor=config.resizer_scale_factor,
-                negative_slope=config.resizer_negative_slope,
-                interpolation=config.resizer_interpolation,
-            )
-            if config.use_resizer else None
-        )
-        self.backbone = build_backbone(config.backbone_config)
-        self.pooling = self._resolve_pooling(config.backbone_pooling)
+        _build_trunk(self, config)
         self.head = VtNrClassificationHead(
             backbone_feature_size(config.backbone_config), config.head_hidden_size, config.head_dropout, config.num_labels
         )
         self.post_init()
-
-    def _resolve_pooling(self, pooling: str) -> str:
-        if pooling != "auto":
-            return pooling
-        has_cls_token = getattr(getattr(self.backbone, "embeddings", None), "cls_token", None) is not None
-        return "cls" if has_cls_token else "mean"
 
     @classmethod
     def from_backbone_pretrained(
@@ -194,31 +276,6 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             )
         return model
 
-    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
-        """Fail early, naming the expected size, instead of with a shape error deep inside the STN/backbone."""
-        size = self.config.image_size
-        expected = [self.config.num_channels, size, size]
-        if pixel_values.dim() != 4 or list(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"VtNrForImageClassification expects pixel_values of shape [batch, {expected[0]}, {size}, {size}] "
-                f"(config.image_size={size}: the STN's regressor width is fixed by it), got {list(pixel_values.shape)}. "
-                f"Preprocess images with VtNrImageProcessor (it resizes to {size}x{size}); the model then resizes "
-                f"to {self.config.backbone_input_size}x{self.config.backbone_input_size} itself with its Neural Resizer."
-            )
-
-    def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
-        """Token features ``[B, N, C]`` → one vector ``[B, C]`` (class token, or mean over tokens like timm's Swin).
-
-        Backbones whose last hidden state is a feature map ``[B, C, H, W]`` (PVT-v2, CvT...) are averaged over space.
-        """
-        if last_hidden_state.dim() == 4:
-            if self.pooling == "cls":
-                raise ValueError("backbone_pooling 'cls' needs token outputs [B, N, C]; this backbone returns a feature map")
-            return last_hidden_state.mean(dim=(2, 3))
-        if self.pooling == "cls":
-            return last_hidden_state[:, 0]
-        return last_hidden_state.mean(dim=1)
-
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The configured training loss; ``labels`` are class indices ``[B]`` or soft labels ``[B, num_labels]``."""
         labels = labels.to(logits.device)
@@ -228,11 +285,22 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             return F.cross_entropy(logits.float(), labels)
         prior = self.config.label_prior_matrix
         prior = torch.tensor(prior, dtype=torch.float32, device=logits.device) if prior is not None else None
+        if prior is None and labels.dim() == 1:
+            # No prior is known for these labels (not FER+ classes): PDLS with a uniform prior is plain label smoothing.
+            warnings.warn(
+                f"VT-NR: no label_prior_matrix for labels {list(self.config.id2label.values())}; F-PDLS uses a uniform "
+                "prior (plain label smoothing). Set config.label_prior_matrix ([num_labels, num_labels], row = true "
+                "class) for the paper's prior-distribution smoothing.",
+                stacklevel=3,
+            )
+            num_labels = logits.shape[-1]
+            prior = torch.full((num_labels, num_labels), 1.0 / num_labels, device=logits.device)
         focal = {"focal_pdls": "power", "compensated_focal_pdls": "compensated", "pdls": None}[self.config.loss_type]
         return prior_label_smoothing_loss(
             logits, labels, prior, alpha=self.config.pdls_alpha, gamma=self.config.focal_gamma, focal=focal
         )
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -240,9 +308,8 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         output_intermediates: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> VtNrImageClassifierOutput | tuple:
+    ) -> VtNrImageClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
             Normalised images from [`VtNrImageProcessor`] (384×384 for the published model).
@@ -253,29 +320,16 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self.check_pixel_values(pixel_values)
-        pixel_values = pixel_values.to(self.dtype)
-
-        theta = None
-        images = pixel_values
-        if self.stn is not None:
-            images, theta = self.stn(images)
-        warped = images
-        if self.resizer is not None:
-            images = self.resizer(images)
-
-        backbone_kwargs = {}
-        if output_hidden_states is not None:
-            backbone_kwargs["output_hidden_states"] = output_hidden_states
-        if output_attentions is not None:
-            backbone_kwargs["output_attentions"] = output_attentions
-        backbone_outputs = self.backbone(pixel_values=images, return_dict=True, **backbone_kwargs)
-        pooled = self.pool(backbone_outputs.last_hidden_state)
+        backbone_outputs, pooled, theta, warped, images = self._features(pixel_values, output_hidden_states, output_attentions)
         logits = self.head(pooled)
 
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        output = VtNrImageClassifierOutput(
+        loss = None
+        if labels is not None:
+            if self.config.problem_type in ("multi_label_classification", "regression"):
+                loss = self.loss_function(labels, logits, self.config)  # transformers' BCE-with-logits / MSE
+            else:  # single-label (the default): the configured F-PDLS / PDLS / cross-entropy, hard or soft labels
+                loss = self.compute_loss(logits, labels)
+        return VtNrImageClassifierOutput(
             loss=loss,
             logits=logits,
             hidden_states=getattr(backbone_outputs, "hidden_states", None),
@@ -285,7 +339,6 @@ class VtNrForImageClassification(VtNrPreTrainedModel):
             resizer_output=images if output_intermediates and self.resizer is not None else None,
             pooled_output=pooled if output_intermediates else None,
         )
-        return output if return_dict else output.to_tuple()
 
 
-__all__ = ["VtNrPreTrainedModel", "VtNrForImageClassification", "VtNrClassificationHead", "VtNrImageClassifierOutput"]
+__all__ = ["VtNrPreTrainedModel", "VtNrModel", "VtNrForImageClassification", "VtNrClassificationHead", "VtNrImageClassifierOutput"]
