@@ -21,6 +21,7 @@ import argparse
 import importlib
 import io
 import os
+import sys
 import pickletools
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -575,6 +576,13 @@ def save_with_remote_code(model, image_processor, output: str | os.PathLike) -> 
     """``save_pretrained`` model (+ processor) with ``auto_map`` and the model folder's code files."""
     model.config.__class__.register_for_auto_class()
     model.__class__.register_for_auto_class("AutoModelForImageClassification")
+    # The base model lives in the same modeling file: name it too, so AutoModel / the image-feature-extraction
+    # pipeline load the folder as remote code without hf_fer installed.
+    base_model_class = getattr(sys.modules[model.__class__.__module__], model.__class__.__name__.replace("ForImageClassification", "Model"), None)
+    if base_model_class is not None and base_model_class is not model.__class__:
+        auto_map = dict(getattr(model.config, "auto_map", None) or {})
+        auto_map["AutoModel"] = f"{base_model_class.__module__.rsplit('.', 1)[-1]}.{base_model_class.__name__}"
+        model.config.auto_map = auto_map
     model.save_pretrained(output)
     if image_processor is not None:
         image_processor.__class__.register_for_auto_class("AutoImageProcessor")
