@@ -567,25 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     """``scripts/convert_original_checkpoint.py`` / ``hf-fer convert``."""
     from .models import ARCHITECTURES
 
+    from hf_fer_cli.parsers import convert_parser  # the same parser `hf-fer convert --help` shows without torch
+
     base = argparse.ArgumentParser(add_help=False)
     base.add_argument("--arch", choices=sorted(ARCHITECTURES), required=False)
     known, _ = base.parse_known_args(argv)
-    parser = argparse.ArgumentParser(
-        prog="convert_original_checkpoint.py",
-        description="Convert an upstream FER checkpoint (as its training script saved it) into a transformers folder.",
-        epilog="example: python scripts/convert_original_checkpoint.py --arch poster_v2 --checkpoint rafdb_best.pth "
-        "--output poster-v2-rafdb --dataset raf-db",
-    )
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), required=True)
-    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True)); Keras .hdf5 for mini_xception")
-    parser.add_argument("--output", required=True, help="folder to write (config.json, model.safetensors, ...)")
-    parser.add_argument("--num-labels", type=int, default=None, help="number of classes (default: from the head's shape)")
-    parser.add_argument("--dataset", default=None, help="benchmark whose class order the checkpoint uses (sets id2label), e.g. raf-db")
-    parser.add_argument("--id2label", default=None, help="explicit class names: 'a,b,c', a JSON dict, or a JSON file")
-    if known.arch:
-        converter = _converter_module(known.arch)
-        if hasattr(converter, "add_arguments"):
-            converter.add_arguments(parser)
+    converter = _converter_module(known.arch) if known.arch else None
+    parser = convert_parser(architectures=sorted(ARCHITECTURES), arch=known.arch,
+                            add_arch_arguments=getattr(converter, "add_arguments", None) if converter else None)
     args = parser.parse_args(argv)
     convert_original_checkpoint(
         args.arch, args.checkpoint, args.output, num_labels=args.num_labels, dataset=args.dataset,

@@ -175,38 +175,10 @@ def predict_records(pipe, files: Sequence[str], *, batch_size: int, top_k: int |
 
 
 def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Expressions of the faces in photos, folders, videos and streams. Faces are detected and aligned "
-        "the way the model was trained, unless --no-detect (inputs are already aligned face crops) or --boxes. "
-        "Unreadable files are skipped and reported.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  hf-fer predict group.jpg                                   # the shipped default model, offline
-  hf-fer predict photos/ --model some-org/poster-v2-rafdb --top-k 3 --output faces.csv --annotate annotated/
-  hf-fer predict talk.mp4 --every-n-frames 5 --output faces.parquet --annotate annotated/
-  hf-fer predict rtsp://camera/stream --fps 2 --output faces.jsonl
-  hf-fer predict crops/ --no-detect --json > predictions.jsonl
-  hf-fer predict photos/ --boxes my_boxes.csv               # file,xmin,ymin,xmax,ymax per face""",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR_OR_VIDEO", help="image/video files, folders, or stream URLs")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the model shipped with hf_fer)")
-    parser.add_argument("--no-detect", action="store_true", help="inputs are already aligned face crops: classify each whole image")
-    parser.add_argument("--boxes", default=None, metavar="FILE", help="JSON or CSV with the faces of each file (no detection)")
-    parser.add_argument("--top-k", type=int, default=1, help="labels per face (default: 1)")
-    parser.add_argument("--output", default=None, metavar="FILE", help="write results to FILE: .jsonl, .csv or .parquet")
-    parser.add_argument("--annotate", default=None, metavar="DIR", help="write each input with boxes, landmarks and labels drawn "
-                        "(videos: an annotated video of the sampled frames)")
-    parser.add_argument("--every-n-frames", type=int, default=1, help="videos: use every n-th frame (default: 1)")
-    parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
-    parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image/frame instead of a table")
-    parser.add_argument("--quiet", action="store_true", help="no table on stdout (use with --output)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
-    return parser
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import predict_parser
+
+    return predict_parser(prog)
 
 
 def _table_rows(record: dict, top_k: int) -> list[list[str]]:

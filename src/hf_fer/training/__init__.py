@@ -1,7 +1,6 @@
 """Training with Accelerate from YAML recipes (DESIGN §6): ``hf-fer train`` / ``accelerate launch scripts/train.py``."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,29 +29,10 @@ class SetEpochCallback(_trainer_callback_base()):
             model.set_epoch(int(state.epoch or 0))
 
 
-EPILOG = """examples:
-  hf-fer train --recipe modeling_configs/arm/synthetic.yaml --dataset synthetic --output runs/arm-demo
-  accelerate launch scripts/train.py --recipe modeling_configs/poster_v2/rafdb.yaml --dataset data/rafdb --output runs/pv2
-  accelerate launch --cpu --num_processes 2 scripts/train.py --recipe R --dataset D --output O   # 2 CPU processes (gloo DDP)
-  hf-fer train --recipe R --dataset D --output O --resume            # continue from O/checkpoints/step_K (latest)
-  hf-fer train --recipe R --dataset D --output O --resume --force    # after a kill: break the dead run's lock and continue
-  hf-fer train --recipe R --dataset D --output O --set training.epochs=3 --set training.optimizer.lr=1e-4
-"""
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-fer train", description="Train or fine-tune a FER model from a YAML recipe with Accelerate.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", required=True, help="YAML recipe, e.g. modeling_configs/<arch>/<dataset>.yaml")
-    parser.add_argument("--dataset", required=True, help="'synthetic', a prepare-dataset/save_to_disk folder, an imagefolder directory or a Hub dataset id")
-    parser.add_argument("--output", required=True, help="output folder: the best model lands here, last model in OUTPUT/last")
-    parser.add_argument("--resume", nargs="?", const="latest", default=None, help="resume from the latest checkpoint in OUTPUT (or a given checkpoint folder)")
-    parser.add_argument("--force", action="store_true", help="take over OUTPUT: break a stale lock (its process must be gone) and, "
-                        "without --resume, start over a run that did not finish (its checkpoints are deleted)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (overrides the recipe's epochs)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value (dotted key, YAML value)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--no-sample-predictions", action="store_true", help="do not reload the model and classify a few new faces at the end")
+    from hf_fer_cli.parsers import train_parser  # torch-free: `hf-fer train --help` answers at once
+
+    parser = train_parser()
     args = parser.parse_args(argv)
     exit_code = relaunch_cpu_processes_if_needed(_script_argv())
     if exit_code is not None:
@@ -69,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _script_argv() -> list[str]:
     """This process's command line in the form ``accelerate launch`` takes after its own options."""
+    import hf_fer_cli
+
     script = Path(sys.argv[0]).resolve()
     if script.is_relative_to(Path(__file__).resolve().parents[1]):  # python -m hf_fer.cli train ...
         return ["-m", "hf_fer.cli", *sys.argv[1:]]
+    if script.is_relative_to(Path(hf_fer_cli.__file__).resolve().parent):  # python -m hf_fer_cli train ...
+        return ["-m", "hf_fer_cli", *sys.argv[1:]]
     return [sys.argv[0], *sys.argv[1:]]
 
 
