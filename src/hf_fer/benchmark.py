@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -396,7 +397,7 @@ def benchmark_architecture(
                 with torch.inference_mode():
                     times = _time_calls(run, device, warmup, iterations, min_seconds=min_seconds)
             except Exception as error:  # one mode failing (no compiler, exporter gap) must not end the run
-                entry.status, entry.reason = "error", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+                entry.status, entry.reason = "error", _plain_text(f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
                 continue
             finally:
                 model.to(memory_format=torch.contiguous_format)
@@ -469,7 +470,7 @@ def run_benchmark(
                                                 iterations=iterations, image_size=image_size, peaks=peaks, log=log,
                                                 min_seconds=min_seconds)
             except Exception as error:  # an architecture that cannot be built is reported, the others still run
-                report["failures"].append({"arch": name, "device": str(device), "error": f"{type(error).__name__}: {error}"})
+                report["failures"].append({"arch": name, "device": str(device), "error": _plain_text(f"{type(error).__name__}: {error}")})
                 log(f"  {name} failed: {type(error).__name__}: {error}")
                 continue
             report["results"].append(asdict(result) | {"gmacs": round(result.gmacs, 4)})
@@ -521,6 +522,11 @@ def format_report(report: dict) -> str:
     for failure in report["failures"]:
         lines.append(f"{failure['arch']} on {failure['device']}: FAILED {failure['error']}")
     return "\n".join(lines)
+
+
+def _plain_text(text: str) -> str:
+    """An error message for the table and JSON: without the ANSI colour codes some compilers' messages carry."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 def build_parser(prog: str = "hf-fer benchmark") -> argparse.ArgumentParser:

@@ -95,8 +95,12 @@ def _parse(name: str, parser: argparse.ArgumentParser, argv: list[str]) -> argpa
 
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        owners = {flag: arch for arch, (_, options) in CONVERTER_OPTIONS.items() for flags, _ in options for flag in flags}
-        hints = [f"{item} is an option of --arch {owners[item.split('=')[0]]}" for item in unknown if item.split("=")[0] in owners]
+        owners: dict[str, list[str]] = {}
+        for arch, (_, options) in CONVERTER_OPTIONS.items():
+            for flags, _ in options:
+                for flag in flags:
+                    owners.setdefault(flag, []).append(arch)
+        hints = [f"{item} is an option of --arch {' / '.join(owners[item.split('=')[0]])}" for item in unknown if item.split("=")[0] in owners]
         parser.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)}, not of --arch {args.arch})" if hints else ""))
     return args
 
