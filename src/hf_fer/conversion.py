@@ -537,6 +537,7 @@ def convert_original_checkpoint(
             image_processor.face_alignment = alignment
     save_with_remote_code(model, image_processor, output)
     if verbose:
+        print(class_order_line(model.config, "--dataset " + dataset if dataset else "--id2label" if id2label is not None else None))
         where = f" (under {state_dict.container_key!r}" + (", 'module.' prefix stripped)" if state_dict.stripped_prefix else ")") if state_dict is not None and state_dict.container_key else ""
         print(f"read {checkpoint}{where}")
         if state_dict is not None and state_dict.stubbed_globals:
@@ -544,6 +545,18 @@ def convert_original_checkpoint(
         print(report.summary())
         print(f"wrote {output}")
     return model, image_processor, report
+
+
+def class_order_line(config, chosen_by: str | None) -> str:
+    """The one line that says which class order the converted model got, and how it was chosen."""
+    from .labels import benchmark_of
+
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    order = benchmark_of(names)
+    label = f"{order} order" if order else "class names"
+    how = (f"from {chosen_by}" if chosen_by else
+           "the converter's default: pass --dataset or --id2label if the checkpoint was trained on other classes")
+    return f"hf-fer convert: {label} ({how}): " + ", ".join(f"{i} {name}" for i, name in enumerate(names))
 
 
 def _plain(value):

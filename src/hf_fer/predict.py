@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -181,6 +182,23 @@ def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
     return predict_parser(prog)
 
 
+def _table_columns(files: Sequence[str], label_names: Sequence[str], top_k: int) -> list[tuple[str, int, bool]]:
+    """(header, width, left-aligned) of each table column: every column named, every row under its header."""
+    from .faces.video import is_video_source
+
+    file_width = max([4, *(len(f) + (8 if is_video_source(f) else 0) for f in files)])
+    label_width = max([7, *(len(str(n)) for n in label_names)])
+    columns = [("file", file_width, True), ("face", 4, False), *((k, 5, False) for k in ("xmin", "ymin", "xmax", "ymax")), ("det", 5, False)]
+    for rank in range(1, top_k + 1):
+        columns += [(f"label_{rank}", label_width, True), (f"score_{rank}", 7, False)]
+    return columns
+
+
+def _format_row(cells: Sequence[str], columns: Sequence[tuple[str, int, bool]]) -> str:
+    parts = [cell.ljust(width) if left else cell.rjust(width) for cell, (_, width, left) in zip(cells, columns)]
+    return "  ".join(parts + list(cells[len(columns):])).rstrip()
+
+
 def _table_rows(record: dict, top_k: int) -> list[list[str]]:
     name = record["file"] if "frame" not in record else f"{record['file']}@{record['frame']}"
     rows = []
@@ -226,21 +244,27 @@ def main(argv: list[str] | None = None) -> int:
         model_note = f"model {model}"
     faces_note = ("no detection: each image is one aligned face crop" if args.no_detect
                   else f"faces from {args.boxes}" if boxes is not None else "faces detected with the shipped RetinaFace")
-    print(f"hf-fer predict: {model_note}; {faces_note}", file=sys.stderr)
 
     loaded = load_model_for_inference(model, device=args.device, trust_remote_code=args.trust_remote_code)
-    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
-                                               device=loaded.device, task=TASK)
+    pipeline_logger = logging.getLogger(FacialExpressionRecognitionPipeline.__module__)
+    level = pipeline_logger.level
+    pipeline_logger.setLevel(logging.ERROR)  # its batch-mode warning is part of the one line below
+    try:
+        pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
+                                                   device=loaded.device, task=TASK)
+    finally:
+        pipeline_logger.setLevel(level)
+    batch_note = ("; batch-dependent model (affinity_mode='batch'): each face is classified alone, so scores never depend "
+                  "on the other faces" if pipe.classify_alone else "")
+    print(f"hf-fer predict: {model_note}; {faces_note}{batch_note}", file=sys.stderr)
     top_k = min(args.top_k, len(pipe.label_names))
+    columns = _table_columns(files, pipe.label_names, top_k)
     writer = ResultWriter(args.output, top_k=top_k) if args.output else None
     annotate = Path(args.annotate) if args.annotate else None
     annotators: dict[str, VideoAnnotator] = {}
 
     if not args.json and not args.quiet:
-        header = ["file", "face", "xmin", "ymin", "xmax", "ymax", "det"]
-        for rank in range(1, top_k + 1):
-            header += [f"label_{rank}", f"score_{rank}"]
-        print("  ".join(header))
+        print(_format_row([name for name, _, _ in columns], columns))
     failures = successes = faces = 0
     try:
         for record in predict_records(pipe, files, batch_size=args.batch_size, top_k=top_k, detect=not args.no_detect,
@@ -259,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(record))
             elif not args.quiet:
                 for cells in _table_rows(record, top_k):
-                    print("  ".join(cells))
+                    print(_format_row(cells, columns))
             if annotate is not None and image is not None:
                 drawn = draw_faces(image, record["faces"], top_labels=min(top_k, 2) if top_k > 1 else 1)
                 if "frame" in record:

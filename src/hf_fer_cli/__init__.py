@@ -105,6 +105,14 @@ def _parse(name: str, parser: argparse.ArgumentParser, argv: list[str]) -> argpa
     return args
 
 
+def _rank_suffix() -> str:
+    """`` (rank N)`` in the processes other than rank 0 of a multi-process run, so a repeated line is seen as such."""
+    import os
+
+    rank = os.environ.get("RANK", "0")
+    return f" (rank {rank})" if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise
-        print(f"hf-fer {name}: error: {error}", file=sys.stderr)
+        print(f"hf-fer {name}: error{_rank_suffix()}: {error}", file=sys.stderr)
         return 1
 
 

@@ -301,6 +301,8 @@ def evaluate_model(
     attention_counts: dict[int, int] = {}
     model_names = loaded.label_names
     plan = plan_protocol(protocol, loaded.model, batch_size, tta)
+    if plan.name != "hf_fer" or plan.forward_batch_size == 1:  # a decision the scores depend on: one visible line
+        print(f"hf-fer evaluate: protocol {plan.name}: " + "; ".join(plan.notes), file=sys.stderr)
     if plan.name == "paper" and plan.forward_batch_size:
         batch_size = plan.forward_batch_size  # upstream's consecutive batches, one forward call each
     synthetic_record = None

@@ -34,17 +34,24 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = train_parser()
     args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe is reported once, before any process starts
     exit_code = relaunch_cpu_processes_if_needed(_script_argv())
     if exit_code is not None:
         return exit_code
-    recipe = load_recipe(args.recipe, args.overrides)
     results = train(recipe, args.dataset, args.output, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet, force=args.force)
-    if results.get("best_epoch") is not None:
+    if results.get("best_epoch") is not None and _is_main_process():
         print(f"best model (validation {recipe.training.selection_metric} {results['best_validation_' + recipe.training.selection_metric]:.4f}, "
               f"epoch {results['best_epoch']}) saved to {args.output}")
     if args.dataset == "synthetic" and not args.no_sample_predictions and results.get("best_epoch") is not None:
         show_sample_predictions(args.output, recipe)
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 (or a single process): user-facing lines are printed once, not once per process."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _script_argv() -> list[str]:
