@@ -552,7 +552,10 @@ def class_order_line(config, chosen_by: str | None) -> str:
     from .labels import benchmark_of
 
     names = [str(config.id2label[i]) for i in range(config.num_labels)]
-    order = benchmark_of(names)
+    try:
+        order = benchmark_of(names)
+    except KeyError:  # names that are not expressions: no benchmark to name
+        order = None
     label = f"{order} order" if order else "class names"
     how = (f"from {chosen_by}" if chosen_by else
            "the converter's default: pass --dataset or --id2label if the checkpoint was trained on other classes")

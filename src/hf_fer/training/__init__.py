@@ -4,12 +4,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .hub import SaveForHubCallback, save_for_hub
 from .launch import relaunch_cpu_processes_if_needed
 from .loop import latest_checkpoint, train
 from .optim import SAM
 from .recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 
-__all__ = ["train", "main", "SetEpochCallback", "load_recipe", "recipe_from_dict", "Recipe", "RecipeError", "SAM", "latest_checkpoint"]
+__all__ = ["train", "main", "SetEpochCallback", "SaveForHubCallback", "save_for_hub", "load_recipe", "recipe_from_dict", "Recipe", "RecipeError", "SAM", "latest_checkpoint"]
 
 def _trainer_callback_base():
     from transformers import TrainerCallback
