@@ -458,7 +458,7 @@ SOURCES: dict[str, list[tuple[str, str, str]]] = {
     "demo": [("--image", "image", "file")],
     "predict": [("--model", "model", "model"), ("--boxes", "boxes", "file")],
     "convert": [("--checkpoint", "checkpoint", "file"), ("--ir50", "ir50", "file"), ("--mobilefacenet", "mobilefacenet", "file")],
-    "train": [("--recipe", "recipe", "file"), ("--dataset", "dataset", "dataset")],
+    "train": [("--recipe", "recipe", "file")],  # --dataset: checked after the recipe, which is validated first
     "evaluate": [("--model", "model", "model"), ("--dataset", "dataset", "dataset")],
     "compare": [("model_a", "model_a", "model"), ("model_b", "model_b", "model"), ("--dataset", "dataset", "dataset")],
     "prepare-dataset": [("--raw-dir", "raw_dir", "folder")],
