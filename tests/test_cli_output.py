@@ -134,3 +134,12 @@ def test_two_processes_print_each_user_facing_line_once(tmp_path):
         assert sum(expected in line for line in lines) == 1, expected
     # the sample predictions reload the model with from_pretrained: its "Loading weights" bar is off by default
     assert "Loading weights" not in text and "Writing model shards" not in text
+
+
+def test_missing_init_from_folder_is_named_not_tried_on_the_hub(tmp_path):
+    from hf_fer.training import RecipeError, recipe_from_dict
+    from hf_fer.training.loop import _build_model
+
+    missing = tmp_path / "runs" / "typo"
+    with pytest.raises(RecipeError, match=f"model.init_from {missing}: no such folder"):
+        _build_model(recipe_from_dict({"model": {"init_from": str(missing)}}), None)

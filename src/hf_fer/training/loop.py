@@ -142,6 +142,11 @@ def _build_model(recipe: Recipe, id2label: dict[int, str] | None, dataset: str |
     if id2label is not None:
         label_kwargs = {"num_labels": len(id2label), "id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
     if section.init_from:
+        from hf_fer_cli.parsers import source_problem
+
+        problem = source_problem("model.init_from", str(section.init_from), "model")  # a local path that is not there
+        if problem:
+            raise RecipeError(problem)
         source_config = AutoConfig.from_pretrained(section.init_from)
         source = [str(source_config.id2label[i]) for i in range(source_config.num_labels)]
         target = [str(id2label[i]) for i in range(len(id2label))] if id2label is not None else source
