@@ -84,9 +84,11 @@ def test_help_and_argument_errors_import_neither_torch_nor_transformers(tmp_path
     assert missing["code"] == 2 and missing["err"].startswith("usage: hf-fer train") and "--dataset, --output" in missing["err"]
     assert by_command["benchmark --modes warp"]["code"] == 2 and "invalid choice: 'warp'" in by_command["benchmark --modes warp"]["err"]
     typo_error = by_command[f"predict photo.jpg --model {typo}"]
-    assert typo_error["code"] == 2 and f"--model {typo}: no such folder" in typo_error["err"] and "Hub" in typo_error["err"]
+    assert typo_error["code"] == 1 and typo_error["err"].count("\n") == 1
+    assert typo_error["err"].startswith(f"hf-fer predict: error: no such folder: {typo} (--model: read as a local path since")
+    assert "Hub model id is NAME or ORG/NAME" in typo_error["err"]
     recipe_error = next(r for r in report["results"] if any("nope.yaml" in a for a in r["argv"]))
-    assert recipe_error["code"] == 2 and "nope.yaml: no such file" in recipe_error["err"]
+    assert recipe_error["code"] == 1 and "error: no such file: " in recipe_error["err"] and "nope.yaml (--recipe does not exist)" in recipe_error["err"]
     other_arch = next(r for r in report["results"] if "--keep-aux-branches" in r["argv"] and "--help" not in r["argv"])
     assert other_arch["code"] == 2 and "--keep-aux-branches is an option of --arch dmue" in other_arch["err"]
     unknown = by_command["preditc x.jpg"]

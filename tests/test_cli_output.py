@@ -141,5 +141,5 @@ def test_missing_init_from_folder_is_named_not_tried_on_the_hub(tmp_path):
     from hf_fer.training.loop import _build_model
 
     missing = tmp_path / "runs" / "typo"
-    with pytest.raises(RecipeError, match=f"model.init_from {missing}: no such folder"):
+    with pytest.raises(RecipeError, match=f"no such folder: {missing} \\(model.init_from: read as a local path"):
         _build_model(recipe_from_dict({"model": {"init_from": str(missing)}}), None)

@@ -130,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(name, rest)
     try:
         args = _parse(name, parser, rest)  # --help and argument errors end here, before torch is imported
-        problem = check_sources(name, args)
-        if problem:
-            parser.error(problem)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
+    problem = check_sources(name, args)  # a missing local file or folder: one line, still before torch
+    if problem:
+        print(f"hf-fer {name}: error: {problem}", file=sys.stderr)
+        return 1
     try:
         return run_subcommand(name, rest, verbose=args.verbose)
     except KeyboardInterrupt:

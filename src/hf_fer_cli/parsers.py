@@ -438,18 +438,17 @@ def source_problem(flag: str, value: str | None, kind: str) -> str | None:
     if kind == "file":
         if path.is_dir():
             return f"{flag} {value}: is a folder, expected a file"
-        return None if path.is_file() else f"{flag} {value}: no such file"
+        return None if path.is_file() else f"no such file: {value} ({flag} does not exist)"
     if path.exists():
         if kind in ("folder", "model") and not path.is_dir():
             return f"{flag} {value}: is a file, expected a folder" + (" (a save_pretrained model folder)" if kind == "model" else "")
         return None
     if kind == "folder":
-        return f"{flag} {value}: no such folder"
+        return f"no such folder: {value} ({flag} does not exist)"
     if looks_like_a_path(value):
-        hub = "NAME or ORG/NAME"
-        where = f" (a Hub {kind} id is {hub}; this one reads as a local path" + (
-            f", since {path.parent}/ is a local folder)" if str(path.parent) not in ("", ".") and path.parent.is_dir() else ")")
-        return f"{flag} {value}: no such folder{where}"
+        parent = path.parent
+        why = f"{parent}/ is a local folder" if str(parent) not in ("", ".") and parent.is_dir() else "it is written as a path"
+        return f"no such folder: {value} ({flag}: read as a local path since {why}; a Hub {kind} id is NAME or ORG/NAME)"
     return None  # a Hub id: the loader says whether the Hub (or its cache, offline) has it
 
 
