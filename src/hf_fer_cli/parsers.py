@@ -460,7 +460,7 @@ SOURCES: dict[str, list[tuple[str, str, str]]] = {
     "train": [("--recipe", "recipe", "file")],  # --dataset: checked after the recipe, which is validated first
     "evaluate": [("--model", "model", "model"), ("--dataset", "dataset", "dataset")],
     "compare": [("model_a", "model_a", "model"), ("model_b", "model_b", "model"), ("--dataset", "dataset", "dataset")],
-    "prepare-dataset": [("--raw-dir", "raw_dir", "folder")],
+    # prepare-dataset: its own errors (a missing --raw-dir included) exit with status 2, as documented there
     "push": [("--model", "model", "folder")],
     "benchmark": [("--model", "model", "model"), ("--photo", "photo", "file")],
     "export": [("--model", "model", "model"), ("--calibration-dataset", "calibration_dataset", "dataset"),
