@@ -48,5 +48,6 @@ setup(
         "video": ["av>=12.0,<19"],  # PyAV (bundles its own FFmpeg): video files, webcams, RTSP streams
         "convert": ["h5py>=3.10,<4"],  # Keras .hdf5 checkpoints (mini-Xception)
     },
-    entry_points={"console_scripts": ["hf-fer=hf_fer.cli:main"]},
+    # hf_fer_cli (a top-level package found by find_packages) answers --help without importing torch
+    entry_points={"console_scripts": ["hf-fer=hf_fer_cli:main"]},
 )

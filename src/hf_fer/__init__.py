@@ -13,6 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import labels
+from .image_processors import image_processor_for
 from .labels import get_label_names
 from .models import ARCHITECTURES, available_architectures, register_all
 from .models.vt_nr import NeuralResizer, SpatialTransformerNetwork
@@ -21,7 +22,7 @@ from .pretrained import DEFAULT_MODEL, pretrained_path
 register_all()
 
 __all__ = ["__version__", "labels", "get_label_names", "ARCHITECTURES", "available_architectures", "register_all", "NeuralResizer", "SpatialTransformerNetwork",
-           "DEFAULT_MODEL", "pretrained_path"]
+           "DEFAULT_MODEL", "pretrained_path", "image_processor_for"]
 
 # The face pipeline task ("facial-expression-recognition"), registered with transformers' PIPELINE_REGISTRY.
 from .faces.pipeline import register_pipeline as _register_pipeline  # noqa: E402

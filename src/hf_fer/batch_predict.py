@@ -654,43 +654,16 @@ def read_predictions(output_dir: str | os.PathLike):
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``hf-fer predict --dataset`` (sharded batch prediction), in one place for any parser."""
-    group = parser.add_argument_group("sharded batch prediction (--dataset; run under `accelerate launch` for several processes)")
-    group.add_argument("--dataset", nargs="+", metavar="D", help="a datasets folder (save_to_disk / prepare-dataset), a local Hub "
-                       "dataset repository, a Hub id or 'synthetic'; or image folders, image/video files and .txt lists of paths")
-    group.add_argument("--split", default=None, help="split of a dataset with several")
-    group.add_argument("--image-column", default=None, help="column holding the images (default: the datasets.Image column)")
-    group.add_argument("--id-column", default=None, help="column written as each row's id (default: the image path, else 'row N')")
-    group.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
-                       help=f"rows per chunk file: a killed run resumes at its last finished chunk (default: {DEFAULT_CHUNK_SIZE})")
-    group.add_argument("--face-detect", action="store_true", help="detect and align faces (photos, videos); default: off, each "
-                       "image is one aligned face crop, as in FER datasets")
-    return parser
+    from hf_fer_cli.parsers import add_dataset_arguments as add
+
+    return add(parser)
 
 
 def build_parser(prog: str = "hf-fer predict --dataset") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Predict every row of a dataset (or every file of folders) into Parquet shards, one per process: "
-        "`accelerate launch` spreads the rows over processes, GPUs and nodes. Rerun the same command to resume.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  hf-fer predict --dataset data/rafdb --split test --output preds/            # one process
-  accelerate launch --cpu --num_processes 2 -m hf_fer.predict --dataset data/rafdb --split test --output preds/
-  accelerate launch --multi_gpu --num_processes 8 -m hf_fer.predict --dataset data/affectnet --split train --output preds/
-  accelerate launch -m hf_fer.predict --dataset photos/ --face-detect --output preds/   # photos: faces detected""",
-    )
-    add_dataset_arguments(parser)
-    parser.add_argument("--output", required=True, metavar="DIR", help="output folder (shared by every node)")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the model shipped with hf_fer)")
-    parser.add_argument("--top-k", type=int, default=3, help="labels per face as label_N/score_N columns (default: 3; "
-                        "the probabilities column always holds every class)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward (default: 32)")
-    parser.add_argument("--every-n-frames", type=int, default=1, help="videos: use every n-th frame (default: 1)")
-    parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
-    parser.add_argument("--device", default="auto", help="auto (default: this process's accelerate device), cpu, cuda, mps")
-    parser.add_argument("--quiet", action="store_true", help="no per-chunk progress lines")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
-    return parser
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import predict_dataset_parser
+
+    return predict_dataset_parser(prog)
 
 
 def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> int:

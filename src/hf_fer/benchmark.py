@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -375,7 +376,7 @@ def benchmark_architecture(
                 with torch.inference_mode():
                     times = _time_calls(run, device, warmup, iterations, min_seconds=min_seconds)
             except Exception as error:  # one mode failing (no compiler, exporter gap) must not end the run
-                entry.status, entry.reason = "error", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+                entry.status, entry.reason = "error", _plain_text(f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
                 continue
             finally:
                 model.to(memory_format=torch.contiguous_format)
@@ -448,7 +449,7 @@ def run_benchmark(
                                                 iterations=iterations, image_size=image_size, peaks=peaks, log=log,
                                                 min_seconds=min_seconds)
             except Exception as error:  # an architecture that cannot be built is reported, the others still run
-                report["failures"].append({"arch": name, "device": str(device), "error": f"{type(error).__name__}: {error}"})
+                report["failures"].append({"arch": name, "device": str(device), "error": _plain_text(f"{type(error).__name__}: {error}")})
                 log(f"  {name} failed: {type(error).__name__}: {error}")
                 continue
             report["results"].append(asdict(result) | {"gmacs": round(result.gmacs, 4)})
@@ -502,41 +503,16 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser(prog: str = "hf-fer benchmark") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Measure images/s, latency, peak memory, parameters and FLOPs of each architecture (default configs, "
-        "random weights, nothing downloaded), with the machine's matmul peak as the yardstick.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"""examples:
-  hf-fer benchmark --quick
-  hf-fer benchmark --arch poster_v2 arm --batch-sizes 1 32 --devices cpu cuda --json bench.json
-  hf-fer benchmark --arch arm --modes eager compile --iterations 50
-  hf-fer benchmark --train --batch-sizes 8 32          # training images/s per architecture
+def _plain_text(text: str) -> str:
+    """An error message for the table and JSON: without the ANSI colour codes some compilers' messages carry."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
-modes: {', '.join(MODES)} (bf16 = autocast; labelled "emulated", without % of peak, where the hardware has no bf16
-units; onnxruntime only when installed). Timings: median / min / max over the timed calls.
---quick: batch size 1, 1 warm-up + 3 timed runs, modes {', '.join(QUICK_MODES)} unless --modes is given.
-FLOPs count 2 per multiply-add (torch.utils.flop_counter); papers' "FLOPs" are usually multiply-adds (GMACs column).""",
-    )
-    parser.add_argument("--arch", nargs="+", default=None, help="architectures (default: all installed)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="default: 1 8 (1 with --quick)")
-    parser.add_argument("--devices", nargs="+", default=["auto"], help="auto (default: cuda if available, else cpu), cpu, cuda, ...")
-    parser.add_argument("--modes", nargs="+", default=None, choices=MODES, help="execution modes (default: all)")
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--iterations", type=int, default=None, help="timed calls per mode (default 10, 3 with --quick)")
-    parser.add_argument("--min-seconds", type=float, default=None,
-                        help="keep timing a mode until its timed calls add up to this (default 2, 0 with --quick)")
-    parser.add_argument("--image-size", type=int, default=None, help="override the input size (default: the image processor's)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run (see below)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--train", action="store_true", help="measure training images/s (forward + loss + backward + AdamW step) instead of inference")
-    parser.add_argument("--pipeline", action="store_true", help="the face pipeline instead: per-stage ms for a photo with 5 faces "
-                        "and 32 photos batched (2 threads unless --threads), overhead %%, CPU flags, and video peak memory")
-    parser.add_argument("--photo", default=None, help="--pipeline: the photo (default: tests/fixtures/faces/sample5.jpg)")
-    parser.add_argument("--model", default=None, help="--pipeline: the classifier (default: the shipped model)")
-    return parser
+
+def build_parser(prog: str = "hf-fer benchmark") -> argparse.ArgumentParser:
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import benchmark_parser
+
+    return benchmark_parser(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

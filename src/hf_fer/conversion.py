@@ -526,6 +526,7 @@ def convert_original_checkpoint(
             image_processor.face_alignment = alignment
     save_with_remote_code(model, image_processor, output)
     if verbose:
+        print(class_order_line(model.config, "--dataset " + dataset if dataset else "--id2label" if id2label is not None else None))
         where = f" (under {state_dict.container_key!r}" + (", 'module.' prefix stripped)" if state_dict.stripped_prefix else ")") if state_dict is not None and state_dict.container_key else ""
         print(f"read {checkpoint}{where}")
         if state_dict is not None and state_dict.stubbed_globals:
@@ -565,6 +566,21 @@ def _sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def class_order_line(config, chosen_by: str | None) -> str:
+    """The one line that says which class order the converted model got, and how it was chosen."""
+    from .labels import benchmark_of
+
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    try:
+        order = benchmark_of(names)
+    except KeyError:  # names that are not expressions: no benchmark to name
+        order = None
+    label = f"{order} order" if order else "class names"
+    how = (f"from {chosen_by}" if chosen_by else
+           "the converter's default: pass --dataset or --id2label if the checkpoint was trained on other classes")
+    return f"hf-fer convert: {label} ({how}): " + ", ".join(f"{i} {name}" for i, name in enumerate(names))
+
+
 def _plain(value):
     """A JSON-friendly copy of a checkpoint metadata value (0-d tensors become numbers; anything else: None)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -593,25 +609,14 @@ def main(argv: list[str] | None = None) -> int:
     """``scripts/convert_original_checkpoint.py`` / ``hf-fer convert``."""
     from .models import ARCHITECTURES
 
+    from hf_fer_cli.parsers import convert_parser  # the same parser `hf-fer convert --help` shows without torch
+
     base = argparse.ArgumentParser(add_help=False)
     base.add_argument("--arch", choices=sorted(ARCHITECTURES), required=False)
     known, _ = base.parse_known_args(argv)
-    parser = argparse.ArgumentParser(
-        prog="convert_original_checkpoint.py",
-        description="Convert an upstream FER checkpoint (as its training script saved it) into a transformers folder.",
-        epilog="example: python scripts/convert_original_checkpoint.py --arch poster_v2 --checkpoint rafdb_best.pth "
-        "--output poster-v2-rafdb --dataset raf-db",
-    )
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), required=True)
-    parser.add_argument("--checkpoint", help="upstream .pth file (read with torch.load(weights_only=True)); Keras .hdf5 for mini_xception")
-    parser.add_argument("--output", required=True, help="folder to write (config.json, model.safetensors, ...)")
-    parser.add_argument("--num-labels", type=int, default=None, help="number of classes (default: from the head's shape)")
-    parser.add_argument("--dataset", default=None, help="benchmark whose class order the checkpoint uses (sets id2label), e.g. raf-db")
-    parser.add_argument("--id2label", default=None, help="explicit class names: 'a,b,c', a JSON dict, or a JSON file")
-    if known.arch:
-        converter = _converter_module(known.arch)
-        if hasattr(converter, "add_arguments"):
-            converter.add_arguments(parser)
+    converter = _converter_module(known.arch) if known.arch else None
+    parser = convert_parser(architectures=sorted(ARCHITECTURES), arch=known.arch,
+                            add_arch_arguments=getattr(converter, "add_arguments", None) if converter else None)
     args = parser.parse_args(argv)
     convert_original_checkpoint(
         args.arch, args.checkpoint, args.output, num_labels=args.num_labels, dataset=args.dataset,

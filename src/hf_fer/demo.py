@@ -64,14 +64,10 @@ def run_photo(image: Path, output: Path, top_k: int = 3) -> list[dict]:
 
 
 def build_parser(prog: str = "hf-fer demo") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="runs/demo", help="folder for the annotated photo, faces.json and the trained model")
-    parser.add_argument("--image", default=None, help="your own photo (default: scikit-image's astronaut.png)")
-    parser.add_argument("--top-k", type=int, default=3, help="labels per face (default: 3)")
-    parser.add_argument("--no-train", action="store_true", help="only the photo, skip the synthetic training run")
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"recipe of the training run (default: {DEFAULT_RECIPE})")
-    return parser
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import demo_parser
+
+    return demo_parser(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -484,31 +484,10 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def build_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Export a model to ONNX (optionally int8) or torch.export, with a parity report beside it.",
-        epilog=(
-            "examples:\n"
-            "  hf-fer export --model runs/arm --format onnx --output arm-onnx\n"
-            "  hf-fer export --model runs/arm --format onnx --quantize int8 --calibration-dataset my_faces/ --output arm-int8\n"
-            "then: from hf_fer.onnx import OnnxClassifier; OnnxClassifier('arm-int8')('face.jpg')\n"
-        ),
-    )
-    parser.add_argument("--model", required=True, help="model folder or Hub id")
-    parser.add_argument("--format", choices=FORMATS, default="onnx")
-    parser.add_argument("--quantize", choices=["int8"], default=None, help="also write model_int8.onnx (ONNX Runtime static QDQ)")
-    parser.add_argument("--calibration-dataset", default=None,
-                        help="images for int8 calibration: a folder of images, a saved datasets folder, a Hub dataset id, or 'synthetic' (default)")
-    parser.add_argument("--num-calibration-images", type=int, default=128)
-    parser.add_argument("--parity-dataset", default=None, help="images for the parity check (default: synthetic faces)")
-    parser.add_argument("--num-parity-images", type=int, default=128)
-    parser.add_argument("--int8-ops", nargs="+", default=list(DEFAULT_INT8_OP_TYPES),
-                        help="ONNX operators to quantize (default: Conv; 'all' = every one ONNX Runtime supports)")
-    parser.add_argument("--min-agreement", type=float, default=INT8_MIN_AGREEMENT, help="required int8 top-1 agreement (default 0.99)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    return parser
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import export_parser
+
+    return export_parser(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -175,39 +176,27 @@ def predict_records(pipe, files: Sequence[str], *, batch_size: int, top_k: int |
 
 
 def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Expressions of the faces in photos, folders, videos and streams. Faces are detected and aligned "
-        "the way the model was trained, unless --no-detect (inputs are already aligned face crops) or --boxes. "
-        "Unreadable files are skipped and reported.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  hf-fer predict group.jpg                                   # the shipped default model, offline
-  hf-fer predict photos/ --model some-org/poster-v2-rafdb --top-k 3 --output faces.csv --annotate annotated/
-  hf-fer predict talk.mp4 --every-n-frames 5 --output faces.parquet --annotate annotated/
-  hf-fer predict rtsp://camera/stream --fps 2 --output faces.jsonl
-  hf-fer predict crops/ --no-detect --json > predictions.jsonl
-  hf-fer predict photos/ --boxes my_boxes.csv               # file,xmin,ymin,xmax,ymax per face
-  accelerate launch -m hf_fer.predict --dataset D --output DIR   # a whole dataset, sharded (python -m hf_fer.batch_predict --help)""",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR_OR_VIDEO", help="image/video files, folders, or stream URLs")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the model shipped with hf_fer)")
-    parser.add_argument("--no-detect", action="store_true", help="inputs are already aligned face crops: classify each whole image")
-    parser.add_argument("--boxes", default=None, metavar="FILE", help="JSON or CSV with the faces of each file (no detection)")
-    parser.add_argument("--top-k", type=int, default=1, help="labels per face (default: 1)")
-    parser.add_argument("--output", default=None, metavar="FILE", help="write results to FILE: .jsonl, .csv or .parquet")
-    parser.add_argument("--annotate", default=None, metavar="DIR", help="write each input with boxes, landmarks and labels drawn "
-                        "(videos: an annotated video of the sampled frames)")
-    parser.add_argument("--every-n-frames", type=int, default=1, help="videos: use every n-th frame (default: 1)")
-    parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
-    parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image/frame instead of a table")
-    parser.add_argument("--quiet", action="store_true", help="no table on stdout (use with --output)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
-    return parser
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import predict_parser
+
+    return predict_parser(prog)
+
+
+def _table_columns(files: Sequence[str], label_names: Sequence[str], top_k: int) -> list[tuple[str, int, bool]]:
+    """(header, width, left-aligned) of each table column: every column named, every row under its header."""
+    from .faces.video import is_video_source
+
+    file_width = max([4, *(len(f) + (8 if is_video_source(f) else 0) for f in files)])
+    label_width = max([7, *(len(str(n)) for n in label_names)])
+    columns = [("file", file_width, True), ("face", 4, False), *((k, 5, False) for k in ("xmin", "ymin", "xmax", "ymax")), ("det", 5, False)]
+    for rank in range(1, top_k + 1):
+        columns += [(f"label_{rank}", label_width, True), (f"score_{rank}", 7, False)]
+    return columns
+
+
+def _format_row(cells: Sequence[str], columns: Sequence[tuple[str, int, bool]]) -> str:
+    parts = [cell.ljust(width) if left else cell.rjust(width) for cell, (_, width, left) in zip(cells, columns)]
+    return "  ".join(parts + list(cells[len(columns):])).rstrip()
 
 
 def _table_rows(record: dict, top_k: int) -> list[list[str]]:
@@ -260,21 +249,27 @@ def main(argv: list[str] | None = None) -> int:
         model_note = f"model {model}"
     faces_note = ("no detection: each image is one aligned face crop" if args.no_detect
                   else f"faces from {args.boxes}" if boxes is not None else "faces detected with the shipped RetinaFace")
-    print(f"hf-fer predict: {model_note}; {faces_note}", file=sys.stderr)
 
     loaded = load_model_for_inference(model, device=args.device, trust_remote_code=args.trust_remote_code)
-    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
-                                               device=loaded.device, task=TASK)
+    pipeline_logger = logging.getLogger(FacialExpressionRecognitionPipeline.__module__)
+    level = pipeline_logger.level
+    pipeline_logger.setLevel(logging.ERROR)  # its batch-mode warning is part of the one line below
+    try:
+        pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
+                                                   device=loaded.device, task=TASK)
+    finally:
+        pipeline_logger.setLevel(level)
+    batch_note = ("; batch-dependent model (affinity_mode='batch'): each face is classified alone, so scores never depend "
+                  "on the other faces" if pipe.classify_alone else "")
+    print(f"hf-fer predict: {model_note}; {faces_note}{batch_note}", file=sys.stderr)
     top_k = min(args.top_k, len(pipe.label_names))
+    columns = _table_columns(files, pipe.label_names, top_k)
     writer = ResultWriter(args.output, top_k=top_k) if args.output else None
     annotate = Path(args.annotate) if args.annotate else None
     annotators: dict[str, VideoAnnotator] = {}
 
     if not args.json and not args.quiet:
-        header = ["file", "face", "xmin", "ymin", "xmax", "ymax", "det"]
-        for rank in range(1, top_k + 1):
-            header += [f"label_{rank}", f"score_{rank}"]
-        print("  ".join(header))
+        print(_format_row([name for name, _, _ in columns], columns))
     failures = successes = faces = 0
     try:
         for record in predict_records(pipe, files, batch_size=args.batch_size, top_k=top_k, detect=not args.no_detect,
@@ -293,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(record))
             elif not args.quiet:
                 for cells in _table_rows(record, top_k):
-                    print("  ".join(cells))
+                    print(_format_row(cells, columns))
             if annotate is not None and image is not None:
                 drawn = draw_faces(image, record["faces"], top_labels=min(top_k, 2) if top_k > 1 else 1)
                 if "frame" in record:

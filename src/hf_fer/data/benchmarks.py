@@ -1083,26 +1083,11 @@ def prepare_dataset(
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-def build_parser(prog: str = "prepare-dataset") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Convert a raw FER benchmark download into a datasets.DatasetDict (save_to_disk), validating every image.",
-    )
-    parser.add_argument("--benchmark", required=True, help=f"benchmark: {', '.join(BENCHMARKS)} (AffectNet: affectnet-7 or affectnet-8)")
-    parser.add_argument("--raw-dir", required=True, help="directory of the raw download")
-    parser.add_argument("--output", required=True, help="output directory (save_to_disk); validation_report.json is written there too")
-    parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="raw layout (default: detect)")
-    parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="also push the DatasetDict to this Hub dataset repo")
-    parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
-    parser.add_argument("--strict", action="store_true", help="fail (exit 1, dataset not written) on any validation issue")
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset previously written to --output")
-    parser.add_argument("--align", nargs="?", const="auto", default=None, metavar="ALIGNMENT",
-                        help="align the faces (landmarks the benchmark ships: RAF-DB Annotation/manual, AffectNet's 68 points; "
-                        "else the RetinaFace detector). ALIGNMENT: raf-db, arcface-112, arcface-224, a face_alignment JSON file, "
-                        "or a model whose processor's face_alignment to match (default: raf-db for RAF-DB, arcface-112 otherwise)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    return parser
+def build_parser(prog: str = "hf-fer prepare-dataset") -> argparse.ArgumentParser:
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import prepare_dataset_parser
+
+    return prepare_dataset_parser(prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -112,35 +112,10 @@ def format_comparison(report: dict) -> str:
 
 
 def build_parser(prog: str = "hf-fer compare") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Compare two FER models on the same split: each model's metrics with bootstrap 95% intervals, the paired "
-        "interval of the accuracy difference and McNemar's test.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  hf-fer compare runs/arm-a runs/arm-b --dataset synthetic
-  hf-fer compare poster-v2-rafdb runs/pv2 --dataset data/rafdb --mcnemar continuity --output compare.json""",
-    )
-    parser.add_argument("model_a", help="first model folder or Hub id")
-    parser.add_argument("model_b", help="second model folder or Hub id")
-    parser.add_argument("--dataset", required=True, help="dataset folder, imagefolder directory, Hub id, or 'synthetic'")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--protocol", default="hf_fer", choices=PROTOCOLS)
-    parser.add_argument("--mcnemar", default="exact", choices=MCNEMAR_METHODS,
-                        help="exact binomial test (default) or chi-square with continuity correction")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--label-map", default="auto", choices=("auto", "strict", "none"))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--trust-remote-code", action="store_true")
-    parser.add_argument("--output", default=None, help="also write the comparison as JSON to this file")
-    parser.add_argument("--synthetic-size", type=int, default=None, help="--dataset synthetic: face size (default: model A's training faces)")
-    parser.add_argument("--synthetic-difficulty", default=None, choices=("easy", "standard"))
-    parser.add_argument("--synthetic-num-images", type=int, default=None)
-    parser.add_argument("--synthetic-seed", type=int, default=None)
-    return parser
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import compare_parser
+
+    return compare_parser(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

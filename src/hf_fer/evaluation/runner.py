@@ -301,6 +301,8 @@ def evaluate_model(
     attention_counts: dict[int, int] = {}
     model_names = loaded.label_names
     plan = plan_protocol(protocol, loaded.model, batch_size, tta)
+    if plan.name != "hf_fer" or plan.forward_batch_size == 1:  # a decision the scores depend on: one visible line
+        print(f"hf-fer evaluate: protocol {plan.name}: " + "; ".join(plan.notes), file=sys.stderr)
     if plan.name == "paper" and plan.forward_batch_size:
         batch_size = plan.forward_batch_size  # upstream's consecutive batches, one forward call each
     synthetic_record = None
@@ -562,55 +564,10 @@ def _format_summary(result: EvaluationResult) -> str:
 
 
 def build_parser(prog: str = "hf-fer evaluate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Evaluate a FER model on a dataset split: accuracy, mean class accuracy, macro-F1, per-class "
-        "precision/recall, confusion matrix (eval_results.json + PNG plots).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  hf-fer evaluate --model runs/pv2 --dataset data/rafdb --split test
-  hf-fer evaluate --model poster-v2-rafdb --dataset data/fer2013 --label-map auto --output-dir eval/rafdb-on-fer2013
-  hf-fer evaluate --model runs/arm --dataset synthetic --batch-size 32 --device cpu
-  hf-fer evaluate --model arm-rafdb --dataset data/rafdb --protocol paper          # upstream's batch-64 evaluation
-  hf-fer evaluate --model runs/pv2 --dataset data/rafdb --tta flip --fit-temperature
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import evaluate_parser
 
---dataset takes a prepare-dataset/save_to_disk folder, an imagefolder directory, a Hub dataset id or
-'synthetic'. With --label-map auto, classes are matched by name (cross-dataset evaluation); classes that
-cannot be mapped are reported, and test images of classes the model lacks are dropped (--keep-unmapped
-counts them as errors instead).""",
-    )
-    parser.add_argument("--model", required=True, help="model folder or Hub id")
-    parser.add_argument("--dataset", required=True, help="dataset folder, imagefolder directory, Hub id, or 'synthetic'")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--label-map", default="auto", choices=LABEL_MAP_MODES, help="how model classes are matched to dataset classes (default: auto)")
-    parser.add_argument("--keep-unmapped", action="store_true", help="keep images of classes the model lacks (counted as errors)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--output-dir", default=None, help="where eval_results.json and plots go (default: the model folder, or ./eval_results)")
-    parser.add_argument("--dataset-name", default=None, help="name shown in the results and model card (default: the folder name)")
-    parser.add_argument("--benchmark", default=None, help="benchmark the data is, e.g. raf-db (default: from prepare-dataset's report)")
-    parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
-    parser.add_argument("--protocol", default="hf_fer", choices=PROTOCOLS,
-                        help="hf_fer (default): batch-independent scores; paper: the upstream evaluation (e.g. ARM's batches of 64)")
-    parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation, reported as a separate row (default: none)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% confidence intervals (0: none; default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    parser.add_argument("--ece-bins", type=int, default=ECE_BINS, help=f"confidence bins of the ECE (default {ECE_BINS})")
-    parser.add_argument("--alignment", default=None, help="how the dataset's faces were aligned/cropped, recorded in the results")
-    parser.add_argument("--fit-temperature", action="store_true",
-                        help="first fit temperature scaling on --calibration-split and store it in the model's config.json")
-    parser.add_argument("--calibration-split", default="validation", help="split used by --fit-temperature (default: validation)")
-    synthetic = parser.add_argument_group("--dataset synthetic (default: the faces the model was trained on, from its training_info.json)")
-    synthetic.add_argument("--synthetic-size", type=int, default=None, help="face size in pixels")
-    synthetic.add_argument("--synthetic-difficulty", default=None, choices=("easy", "standard"), help="nuisance level")
-    synthetic.add_argument("--synthetic-num-images", type=int, default=None, help="number of faces")
-    synthetic.add_argument("--synthetic-seed", type=int, default=None, help="base seed (the split adds its offset)")
-    parser.add_argument("--attention-plot", action="store_true",
-                        help="DACL: also write the mean attention-weight vector per true class (attention_weights.png/.json)")
-    return parser
+    return evaluate_parser(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

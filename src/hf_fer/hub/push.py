@@ -239,34 +239,10 @@ def push_to_hub(
 
 
 def build_parser(prog: str = "hf-fer push") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Publish a model folder to the Hugging Face Hub with a model card (results from eval_results.json, "
-        "label order, preprocessing, citation, licence), or write exactly what would be uploaded to a folder.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  hf-fer push --model poster-v2-rafdb --repo-id some-org/poster-v2-rafdb --private
-  hf-fer push --model runs/arm --repo-id me/arm-synthetic --to-folder upload/ --eval-results runs/arm/eval_results.json
-  hf-fer push --model converted/dacl --repo-id me/dacl-rafdb --converted-from dacl_rafdb.pth --training-dataset raf-db
+    """The parser lives in the torch-free :mod:`hf_fer_cli.parsers`, so ``--help`` and argument errors answer at once."""
+    from hf_fer_cli.parsers import push_parser
 
-The card template is the architecture's own (hf_fer/hub/templates/<arch>.md, installed with the package). Without eval results the card has no model-index (nothing is invented).""",
-    )
-    parser.add_argument("--model", required=True, help="model folder (save_pretrained output)")
-    parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. some-org/poster-v2-rafdb")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--to-folder", default=None, help="write the upload into this folder instead of uploading")
-    parser.add_argument("--overwrite", action="store_true", help="with --to-folder: replace a non-empty folder")
-    parser.add_argument("--eval-results", nargs="+", default=None, help="eval_results.json files (default: the model folder's)")
-    parser.add_argument("--model-name", default=None, help="title of the card (default: the repo name)")
-    parser.add_argument("--template", default=None, help="card template (default: the architecture's own, hf_fer/hub/templates/<arch>.md)")
-    parser.add_argument("--training-dataset", default=None, help="benchmark/dataset the weights were trained on (sets the weights' licence)")
-    parser.add_argument("--converted-from", default=None, help="upstream checkpoint the weights were converted from")
-    parser.add_argument("--base-model", default=None, help="Hub id of the model this one was fine-tuned from (or converted from)")
-    parser.add_argument("--base-model-relation", default=None, choices=BASE_MODEL_RELATIONS,
-                        help="how it relates to --base-model (default: finetune for trained models, none for conversions)")
-    parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--revision", default=None, help="branch to push to")
-    return parser
+    return push_parser(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

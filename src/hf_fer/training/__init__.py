@@ -1,16 +1,16 @@
 """Training with Accelerate from YAML recipes (DESIGN §6): ``hf-fer train`` / ``accelerate launch scripts/train.py``."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from .hub import SaveForHubCallback, save_for_hub
 from .launch import relaunch_cpu_processes_if_needed
 from .loop import latest_checkpoint, train
 from .optim import SAM
 from .recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 
-__all__ = ["train", "main", "SetEpochCallback", "load_recipe", "recipe_from_dict", "Recipe", "RecipeError", "SAM", "latest_checkpoint"]
+__all__ = ["train", "main", "SetEpochCallback", "SaveForHubCallback", "save_for_hub", "load_recipe", "recipe_from_dict", "Recipe", "RecipeError", "SAM", "latest_checkpoint"]
 
 def _trainer_callback_base():
     from transformers import TrainerCallback
@@ -30,36 +30,17 @@ class SetEpochCallback(_trainer_callback_base()):
             model.set_epoch(int(state.epoch or 0))
 
 
-EPILOG = """examples:
-  hf-fer train --recipe modeling_configs/arm/synthetic.yaml --dataset synthetic --output runs/arm-demo
-  accelerate launch scripts/train.py --recipe modeling_configs/poster_v2/rafdb.yaml --dataset data/rafdb --output runs/pv2
-  accelerate launch --cpu --num_processes 2 scripts/train.py --recipe R --dataset D --output O   # 2 CPU processes (gloo DDP)
-  hf-fer train --recipe R --dataset D --output O --resume            # continue from O/checkpoints/step_K (latest)
-  hf-fer train --recipe R --dataset D --output O --resume --force    # after a kill: break the dead run's lock and continue
-  hf-fer train --recipe R --dataset D --output O --set training.epochs=3 --set training.optimizer.lr=1e-4
-"""
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-fer train", description="Train or fine-tune a FER model from a YAML recipe with Accelerate.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", required=True, help="YAML recipe, e.g. modeling_configs/<arch>/<dataset>.yaml")
-    parser.add_argument("--dataset", required=True, help="'synthetic', a prepare-dataset/save_to_disk folder, an imagefolder directory or a Hub dataset id")
-    parser.add_argument("--output", required=True, help="output folder: the best model lands here, last model in OUTPUT/last")
-    parser.add_argument("--resume", nargs="?", const="latest", default=None, help="resume from the latest checkpoint in OUTPUT (or a given checkpoint folder)")
-    parser.add_argument("--force", action="store_true", help="take over OUTPUT: break a stale lock (its process must be gone) and, "
-                        "without --resume, start over a run that did not finish (its checkpoints are deleted)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (overrides the recipe's epochs)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value (dotted key, YAML value)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--no-sample-predictions", action="store_true", help="do not reload the model and classify a few new faces at the end")
+    from hf_fer_cli.parsers import train_parser  # torch-free: `hf-fer train --help` answers at once
+
+    parser = train_parser()
     args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe is reported once, before any process starts
     exit_code = relaunch_cpu_processes_if_needed(_script_argv())
     if exit_code is not None:
         return exit_code
-    recipe = load_recipe(args.recipe, args.overrides)
     results = train(recipe, args.dataset, args.output, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet, force=args.force)
-    if results.get("best_epoch") is not None:
+    if results.get("best_epoch") is not None and _is_main_process():
         print(f"best model (validation {recipe.training.selection_metric} {results['best_validation_' + recipe.training.selection_metric]:.4f}, "
               f"epoch {results['best_epoch']}) saved to {args.output}")
     if args.dataset == "synthetic" and not args.no_sample_predictions and results.get("best_epoch") is not None:
@@ -67,11 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _is_main_process() -> bool:
+    """Rank 0 (or a single process): user-facing lines are printed once, not once per process."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _script_argv() -> list[str]:
     """This process's command line in the form ``accelerate launch`` takes after its own options."""
+    import hf_fer_cli
+
     script = Path(sys.argv[0]).resolve()
     if script.is_relative_to(Path(__file__).resolve().parents[1]):  # python -m hf_fer.cli train ...
         return ["-m", "hf_fer.cli", *sys.argv[1:]]
+    if script.is_relative_to(Path(hf_fer_cli.__file__).resolve().parent):  # python -m hf_fer_cli train ...
+        return ["-m", "hf_fer_cli", *sys.argv[1:]]
     return [sys.argv[0], *sys.argv[1:]]
 
 

@@ -10,13 +10,11 @@ which is what ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_process
 """
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes"}
 
@@ -60,12 +58,10 @@ def relaunch_cpu_processes_if_needed(script_argv: list[str]) -> int | None:
     num_processes = requested_cpu_processes(_parent_argv())
     if not num_processes or num_processes < 2:
         return None
-    logger.warning(
-        "accelerate launch --cpu starts a single process whatever --num_processes says; starting %d CPU processes "
-        "(gloo DDP) instead, as `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes %d` would",
-        num_processes, num_processes,
-    )
-    print(f"hf_fer: launching {num_processes} CPU processes (gloo DDP)", file=sys.stderr, flush=True)
+    # one line (not a warning and a print saying the same thing)
+    print(f"hf_fer: launching {num_processes} CPU processes (gloo DDP): `accelerate launch --cpu` alone would start one "
+          f"whatever --num_processes says; this is what `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes "
+          f"{num_processes}` does", file=sys.stderr, flush=True)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
         "--num_machines", "1", "--mixed_precision", os.environ.get("ACCELERATE_MIXED_PRECISION", "no"),

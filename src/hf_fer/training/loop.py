@@ -142,6 +142,11 @@ def _build_model(recipe: Recipe, id2label: dict[int, str] | None, dataset: str |
     if id2label is not None:
         label_kwargs = {"num_labels": len(id2label), "id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
     if section.init_from:
+        from hf_fer_cli.parsers import source_problem
+
+        problem = source_problem("model.init_from", str(section.init_from), "model")  # a local path that is not there
+        if problem:
+            raise RecipeError(problem)
         source_config = AutoConfig.from_pretrained(section.init_from)
         source = [str(source_config.id2label[i]) for i in range(source_config.num_labels)]
         target = [str(id2label[i]) for i in range(len(id2label))] if id2label is not None else source
@@ -196,11 +201,15 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
     validation_name = recipe.data.validation_split
     if validation_name and validation_name in data:
         validation = data[validation_name]
+        note = None
     else:  # a seeded, stratification-free split of train; the test split is never used for selection
         split = train.train_test_split(test_size=recipe.data.validation_fraction, seed=recipe.training.seed)
+        note = (f"validation: {len(split['test'])} of the {len(train)} {recipe.data.train_split} images held out for model selection "
+                f"({f'no {validation_name!r} split in {dataset}' if validation_name else 'data.validation_split is unset'}; data.validation_fraction {recipe.data.validation_fraction}, "
+                f"seed {recipe.training.seed}); they are not trained on")
         train, validation = split["train"], split["test"]
     test = data[recipe.data.test_split] if recipe.data.test_split and recipe.data.test_split in data else None
-    return train, validation, test
+    return train, validation, test, note
 
 
 def latest_checkpoint(output: str | Path) -> Path | None:
@@ -337,7 +346,9 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
     set_seed(settings.seed)
     id2label = _resolve_label_space(recipe)
     with accelerator.main_process_first():
-        train_data, validation_data, test_data = _load_data(recipe, dataset, id2label)
+        train_data, validation_data, test_data, validation_note = _load_data(recipe, dataset, id2label)
+    if validation_note:
+        accelerator.print(validation_note)
     if id2label is None:
         names = train_data.features["label"].names
         id2label = dict(enumerate(names))
