@@ -202,6 +202,12 @@ def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:
     parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "eager", "compile", "onnx", "int8"],
+                        help="how the classifier runs (default auto: int8 when an exported int8 model is next to the model, "
+                        "compile for long runs, else eager; see hf_fer.runtime)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="compute precision (default auto: bf16 only where the hardware has it natively)")
+    parser.add_argument("--onnx", default=None, metavar="DIR_OR_FILE", help="an `hf-fer export` folder or .onnx file for --runtime onnx/int8/auto")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image/frame instead of a table")
     parser.add_argument("--quiet", action="store_true", help="no table on stdout (use with --output)")
@@ -257,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hf-fer predict: {model_note}; {faces_note}", file=sys.stderr)
 
     loaded = load_model_for_inference(model, device=args.device, trust_remote_code=args.trust_remote_code)
+    from .runtime import apply_runtime
+
+    choice = apply_runtime(loaded.model, args.runtime, args.dtype, model_path=model, onnx_path=args.onnx,
+                           batch_size=args.batch_size, expected_images=len(files))
+    print(f"hf-fer predict: {choice.describe()}", file=sys.stderr)
     pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
                                                device=loaded.device, task=TASK)
     top_k = min(args.top_k, len(pipe.label_names))
