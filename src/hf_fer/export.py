@@ -196,6 +196,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
         # top-1 minus top-2 logit of the PyTorch model: images near a tie flip under any small perturbation
         "reference_margin_quantiles": dict(zip(("10%", "50%", "90%"), np.quantile(margin, [0.1, 0.5, 0.9]).round(4).tolist())),
         "largest_margin_flipped": float(margin[flipped].max()) if flipped.any() else None,
+        "median_margin_flipped": float(np.median(margin[flipped])) if flipped.any() else None,
     }
 
 
