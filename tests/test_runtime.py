@@ -129,6 +129,6 @@ def test_face_pipeline_and_predict_cli_accept_runtime(exported, capsys):
     face = str(exported.parent / "face.png")
     assert main(["predict", face, "--no-detect", "--model", str(exported), "--runtime", "int8", "--json"]) == 0
     err = capsys.readouterr().err
-    assert "runtime int8 (" in err and "model_int8.onnx" in err
+    assert "\nruntime int8 (" in "\n" + err and "model_int8.onnx" in err
     assert main(["predict", face, "--no-detect", "--runtime", "int8"]) == 1  # the shipped model has no export beside it
     assert "error: runtime int8: no model_int8.onnx" in capsys.readouterr().err

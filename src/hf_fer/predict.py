@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     choice = apply_runtime(loaded.model, args.runtime, args.dtype, model_path=model, onnx_path=args.onnx,
                            batch_size=args.batch_size, expected_images=len(files))
-    print(f"hf-fer predict: {choice.describe()}", file=sys.stderr)
+    print(choice.describe(), file=sys.stderr)  # "runtime eager, dtype fp32: <why>"
     pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
                                                device=loaded.device, task=TASK)
     top_k = min(args.top_k, len(pipe.label_names))
