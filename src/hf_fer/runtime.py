@@ -5,9 +5,12 @@ the fp32 ``model.onnx`` of an ``hf-fer export`` folder), ``int8`` (its ``model_i
 
 * ``int8`` when an int8 export that passed its parity gate is found (next to the model, in its ``onnx/``
   sub-folder, or given with ``onnx_path``) and ONNX Runtime is installed (CPU);
-* ``compile`` only for long runs (``expected_images >= COMPILE_MIN_IMAGES`` at ``batch_size >= 8``) of a model
-  known to compile as one graph (hf_fer's architectures, tested with ``fullgraph=True``): its warm-up costs
-  seconds to minutes, and batch-1 calls gain nothing measurable (README table), so short runs stay ``eager``;
+* ``onnx`` when an fp32 export is found (CPU): same logits within 1e-4, and faster than PyTorch eager at batch 1
+  and 32 for every architecture measured (README table);
+* ``compile`` on a GPU for long runs (``expected_images >= COMPILE_MIN_IMAGES`` at ``batch_size >= 8``) of a
+  model known to compile as one graph (hf_fer's architectures, tested with ``fullgraph=True``). Not on CPU:
+  measured there, fp32 ``torch.compile`` gives 0.9-1.2x eager at batch 32 and less at batch 1, after a
+  15-130 s warm-up, so it is only used when asked for;
 * ``eager`` otherwise.
 
 ``dtype``: ``fp32``, ``bf16`` / ``fp16`` (autocast: weights stay fp32, matmuls/convolutions run in the low
@@ -143,13 +146,18 @@ def choose_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "
         dtype_reason = "dtype asked for"
 
     if runtime == "auto":
-        int8 = find_onnx_export(model_path, onnx_path, "int8") if (have_ort and device.type == "cpu" and dtype == "fp32") else None
+        exported = have_ort and device.type == "cpu" and dtype == "fp32"
+        int8 = find_onnx_export(model_path, onnx_path, "int8") if exported else None
         if int8 is not None:
             return RuntimeChoice("int8", "fp32", "an int8 export that passed its parity check was found", int8)
+        fp32 = find_onnx_export(model_path, onnx_path, "fp32") if exported else None
+        if fp32 is not None:
+            return RuntimeChoice("onnx", "fp32", "an fp32 ONNX export was found (ONNX Runtime beats PyTorch eager on CPU)", fp32)
         long_run = expected_images is not None and expected_images >= COMPILE_MIN_IMAGES and batch_size >= 8
-        if long_run and _compiles_fullgraph(model):
+        if long_run and device.type == "cuda" and _compiles_fullgraph(model):
             return RuntimeChoice("compile", dtype, f"{expected_images} images at batch {batch_size}: compile warm-up pays off; {dtype_reason}")
-        why = ("short run: torch.compile's warm-up would cost more than it saves" if _compiles_fullgraph(model)
+        why = ("torch.compile is not faster than eager on CPU once its warm-up is counted" if device.type == "cpu"
+               else "short run: torch.compile's warm-up would cost more than it saves" if _compiles_fullgraph(model)
                else "model not known to compile as one graph")
         return RuntimeChoice("eager", dtype, f"{why}; {dtype_reason}")
     return RuntimeChoice(runtime, dtype, f"asked for; {dtype_reason}")
