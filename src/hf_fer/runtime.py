@@ -52,19 +52,13 @@ class RuntimeChoice:
         return f"runtime {self.runtime}{where}, dtype {self.dtype}: {self.reason}"
 
 
-def _has_cpu_flag(*flags: str) -> bool:
-    from .benchmark import cpu_flags
-
-    wanted = set(flags)
-    if {"amx_bf16"} & wanted:  # cpu_flags() lists the decisive ones only; read the amx flag directly
-        try:
-            with open("/proc/cpuinfo") as handle:
-                for line in handle:
-                    if line.lower().startswith("flags"):
-                        return bool(wanted & set(line.split(":", 1)[1].split()))
-        except OSError:
-            return False
-    return bool(wanted & set(cpu_flags()))
+def _cpu_has(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists ``flag`` (False where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return any(flag in line.split(":", 1)[1].split() for line in handle if line.lower().startswith("flags"))
+    except OSError:
+        return False
 
 
 def find_onnx_export(model_path: str | os.PathLike | None, onnx_path: str | os.PathLike | None = None,
@@ -131,13 +125,14 @@ def choose_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "
         return RuntimeChoice(runtime, "fp32", "asked for", found)
 
     # dtype for the PyTorch paths
+    requested_dtype = dtype
     if dtype == "auto":
         from .benchmark import bf16_support
 
         support = bf16_support(device)
         if device.type == "cuda" and support.native:
             dtype, dtype_reason = "bf16", "native bf16 on this GPU"
-        elif device.type == "cpu" and support.native and _has_cpu_flag("amx_bf16"):
+        elif device.type == "cpu" and support.native and _cpu_has("amx_bf16"):
             dtype, dtype_reason = "bf16", "AMX bf16 on this CPU"
         else:
             dtype, dtype_reason = "fp32", (f"bf16 not faster here ({support.detail})" if device.type == "cpu"
@@ -146,7 +141,7 @@ def choose_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "
         dtype_reason = "dtype asked for"
 
     if runtime == "auto":
-        exported = have_ort and device.type == "cpu" and dtype == "fp32"
+        exported = have_ort and device.type == "cpu" and requested_dtype in ("auto", "fp32")  # an export is a deliberate choice
         int8 = find_onnx_export(model_path, onnx_path, "int8") if exported else None
         if int8 is not None:
             return RuntimeChoice("int8", "fp32", "an int8 export that passed its parity check was found", int8)
