@@ -15,8 +15,9 @@ the fp32 ``model.onnx`` of an ``hf-fer export`` folder), ``int8`` (its ``model_i
 
 ``dtype``: ``fp32``, ``bf16`` / ``fp16`` (autocast: weights stay fp32, matmuls/convolutions run in the low
 precision), or ``auto``: bf16 on a GPU with native bf16, and on CPUs with AMX (``amx_bf16``); fp32 elsewhere.
-AVX512-BF16 without AMX is not enough: bf16 autocast measured slower than fp32 eager at batch 1 on such a CPU
-(README table), and an emulated bf16 (AVX2 only) is ~25x slower.
+AVX512-BF16 without AMX is not enough: measured on such a CPU, bf16 autocast ranges from 0.8x (mini-Xception)
+to 1.8x (DMUE) of fp32 eager (README table) and changes predictions near ties, and an emulated bf16 (AVX2 only)
+is ~25x slower; ask for it with ``dtype="bf16"`` where it pays.
 
 :func:`apply_runtime` swaps the model's ``forward`` for the chosen path in place (``model(pixel_values=...)``
 keeps returning an output with ``.logits``), so the transformers pipelines and hf_fer's face pipeline use it
