@@ -5,13 +5,19 @@ numbers, and the folder runs with `hf_fer.onnx.OnnxClassifier` like the transfor
 
 Tiny random models predict one class for every image, which would make top-1 agreement meaningless, so each
 model's classifier layer is first fitted (closed-form ridge regression on its own features) to synthetic faces:
-the predictions then spread over the classes and every quantisation error in the trunk can flip them. That makes
-these models *harder* to quantize than trained ones (random trunk features, a head fitted to small differences
-between them): measured int8 top-1 agreement here is 85-93 % for the CNNs (Conv-only quantization; 29 % for
-DACL when MatMul/Gemm are quantized too), so the export's own 99 % gate would reject them. The tests therefore
-measure and print the agreement, assert a floor that catches a broken quantization (>= 80 %), and prove the
-99 % gate separately (an int8 file with an edited weight is rejected). The shipped mini-Xception (trained on
-FER2013, used as it is) reaches 94 % on these cartoon faces: also under the gate (numbers in the README).
+the predictions then spread over the classes and every quantisation error in the trunk can flip them.
+
+Why int8 agreement stays under 99 % here (measured; the numbers are in the README): the flips are near-ties. The
+parity report records the fp32 top-1 minus top-2 logit margin; the images int8 flips have margins around 0.1
+while the median is 0.5-1 logit, and int8 moves logits by up to ~1 (mini-Xception) / ~0.7 (tiny ARM). Weight-only
+int8 (no activation quantization at all) already flips 3 % of mini-Xception's synthetic faces; MinMax / Entropy /
+Percentile calibration, uint8 activations, reduce_range, QOperator, 16 vs 128 calibration images, and keeping
+the first/last or the 25 % most sensitive convolutions in float all stay at 85-96 %, and the shipped mini-Xception
+on real face crops (tests/fixtures/faces, 132 crops) reaches 97 %, and fine-tuned for 3 epochs on synthetic faces
+(larger margins, but larger int8 logit errors too) 95 % (Percentile calibration 98 %). The export's own 99 % gate therefore rejects
+these models; the tests measure and print the agreement, assert a floor that catches a broken quantization
+(>= 80 %), assert that the flipped images are near-ties, and prove the 99 % gate separately (an int8 file with an
+edited weight is rejected).
 """
 from __future__ import annotations
 
@@ -126,8 +132,13 @@ def test_export_onnx_parity_and_int8(arch, tmp_path):
     assert (classes > 0).sum() >= 3, "predictions must spread over classes for agreement to mean anything"
     quantized = onnx.load(str(out / INT8_FILE))
     assert any(node.op_type == "DequantizeLinear" and any(a.name == "axis" for a in node.attribute) for node in quantized.graph.node)  # per-channel
+    margins = int8["reference_margin_quantiles"]
+    print(f"  fp32 top-1 - top-2 logit margin 10/50/90 %: {margins}; margins of the images int8 flips: median "
+          f"{int8['median_margin_flipped']}, largest {int8['largest_margin_flipped']}")
     if arch in CNNS:
         assert int8["top1_agreement"] >= INT8_FLOOR
+        # the flips are near-ties (a quantization error flipping images at random would give them the typical margin)
+        assert int8["median_margin_flipped"] is None or int8["median_margin_flipped"] <= 0.5 * margins["50%"]
 
 
 class WrongWhenExported(ArmForImageClassification):

@@ -29,7 +29,7 @@ import torch
 __all__ = ["MODES", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
            "count_flops", "count_parameters", "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
 
-MODES = ("eager", "channels_last", "bf16", "compile", "onnxruntime")
+MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "int8")
 QUICK_MODES = ("eager", "channels_last", "bf16")
 
 @dataclass
@@ -47,6 +47,10 @@ class ModeResult:
     images_per_second: float | None = None
     percent_of_peak: float | None = None
     setup_seconds: float | None = None  # compile / export time
+    cpu_ms_per_call: float | None = None  # process CPU time per timed call (survives contention from other work)
+    peak_rss_mb: float | None = None  # process peak RSS after this mode (a high-water mark: it never goes down)
+    top1_agreement: float | None = None  # vs fp32 eager on the same synthetic faces (meaningful at batch >= 8)
+    ratio_to_eager: float | None = None  # images/s relative to fp32 eager measured in the same run
 
 
 @dataclass
@@ -287,6 +291,46 @@ def _onnx_runner(model, pixel_values: torch.Tensor, device: torch.device):
     return lambda: session.run(None, feed)
 
 
+def _int8_runner(model, pixel_values: torch.Tensor, calibration: torch.Tensor):
+    """Export, quantize (ONNX Runtime static int8, as ``hf-fer export --quantize int8``) and run with ONNX Runtime."""
+    from .export import _export_onnx, exportable_attention, onnx_session, quantize_onnx_int8
+
+    with tempfile.TemporaryDirectory(prefix="hf_fer_int8_") as folder:
+        with exportable_attention(model), torch.no_grad():
+            _export_onnx(model, pixel_values[:2] if len(pixel_values) > 1 else torch.cat([pixel_values] * 2), Path(folder) / "m.onnx", 18)
+        quantize_onnx_int8(Path(folder) / "m.onnx", Path(folder) / "q.onnx", calibration.numpy())
+        session = onnx_session(Path(folder) / "q.onnx")
+    feed = {"pixel_values": pixel_values.detach().cpu().numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _logits(output) -> torch.Tensor:
+    if isinstance(output, (list, tuple)):  # ONNX Runtime
+        return torch.as_tensor(output[0])
+    return output.logits.float().cpu()
+
+
+def synthetic_pixel_values(batch_size: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Synthetic faces as model inputs (scaled to [-1, 1]; grayscale for 1-channel models): real-looking inputs,
+    so "top-1 agreement vs fp32 eager" compares decisions on faces rather than on noise."""
+    from .data.synthetic import synthetic_arrays
+
+    images, _, _ = synthetic_arrays(batch_size, image_size=max(height, width), seed=seed)
+    tensor = torch.as_tensor(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    if channels == 1:
+        tensor = tensor.mean(1, keepdim=True)
+    return torch.nn.functional.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
 def _image_size(arch) -> tuple[int, int]:
     """The model's input size: what its default image processor produces (resize, then crop if any)."""
     from PIL import Image
@@ -332,9 +376,14 @@ def benchmark_architecture(
     peak_fp32 = (peaks or {}).get("fp32")
     peak_bf16 = (peaks or {}).get("bf16")  # only measured where bf16 is native: no "% of peak" against an emulation
     bf16 = bf16_support(device)
-    compiled = None
+    compiled = compiled_bf16 = None
+    # CUDA graphs where they help: small fixed-shape batches on a GPU ("reduce-overhead")
+    compile_mode = "reduce-overhead" if device.type == "cuda" else None
+    calibration = synthetic_pixel_values(32, channels, height, width, seed=99)
     for batch_size in batch_sizes:
-        pixel_values = torch.randn(batch_size, channels, height, width, device=device)
+        pixel_values = synthetic_pixel_values(batch_size, channels, height, width).to(device)
+        with torch.inference_mode():
+            reference = _logits(model(pixel_values=pixel_values)).argmax(-1)
         for mode in modes:
             entry = ModeResult(mode=mode, batch_size=batch_size, device=str(device))
             result.modes.append(entry)
@@ -363,6 +412,31 @@ def benchmark_architecture(
                     with torch.inference_mode():
                         compiled(pixel_values=pixel_values)  # compile (and recompile per batch size) outside the timing
                     run = lambda: compiled(pixel_values=pixel_values)  # noqa: E731
+                elif mode == "bf16_compile":  # the GPU recipe: autocast bf16 inside one compiled graph
+                    if not bf16.usable:
+                        entry.status, entry.reason = "skipped", bf16.detail
+                        continue
+                    if not bf16.native:
+                        entry.reason = f"emulated ({bf16.detail})"
+                    if compiled_bf16 is None:
+                        compiled_bf16 = torch.compile(model, dynamic=False, mode=compile_mode)
+
+                    def run():
+                        with torch.autocast(device.type, dtype=torch.bfloat16):
+                            return compiled_bf16(pixel_values=pixel_values)
+                    with torch.inference_mode():
+                        run()
+                elif mode == "int8":
+                    if device.type != "cpu":
+                        entry.status, entry.reason = "skipped", "ONNX Runtime int8 is measured on CPU"
+                        continue
+                    try:
+                        import onnxruntime  # noqa: F401
+                    except ImportError:
+                        entry.status, entry.reason = "skipped", "onnxruntime not installed (pip install hf_fer[onnx])"
+                        continue
+                    run = _int8_runner(model.to(memory_format=torch.contiguous_format), pixel_values, calibration)
+                    entry.reason = "ONNX Runtime static int8 (QDQ, per-channel, Conv), calibrated on 32 synthetic faces"
                 elif mode == "onnxruntime":
                     try:
                         import onnxruntime  # noqa: F401
@@ -374,7 +448,14 @@ def benchmark_architecture(
                     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
                 entry.setup_seconds = round(time.perf_counter() - setup_start, 3)
                 with torch.inference_mode():
+                    entry.top1_agreement = round(float((_logits(run()).argmax(-1) == reference.cpu()).float().mean()), 4)
+                    cpu_start = time.process_time()
                     times = _time_calls(run, device, warmup, iterations, min_seconds=min_seconds)
+                    entry.cpu_ms_per_call = round(1000 * (time.process_time() - cpu_start) / (len(times) + warmup), 3)
+                entry.peak_rss_mb = _peak_rss_mb()
+                if device.type == "cuda":
+                    entry.peak_rss_mb = None
+                    entry.reason = "; ".join(filter(None, [entry.reason, f"GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"]))
             except Exception as error:  # one mode failing (no compiler, exporter gap) must not end the run
                 entry.status, entry.reason = "error", _plain_text(f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
                 continue
@@ -386,9 +467,13 @@ def benchmark_architecture(
             entry.latency_min_ms, entry.latency_max_ms = round(1000 * min(times), 3), round(1000 * max(times), 3)
             entry.timed_calls = len(times)
             entry.images_per_second = round(batch_size / median, 2)
-            peak = peak_bf16 if mode == "bf16" else peak_fp32
-            if peak:
+            peak = peak_bf16 if mode in ("bf16", "bf16_compile") else peak_fp32
+            if peak and mode != "int8":
                 entry.percent_of_peak = round(100 * result.flops_per_image * entry.images_per_second / peak, 2)
+    for entry in result.modes:  # ratios to fp32 eager of the same batch size, same run
+        eager = next((m for m in result.modes if m.mode == "eager" and m.batch_size == entry.batch_size and m.status == "ok"), None)
+        if eager is not None and entry.images_per_second:
+            entry.ratio_to_eager = round(entry.images_per_second / eager.images_per_second, 3)
     return result
 
 
@@ -404,8 +489,10 @@ def run_benchmark(
     matmul_size: int | None = None,
     log: Callable[[str], None] = lambda text: None,
     min_seconds: float = 0.0,
+    gpu_batch_sizes: Sequence[int] = (256,),
 ) -> dict:
-    """Benchmark several architectures on several devices; returns a JSON-ready dict."""
+    """Benchmark several architectures on several devices; returns a JSON-ready dict. GPUs also run
+    ``gpu_batch_sizes`` (throughput batches); that branch has not been run on a GPU by its authors."""
     from .evaluation.inference import resolve_device
     from .models import ARCHITECTURES, available_architectures
 
@@ -440,12 +527,13 @@ def run_benchmark(
         peaks = {"fp32": matmul_peak(device, torch.float32, matmul_size, iterations=10)}
         bf16 = bf16_support(device)
         report["bf16"][str(device)] = asdict(bf16)
-        if bf16.native and "bf16" in modes:  # an emulated bf16 "peak" is no yardstick: no bf16 "% of peak" then
+        if bf16.native and {"bf16", "bf16_compile"} & set(modes):  # an emulated bf16 "peak" is no yardstick: no bf16 "% of peak" then
             peaks["bf16"] = matmul_peak(device, torch.bfloat16, matmul_size)
         report["peaks"][str(device)] = {k: round(v / 1e9, 2) for k, v in peaks.items()}  # GFLOP/s
         for name in names:
             try:
-                result = benchmark_architecture(name, device=device, batch_sizes=batch_sizes, modes=modes, warmup=warmup,
+                sizes = list(batch_sizes) + [b for b in gpu_batch_sizes if device.type == "cuda" and b not in batch_sizes]
+                result = benchmark_architecture(name, device=device, batch_sizes=sizes, modes=modes, warmup=warmup,
                                                 iterations=iterations, image_size=image_size, peaks=peaks, log=log,
                                                 min_seconds=min_seconds)
             except Exception as error:  # an architecture that cannot be built is reported, the others still run
@@ -485,22 +573,30 @@ def format_report(report: dict) -> str:
     for result in report["results"]:
         if result.get("config_overrides"):
             lines.append(f"{result['arch']}: config {result['config_overrides']} (the registry's benchmark_config)")
+    lines.append("img/s is the median call's; min/max ms the fastest/slowest call; x eager = img/s over fp32 eager at the same batch "
+                 "in this run; agree = top-1 agreement with fp32 eager on the same synthetic faces; RSS = process peak so far")
     lines.append(f"{'arch':<10} {'device':<6} {'mode':<14} {'batch':>5} {'img/s':>9} {'median ms':>10} {'min ms':>9} {'max ms':>9} "
-                 f"{'calls':>5} {'% peak':>7}  note")
+                 f"{'calls':>5} {'% peak':>7} {'x eager':>7} {'agree':>6} {'cpu ms':>8} {'RSS MiB':>8}  note")
     for result in report["results"]:
         for mode in result["modes"]:
             if mode["status"] == "ok":
-                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "onnxruntime") and mode["setup_seconds"] else []
+                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "bf16_compile", "onnxruntime", "int8") and mode["setup_seconds"] else []
                 notes += [mode["reason"]] if mode.get("reason") else []
                 lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {mode['images_per_second']:>9.2f} "
                              f"{mode['latency_ms']:>10.2f} {mode['latency_min_ms']:>9.2f} {mode['latency_max_ms']:>9.2f} {mode['timed_calls']:>5} "
-                             f"{mode['percent_of_peak'] if mode['percent_of_peak'] is not None else '-':>7}  {'; '.join(notes)}")
+                             f"{mode['percent_of_peak'] if mode['percent_of_peak'] is not None else '-':>7} "
+                             f"{_fmt(mode.get('ratio_to_eager'), '.2f'):>7} {_fmt(mode.get('top1_agreement'), '.1%'):>6} "
+                             f"{_fmt(mode.get('cpu_ms_per_call'), '.1f'):>8} {_fmt(mode.get('peak_rss_mb'), '.0f'):>8}  {'; '.join(notes)}")
             else:
                 lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {'-':>9} {'-':>10} {'-':>9} {'-':>9} "
                              f"{'-':>5} {'-':>7}  {mode['status']}: {mode['reason']}")
     for failure in report["failures"]:
         lines.append(f"{failure['arch']} on {failure['device']}: FAILED {failure['error']}")
     return "\n".join(lines)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _plain_text(text: str) -> str:
@@ -519,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    batch_sizes = args.batch_sizes or ([1] if args.quick else [1, 8])
+    batch_sizes = args.batch_sizes or ([1] if args.quick else [1, 32])
     if any(b < 1 for b in batch_sizes):
         raise ValueError(f"--batch-sizes must be positive, got {batch_sizes}")
     modes = args.modes or (list(QUICK_MODES) if args.quick else list(MODES))

@@ -251,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                   else f"faces from {args.boxes}" if boxes is not None else "faces detected with the shipped RetinaFace")
 
     loaded = load_model_for_inference(model, device=args.device, trust_remote_code=args.trust_remote_code)
+    from .runtime import apply_runtime
+
+    choice = apply_runtime(loaded.model, args.runtime, args.dtype, model_path=model, onnx_path=args.onnx,
+                           batch_size=args.batch_size, expected_images=len(files))
+    print(choice.describe(), file=sys.stderr)  # "runtime eager, dtype fp32: <why>"
     pipeline_logger = logging.getLogger(FacialExpressionRecognitionPipeline.__module__)
     level = pipeline_logger.level
     pipeline_logger.setLevel(logging.ERROR)  # its batch-mode warning is part of the one line below

@@ -20,7 +20,7 @@ ARCHITECTURE_NAMES = ("arm", "dacl", "dmue", "mini_xception", "poster_v2", "vt_n
 BENCHMARK_NAMES = ("raf-db", "affectnet-7", "affectnet-8", "fer2013", "ferplus", "sfew", "caer-s")  # hf_fer.labels.BENCHMARKS
 DATASET_LAYOUTS = ("raf-db-list", "affectnet-csv", "affectnet-npy", "fer2013-csv", "ferplus-csv", "ferplus-folders",
                    "ferplus-jin2", "class-folders")  # hf_fer.data.benchmarks.LAYOUTS
-BENCHMARK_MODES = ("eager", "channels_last", "bf16", "compile", "onnxruntime")  # hf_fer.benchmark.MODES
+BENCHMARK_MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "int8")  # hf_fer.benchmark.MODES
 BENCHMARK_QUICK_MODES = ("eager", "channels_last", "bf16")  # hf_fer.benchmark.QUICK_MODES
 BENCHMARK_MODE_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "channels-last": "channels_last", "torch.compile": "compile"}
 PROTOCOLS = ("hf_fer", "paper")  # hf_fer.evaluation.protocols
@@ -29,10 +29,13 @@ LABEL_MAP_MODES = ("auto", "strict", "none")  # hf_fer.evaluation.runner
 ECE_BINS = 15  # hf_fer.evaluation.calibration
 MCNEMAR_METHODS = ("exact", "continuity")  # hf_fer.evaluation.metrics
 BASE_MODEL_RELATIONS = ("finetune", "adapter", "merge", "quantized")  # hf_fer.hub.model_card
+PREDICT_RUNTIMES = ("auto", "eager", "compile", "onnx", "int8")  # hf_fer.runtime.RUNTIMES
+PREDICT_DTYPES = ("auto", "fp32", "bf16", "fp16")  # hf_fer.runtime.DTYPES
 EXPORT_FORMATS = ("onnx", "torch-export")  # hf_fer.export.FORMATS
 EXPORT_DEFAULT_OPSET = 18  # hf_fer.export.DEFAULT_OPSET
 EXPORT_INT8_MIN_AGREEMENT = 0.99  # hf_fer.export.INT8_MIN_AGREEMENT
 EXPORT_DEFAULT_INT8_OP_TYPES = ("Conv",)  # hf_fer.export.DEFAULT_INT8_OP_TYPES
+EXPORT_CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")  # hf_fer.export.CALIBRATION_METHODS
 DEMO_DEFAULT_RECIPE = "modeling_configs/arm/synthetic.yaml"  # hf_fer.demo.DEFAULT_RECIPE
 
 # Per-architecture options of `hf-fer convert` — a static copy of each converter's ``add_arguments``
@@ -123,6 +126,12 @@ then label_K and score_K for each of the --top-k best classes (best first).""",
     parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    parser.add_argument("--runtime", default="auto", choices=PREDICT_RUNTIMES,
+                        help="how the classifier runs (default auto: an exported int8, else fp32 ONNX model next to the model "
+                        "or given with --onnx; compile only on a GPU for long runs; else eager; see hf_fer.runtime)")
+    parser.add_argument("--dtype", default="auto", choices=PREDICT_DTYPES,
+                        help="compute precision (default auto: bf16 only where the hardware has it natively)")
+    parser.add_argument("--onnx", default=None, metavar="DIR_OR_FILE", help="an `hf-fer export` folder or .onnx file for --runtime onnx/int8/auto")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image/frame instead of a table")
     parser.add_argument("--quiet", action="store_true", help="no table on stdout (use with --output)")
@@ -408,12 +417,16 @@ def benchmark_parser(prog: str = "hf-fer benchmark", modes=BENCHMARK_MODES, quic
   hf-fer benchmark --train --batch-sizes 8 32          # training images/s per architecture
 
 modes: {', '.join(modes)} (bf16 = autocast; labelled "emulated", without % of peak, where the hardware has no bf16
-units; onnxruntime only when installed; also accepted: {aliases}). Timings: median / min / max over the timed calls.
+units; bf16_compile = autocast inside torch.compile, CUDA graphs on a GPU; onnxruntime = ONNX Runtime fp32; int8 =
+ONNX Runtime static int8 as `hf-fer export --quantize int8`, CPU; also accepted: {aliases}). Timings: median / min /
+max over the timed calls; each mode also reports its ratio to fp32 eager of the same run, top-1 agreement with it on
+synthetic faces, CPU time per call and the process peak RSS. On a GPU, batch 256 is added (the GPU branch is untested
+by its authors).
 --quick: batch size 1, 1 warm-up + 3 timed runs, modes {', '.join(quick_modes)} unless --modes is given.
 FLOPs count 2 per multiply-add (torch.utils.flop_counter); papers' "FLOPs" are usually multiply-adds (GMACs column).""",
     )
     parser.add_argument("--arch", nargs="+", default=None, help="architectures (default: all installed)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="default: 1 8 (1 with --quick)")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="default: 1 32, plus 256 on a GPU (1 with --quick)")
     parser.add_argument("--devices", nargs="+", default=["auto"], help="auto (default: cuda if available, else cpu), cpu, cuda, ...")
     parser.add_argument("--modes", nargs="+", default=None, choices=modes, type=benchmark_mode, metavar="MODE",
                         help=f"execution modes: {', '.join(modes)} (default: all; onnx = onnxruntime)")
@@ -453,6 +466,8 @@ def export_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
     parser.add_argument("--num-parity-images", type=int, default=128)
     parser.add_argument("--int8-ops", nargs="+", default=list(EXPORT_DEFAULT_INT8_OP_TYPES),
                         help="ONNX operators to quantize (default: Conv; 'all' = every one ONNX Runtime supports)")
+    parser.add_argument("--calibration-method", choices=EXPORT_CALIBRATION_METHODS, default="MinMax",
+                        help="how int8 activation ranges are chosen (ONNX Runtime calibrators; default MinMax)")
     parser.add_argument("--min-agreement", type=float, default=EXPORT_INT8_MIN_AGREEMENT, help="required int8 top-1 agreement (default 0.99)")
     parser.add_argument("--opset", type=int, default=EXPORT_DEFAULT_OPSET)
     parser.add_argument("--output", required=True, help="output folder")
@@ -477,11 +492,13 @@ def source_problem(flag: str, value: str | None, kind: str) -> str | None:
     """A one-line message when ``value`` (given as ``flag``) names nothing, else ``None``.
 
     kind: ``"model"`` / ``"dataset"`` (a local folder or a Hub id; ``dataset`` also takes ``synthetic``),
-    ``"folder"`` / ``"file"`` (local only).
+    ``"folder"`` / ``"file"`` / ``"path"`` (local only; ``path``: a file or a folder).
     """
     if value is None or (kind == "dataset" and value == "synthetic"):
         return None
     path = Path(value).expanduser()
+    if kind == "path":
+        return None if path.exists() else f"no such file or folder: {value} ({flag} does not exist)"
     if kind == "file":
         if path.is_dir():
             return f"{flag} {value}: is a folder, expected a file"
@@ -502,7 +519,7 @@ def source_problem(flag: str, value: str | None, kind: str) -> str | None:
 # subcommand -> [(flag shown, attribute, kind)]
 SOURCES: dict[str, list[tuple[str, str, str]]] = {
     "demo": [("--image", "image", "file")],
-    "predict": [("--model", "model", "model"), ("--boxes", "boxes", "file")],
+    "predict": [("--model", "model", "model"), ("--boxes", "boxes", "file"), ("--onnx", "onnx", "path")],
     "convert": [("--checkpoint", "checkpoint", "file"), ("--ir50", "ir50", "file"), ("--mobilefacenet", "mobilefacenet", "file")],
     "train": [("--recipe", "recipe", "file")],  # --dataset: checked after the recipe, which is validated first
     "evaluate": [("--model", "model", "model"), ("--dataset", "dataset", "dataset")],

@@ -155,6 +155,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         detector: any object with ``detect(images: list[uint8 [3, H, W]]) -> list[FaceDetections]`` (the
             ``hf_fer.faces.FaceDetector`` protocol). Default: the shipped RetinaFace, loaded on first use.
         face_alignment: override the processor's ``face_alignment`` (see ``hf_fer.faces.get_face_alignment``).
+        runtime / runtime_dtype: how the classifier runs (``hf_fer.runtime``): ``"auto"``, ``"eager"``, ``"compile"``,
+            ``"onnx"``, ``"int8"`` / ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; the pick is ``pipe.runtime_choice``.
 
     Call options:
         top_k: labels per face (default: all, best first).
@@ -175,7 +177,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
     _load_tokenizer = False
 
     def __init__(self, *args, detector=None, face_alignment: dict | None = None,
-                 max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE, **kwargs):
+                 max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE, runtime: str | None = None, runtime_dtype: str | None = None,
+                 **kwargs):
         self._detector = detector
         self._face_alignment_override = face_alignment
         self.max_image_size = max_image_size
@@ -183,6 +186,14 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         if self.image_processor is None:
             raise ValueError(f"{TASK}: the model needs an image processor (preprocessor_config.json); none was found or given")
         self.model.eval()
+        # runtime= / runtime_dtype= (hf_fer.runtime; `dtype=` is transformers' weight dtype at load time)
+        self.runtime_choice = None
+        if runtime is not None or runtime_dtype is not None:
+            from ..runtime import apply_runtime
+
+            self.runtime_choice = apply_runtime(self.model, runtime or "auto", runtime_dtype or "auto",
+                                                batch_size=self._batch_size or DEFAULT_BATCH_SIZE)
+            logger.info("%s: %s", TASK, self.runtime_choice.describe())
         self.timings = _Timings()
         from ..evaluation.inference import ordered_label_names
 
