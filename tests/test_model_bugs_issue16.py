@@ -196,10 +196,10 @@ def test_poster_v2_gradient_checkpointing_gives_the_same_gradients():
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     loss_off, grads_off = step()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert all(layer.gradient_checkpointing for layer in model.poster_v2.encoder)
     loss_on, grads_on = step()
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
     torch.testing.assert_close(loss_on, loss_off)
     assert grads_on.keys() == grads_off.keys() and len(grads_on) > 10
     for name in grads_off:
