@@ -255,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
 
     choice = apply_runtime(loaded.model, args.runtime, args.dtype, model_path=model, onnx_path=args.onnx,
                            batch_size=args.batch_size, expected_images=len(files))
-    print(choice.describe(), file=sys.stderr)  # "runtime eager, dtype fp32: <why>"
     pipeline_logger = logging.getLogger(FacialExpressionRecognitionPipeline.__module__)
     level = pipeline_logger.level
     pipeline_logger.setLevel(logging.ERROR)  # its batch-mode warning is part of the one line below
@@ -267,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_note = ("; batch-dependent model (affinity_mode='batch'): each face is classified alone, so scores never depend "
                   "on the other faces" if pipe.classify_alone else "")
     print(f"hf-fer predict: {model_note}; {faces_note}{batch_note}", file=sys.stderr)
+    print(choice.describe(), file=sys.stderr)  # "runtime eager, dtype fp32: <why>", after the start line
     top_k = min(args.top_k, len(pipe.label_names))
     columns = _table_columns(files, pipe.label_names, top_k)
     writer = ResultWriter(args.output, top_k=top_k) if args.output else None
