@@ -42,6 +42,12 @@ def with_values(**sections):
     ("data__drop_last", "yes", r"data\.drop_last: expected true/false, got str 'yes'"),
     ("data__synthetic__num_trian", 5, r"data\.synthetic: unknown key\(s\) \['num_trian' \(did you mean 'num_train'\?\)\]"),
     ("data__synthetic__difficulty", "hard", r"data\.synthetic\.difficulty is 'hard'; expected one of"),
+    ("data__synthetic__train_difficulty", "hard", r"data\.synthetic\.train_difficulty must be one of \['easy', 'standard'\] or a mix"),
+    ("data__synthetic__train_difficulty", {"easy": 0.3, "standard": 0.6},
+     r"data\.synthetic\.train_difficulty: the fractions of the mix must sum to 1, got 0\.9"),
+    ("data__synthetic__train_difficulty", {"easy": 0.5, "hard": 0.5}, r"data\.synthetic\.train_difficulty: unknown difficulty 'hard' in the mix"),
+    ("data__synthetic__train_difficulty", {"easy": 0, "standard": 1}, r"data\.synthetic\.train_difficulty\.easy: expected a fraction in \(0, 1\], got 0"),
+    ("data__synthetic__train_difficulty", ["easy"], r"data\.synthetic\.train_difficulty must be one of .* got \['easy'\]"),
     ("data__augmentation", [{"name": "RandomHorizontalFlip", "prob": 0.5}], r"data\.augmentation\[0\]: augmentation RandomHorizontalFlip"),
     ("model__config__backbone_depth", [1, 1, 1, 1], r"model\.config: unknown key\(s\) \['backbone_depth' \(did you mean 'backbone_depths'\?\)\] for ArmConfig"),
     ("model__image_processor__sise", {"height": 64, "width": 64}, r"model\.image_processor: unknown key\(s\) \['sise' \(did you mean 'size'\?\)\]"),
@@ -61,6 +67,14 @@ def test_good_values_are_kept_and_coerced():
     assert recipe.training.max_steps is None and recipe.model.config["backbone_depths"] == [1, 1, 1, 1]
     # a known PretrainedConfig key (not in ArmConfig's own signature) is accepted
     assert recipe_from_dict(with_values(model__config__problem_type="single_label_classification")).model.config
+
+
+def test_train_difficulty_mix_is_kept_and_held_out_faces_keep_difficulty():
+    recipe = recipe_from_dict(with_values(data__synthetic__train_difficulty={"easy": 0.25, "standard": 0.75}))
+    assert recipe.data.synthetic.train_difficulty == {"easy": 0.25, "standard": 0.75}
+    assert recipe.data.synthetic.difficulty == "standard"
+    assert recipe_from_dict(with_values(data__synthetic__train_difficulty={"easy": 1})).data.synthetic.train_difficulty == "easy"
+    assert recipe_from_dict(BASE).data.synthetic.train_difficulty is None
 
 
 def test_every_shipped_recipe_validates():

@@ -96,3 +96,20 @@ def test_faces_do_not_depend_on_the_number_of_rendering_processes(monkeypatch):
     assert alone["label"] == parallel["label"]
     for a, b in zip(alone, parallel):
         assert np.array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+
+
+def test_a_difficulty_mix_renders_exact_shares_of_each_difficulty():
+    """``{"easy": 0.25, "standard": 0.75}``: each face is the face the single-difficulty set has at that index, in exact shares."""
+    mix = synthetic_arrays(40, image_size=32, seed=5, difficulty={"easy": 0.25, "standard": 0.75})
+    easy = synthetic_arrays(40, image_size=32, seed=5, difficulty="easy")
+    standard = synthetic_arrays(40, image_size=32, seed=5, difficulty="standard")
+    assert np.array_equal(mix[1], easy[1]) and np.array_equal(mix[1], standard[1])  # labels do not depend on the difficulty
+    is_easy = [np.array_equal(m, e) for m, e in zip(mix[0], easy[0])]
+    is_standard = [np.array_equal(m, s) for m, s in zip(mix[0], standard[0])]
+    assert all(a != b for a, b in zip(is_easy, is_standard))
+    assert sum(is_easy) == 10 and sum(is_standard) == 30
+    assert not all(is_easy[:10]) and not all(is_standard[-30:])  # spread over the set, not one block
+    with pytest.raises(ValueError, match="sum to 1"):
+        make_synthetic_fer(4, image_size=32, difficulty={"easy": 0.5})
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        make_synthetic_fer(4, image_size=32, difficulty="hard")

@@ -1,37 +1,60 @@
-"""Every architecture learns: its `synthetic.yaml` recipe trains on CPU to >= 85 % on held-out synthetic faces.
+"""Every architecture learns: its `synthetic.yaml` recipe trains on CPU and is judged on held-out STANDARD faces.
 
-These run the real loop (`hf_fer.training.train`) on the embedded faces ("easy" difficulty: less pose,
-clutter and noise, label still only in face geometry) with each architecture's own loss (DACL's center
-loss, DMUE's auxiliary branches, VT-NR's F-PDLS, POSTER V2 with SAM).
+These run the real loop (`hf_fer.training.train`) on the embedded faces with each architecture's own loss
+(DACL's center loss, DMUE's auxiliary branches, VT-NR's F-PDLS). A recipe may train partly on "easy" faces
+(`data.synthetic.train_difficulty`: less pose, clutter and noise, the label still only in face geometry), but
+its validation and test faces are always "standard" ones, and the test faces are rendered with a seed used
+neither for training nor for model selection: the very faces `hf-fer evaluate --dataset synthetic` renders.
 """
 import json
 from pathlib import Path
 
 import pytest
 
+from hf_fer.evaluation.synthetic import synthetic_render_options
 from hf_fer.training import load_recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ["arm", "dacl", "poster_v2", "dmue", "vt_nr", "mini_xception"]
-# VT-NR's tiny transformer lands between 84.7 % and 89.7 % in runs whose numerics differ (number of CPU threads,
-# RNG consumption order): asserted at 80 %, with its measured spread in the README. Every other architecture: 85 %.
-THRESHOLDS = {"vt_nr": 0.80}
+# Accuracy on held-out standard faces each recipe honestly reaches (README, "Synthetic faces", gives the measured
+# figures): 85 % for ARM, DACL and mini-Xception (measured 90-95 %). DMUE, POSTER V2 and VT-NR do not get to 85 % on
+# standard faces within the CI budget and train on easy faces only (a documented easier setting); measured on standard
+# test faces: DMUE 65.3-67.0 %, POSTER V2 32.7-35.3 %, VT-NR 31.3-32.0 % (chance 14.3 %, 14.3 %, 12.5 %): asserted with a margin for
+# runs whose numerics differ (CPU threads).
+THRESHOLDS = {"dmue": 0.55, "poster_v2": 0.25, "vt_nr": 0.22}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_synthetic_recipe_learns(arch, tmp_path):
     recipe = load_recipe(REPO / "modeling_configs" / arch / "synthetic.yaml")
+    synthetic = recipe.data.synthetic
+    assert synthetic.difficulty == "standard", "validation and test faces must be standard ones"
     results = train(recipe, "synthetic", tmp_path / arch, quiet=True)
     test_accuracy = results["test"]["accuracy"]
     chance = 1 / len(results["test"]["label_names"])
-    print(f"{arch}: test accuracy {test_accuracy:.3f} (chance {chance:.3f}), {results['train_seconds']:.0f} s, "
+    print(f"{arch}: test accuracy {test_accuracy:.3f} on standard faces (chance {chance:.3f}), {results['train_seconds']:.0f} s, "
           f"{results['train_images_per_second']:.0f} train images/s")
-    assert results["test"]["num_samples"] == recipe.data.synthetic.num_test
+    # the faces tested are those `hf-fer evaluate --dataset synthetic` renders for this model: standard, a fresh seed
+    _, rendered = synthetic_render_options(str(tmp_path / arch), "test")
+    assert (rendered["difficulty"], rendered["image_size"], rendered["num_images"]) == ("standard", synthetic.image_size, synthetic.num_test)
+    assert rendered["render_seed"] not in (synthetic.seed, synthetic.seed + 1000)  # the training and validation seeds
+    assert results["test"]["num_samples"] == synthetic.num_test
     assert test_accuracy >= THRESHOLDS.get(arch, 0.85), json.dumps(results["history"], default=str)[:2000]
     saved = sorted(p.name for p in (tmp_path / arch).iterdir())
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "training_results.json", "last"} <= set(saved)
-    if arch == "arm":  # the README main job: evaluating it on "synthetic" renders the faces it was trained on
+    if arch == "arm":  # the README main job: evaluating it on "synthetic" renders its held-out test faces again
         _check_synthetic_evaluation_matches_training(tmp_path / arch, results, recipe)
+        _check_demo_reports_standard_accuracy(tmp_path / arch, results, recipe)
+
+
+def _check_demo_reports_standard_accuracy(model_dir, results, recipe):
+    """`hf-fer demo` ends with the accuracy on the held-out standard faces and says which faces they were."""
+    from hf_fer.demo import print_held_out_accuracy
+
+    line = print_held_out_accuracy(Path(recipe.path), model_dir)
+    synthetic = recipe.data.synthetic
+    assert line is not None and f"{results['test']['accuracy']:.1%} on {synthetic.num_test} 'standard' faces" in line, line
+    assert f"({synthetic.image_size} px, seed {synthetic.seed + 2000}," in line and f"trained on {synthetic.num_train} " in line, line
 
 
 def _check_synthetic_evaluation_matches_training(model_dir, results, recipe):

@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DatasetLoadError", "LabelMismatchError", "SYNTHETIC_DEFAULTS", "load_fer_dataset", "check_label_names", "dataset_label_names"]
 
-#: Split sizes and rendering options of ``source="synthetic"`` (override with ``synthetic_options``).
+#: Split sizes and rendering options of ``source="synthetic"`` (override with ``synthetic_options``). ``difficulty`` is
+#: the held-out splits' (and the training split's unless ``train_difficulty``, a name or a mix, is given).
 SYNTHETIC_DEFAULTS: dict[str, Any] = {"num_train": 512, "num_validation": 0, "num_test": 128, "image_size": 112, "seed": 0, "label_space": None,
-                                      "difficulty": "standard"}
+                                      "difficulty": "standard", "train_difficulty": None}
 
 
 class DatasetLoadError(ValueError):
@@ -59,7 +60,7 @@ def _synthetic(id2label: Mapping[int, str] | None, options: Mapping[str, Any] | 
         if count > 0:
             # Different seeds per split: the test faces are new identities, not copies of training ones.
             splits[split] = make_synthetic_fer(count, image_size=settings["image_size"], seed=settings["seed"] + 1000 * offset, label_space=label_space,
-                                               difficulty=settings["difficulty"])
+                                               difficulty=(split == "train" and settings["train_difficulty"]) or settings["difficulty"])
     return datasets.DatasetDict(splits)
 
 

@@ -22,12 +22,14 @@ import math
 import multiprocessing
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["DIFFICULTIES", "EXPRESSIONS", "ExpressionGeometry", "render_face", "make_synthetic_fer", "synthetic_arrays"]
+__all__ = ["DIFFICULTIES", "EXPRESSIONS", "ExpressionGeometry", "check_difficulty", "difficulty_name", "render_face", "make_synthetic_fer",
+           "synthetic_arrays"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,53 @@ EXPRESSIONS: dict[str, ExpressionGeometry] = {
 DIFFICULTIES: dict[str, float] = {"standard": 1.0, "easy": 0.35}  # nuisance scale
 
 _SKIN_TONES = np.array([[255, 224, 196], [241, 194, 150], [224, 172, 125], [198, 134, 89], [141, 85, 54], [94, 58, 38]], float)
+
+
+def check_difficulty(difficulty: str | Mapping[str, float], where: str = "difficulty") -> str | dict[str, float]:
+    """``difficulty`` validated: a name of :data:`DIFFICULTIES`, or a mix ``{name: fraction}`` of them (fractions > 0,
+    summing to 1), e.g. ``{"easy": 0.3, "standard": 0.7}``: that share of the faces is rendered at each difficulty.
+
+    A mix gives a short training run some faces whose geometry is easy to see (they get it learning sooner) and
+    mostly faces with the full nuisance (what it is evaluated on). A one-entry mix is returned as its name.
+    """
+    if isinstance(difficulty, str):
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"{where} must be one of {sorted(DIFFICULTIES)} or a mix {{name: fraction}}, got {difficulty!r}")
+        return difficulty
+    if not isinstance(difficulty, Mapping) or not difficulty:
+        raise ValueError(f"{where} must be one of {sorted(DIFFICULTIES)} or a mix {{name: fraction}}, got {difficulty!r}")
+    mix = {}
+    for name, fraction in difficulty.items():
+        if name not in DIFFICULTIES:
+            raise ValueError(f"{where}: unknown difficulty {name!r} in the mix; expected names from {sorted(DIFFICULTIES)}")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"{where}.{name}: expected a fraction in (0, 1], got {fraction!r}")
+        mix[name] = float(fraction)
+    if abs(sum(mix.values()) - 1.0) > 1e-6:
+        raise ValueError(f"{where}: the fractions of the mix must sum to 1, got {sum(mix.values()):g} ({mix})")
+    return next(iter(mix)) if len(mix) == 1 else mix
+
+
+def difficulty_name(difficulty: str | Mapping[str, float]) -> str:
+    """Short text for logs and dataset descriptions: ``"standard"`` or ``"easy 30% + standard 70%"``."""
+    if isinstance(difficulty, str):
+        return difficulty
+    return " + ".join(f"{name} {fraction:.0%}" for name, fraction in difficulty.items())
+
+
+def _per_face_difficulty(difficulty: str | Mapping[str, float], num_images: int, seed: int) -> list[str]:
+    """The difficulty of each face of a set: exact counts per entry of a mix (largest remainder), shuffled with a
+    generator of its own so the labels (drawn from the set's main generator) stay independent of the difficulty."""
+    if isinstance(difficulty, str):
+        return [difficulty] * num_images
+    names = list(difficulty)
+    exact = np.array([difficulty[name] * num_images for name in names])
+    counts = np.floor(exact).astype(int)
+    for index in np.argsort(-(exact - counts))[: num_images - counts.sum()]:
+        counts[index] += 1
+    order = np.random.default_rng([seed, num_images, 17]).permutation(num_images)
+    per_face = np.repeat(np.arange(len(names)), counts)[np.argsort(order)]
+    return [names[int(k)] for k in per_face]
 
 
 def _quadratic(p0, control, p1, steps: int = 24) -> list[tuple[float, float]]:
@@ -247,8 +296,9 @@ def _worker_count(num_images: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
-def _render_all(labels: np.ndarray, names: list[str], seed: int, image_size: int, difficulty: str, encode: bool) -> list:
-    tasks = [(names[int(label)], seed, index, image_size, difficulty, encode) for index, label in enumerate(labels)]
+def _render_all(labels: np.ndarray, names: list[str], seed: int, image_size: int, difficulty: str | Mapping[str, float], encode: bool) -> list:
+    per_face = _per_face_difficulty(difficulty, len(labels), seed)
+    tasks = [(names[int(label)], seed, index, image_size, per_face[index], encode) for index, label in enumerate(labels)]
     workers = _worker_count(len(tasks))
     if workers == 1:
         return [_render_one(task) for task in tasks]
@@ -257,28 +307,30 @@ def _render_all(labels: np.ndarray, names: list[str], seed: int, image_size: int
         return pool.map(_render_one, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
 
 
-def synthetic_arrays(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db", difficulty: str = "standard") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def synthetic_arrays(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db",
+                     difficulty: str | Mapping[str, float] = "standard") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Same faces as :func:`make_synthetic_fer` as ``(uint8 [N,H,W,3], int64 [N], names)`` arrays (for quick experiments)."""
+    difficulty = check_difficulty(difficulty)
     rng = np.random.default_rng(seed)
     labels, names = _labels_and_names(num_images, label_space, rng)
     images = np.stack(_render_all(labels, names, seed, image_size, difficulty, encode=False))
     return images, labels.astype(np.int64), names
 
 
-def make_synthetic_fer(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db", difficulty: str = "standard"):
+def make_synthetic_fer(num_images: int, image_size: int = 112, seed: int = 0, label_space: str = "raf-db",
+                       difficulty: str | Mapping[str, float] = "standard"):
     """Render ``num_images`` labelled faces as a ``datasets.Dataset`` (``image``: Image, ``label``: ClassLabel).
 
     Deterministic in ``seed``; classes balanced (``num_images % num_classes`` classes get one more);
     ``label_space`` is a benchmark key of :mod:`hf_fer.labels` and fixes both the class names and their
-    order (7-class spaces never render contempt). ``difficulty``: ``"standard"`` or ``"easy"`` (less nuisance,
-    for short CPU training runs).
+    order (7-class spaces never render contempt). ``difficulty``: ``"standard"``, ``"easy"`` (less nuisance), or a mix
+    such as ``{"easy": 0.3, "standard": 0.7}`` (see :func:`check_difficulty`; training sets of short CPU runs).
     """
     import datasets
 
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    difficulty = check_difficulty(difficulty)
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32 pixels to draw a face, got {image_size}")
     rng = np.random.default_rng(seed)
@@ -288,5 +340,5 @@ def make_synthetic_fer(num_images: int, image_size: int = 112, seed: int = 0, la
     encoded = _render_all(labels, names, seed, image_size, difficulty, encode=True)
     rows = [{"image": {"bytes": data, "path": None}, "label": int(label)} for data, label in zip(encoded, labels)]
     dataset = datasets.Dataset.from_list(rows, features=features)
-    dataset.info.description = f"hf_fer synthetic faces: {num_images} images, {image_size}px, seed {seed}, label space {label_space}, {difficulty}"
+    dataset.info.description = f"hf_fer synthetic faces: {num_images} images, {image_size}px, seed {seed}, label space {label_space}, {difficulty_name(difficulty)}"
     return dataset

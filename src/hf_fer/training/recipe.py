@@ -42,7 +42,10 @@ class SyntheticSection:
     image_size: int = 112
     seed: int = 0
     label_space: str = "raf-db"
-    difficulty: str = "standard"  # "easy": less nuisance, for short CPU runs
+    difficulty: str = "standard"  # of the validation and test faces (and of the training faces unless train_difficulty says)
+    # Training faces only: "easy", "standard" or a mix {easy: 0.3, standard: 0.7} (shares of the faces); null = `difficulty`.
+    # Held-out faces keep `difficulty`, so a recipe can train partly on easier faces and still be judged on standard ones.
+    train_difficulty: str | dict[str, float] | None = None
 
 
 @dataclass
@@ -359,6 +362,13 @@ def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Recipe:
             obj = getattr(obj, part)
         if obj not in allowed:
             raise RecipeError(f"{where}: {dotted} is {obj!r}; expected one of {list(allowed)}")
+    if recipe.data.synthetic.train_difficulty is not None:
+        from ..data.synthetic import check_difficulty
+
+        try:
+            recipe.data.synthetic.train_difficulty = check_difficulty(recipe.data.synthetic.train_difficulty, "data.synthetic.train_difficulty")
+        except ValueError as error:
+            raise RecipeError(f"{where}: {error}") from None
     if not recipe.model.arch and not recipe.model.init_from:
         raise RecipeError(f"{where}: model.arch (or model.init_from) is required")
     if recipe.training.sam is not None and recipe.training.gradient_accumulation_steps != 1:
