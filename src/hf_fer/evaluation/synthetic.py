@@ -1,9 +1,10 @@
-"""``--dataset synthetic`` for evaluation: render the faces the model was trained on, not the defaults.
+"""``--dataset synthetic`` for evaluation: render the held-out faces of the model's own training run, not the defaults.
 
-A model trained on 64-px "easy" faces scores ~47 % on 112-px "standard" ones and ~97 % on its own kind, so
-the rendering options are read from the training record ``hf-fer train`` writes next to the weights
-(``training_info.json``: the recipe's ``data.synthetic``), then overridden by explicit flags. The split is
-rendered with the recipe's seed, so ``--split test`` gives exactly the held-out faces the training run tested on.
+A model's score depends on the rendering (size, difficulty), so the rendering options are read from the training
+record ``hf-fer train`` writes next to the weights (``training_info.json``: the recipe's ``data.synthetic``), then
+overridden by explicit flags. The test split is rendered with the held-out difficulty (``data.synthetic.difficulty``,
+``standard`` in every shipped recipe; ``train_difficulty`` only shapes the training faces) and its own seed, so
+``--split test`` gives exactly the held-out faces the training run tested on.
 """
 from __future__ import annotations
 
