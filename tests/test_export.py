@@ -7,17 +7,21 @@ Tiny random models predict one class for every image, which would make top-1 agr
 model's classifier layer is first fitted (closed-form ridge regression on its own features) to synthetic faces:
 the predictions then spread over the classes and every quantisation error in the trunk can flip them.
 
-Why int8 agreement stays under 99 % here (measured; the numbers are in the README): the flips are near-ties. The
-parity report records the fp32 top-1 minus top-2 logit margin; the images int8 flips have margins around 0.1
-while the median is 0.5-1 logit, and int8 moves logits by up to ~1 (mini-Xception) / ~0.7 (tiny ARM). Weight-only
-int8 (no activation quantization at all) already flips 3 % of mini-Xception's synthetic faces; MinMax / Entropy /
-Percentile calibration, uint8 activations, reduce_range, QOperator, 16 vs 128 calibration images, and keeping
-the first/last or the 25 % most sensitive convolutions in float all stay at 85-96 %, and the shipped mini-Xception
-on real face crops (tests/fixtures/faces, 132 crops) reaches 97 %, and fine-tuned for 3 epochs on synthetic faces
-(larger margins, but larger int8 logit errors too) 95 % (Percentile calibration 98 %). The export's own 99 % gate therefore rejects
-these models; the tests measure and print the agreement, assert a floor that catches a broken quantization
-(>= 80 %), assert that the flipped images are near-ties, and prove the 99 % gate separately (an int8 file with an
-edited weight is rejected).
+Why int8 agreement stays under 99 % on these models (measured): the flips are near-ties. The parity report
+records the fp32 top-1 minus top-2 logit margin; the images int8 flips have margins around 0.1 while the median is
+0.5-1 logit. The random trunks with a ridge-fitted classifier reach 86-93 % (their features separate the classes
+weakly, and the ridge weights amplify quantization noise); the tests assert a floor that catches a broken
+quantization (>= 80 %) and that the flipped images are near-ties.
+
+On models that classify the faces the picture is the same, with fewer ties: a tiny DMUE trained for a few
+seconds on easy synthetic faces (48 px, 60 % accuracy, chance 12.5 %) keeps 98.4-99.2 % overall on 256 faces and
+100 % on the images whose margin clears the int8 error (twice its 90th percentile). Weight-only int8 (int16
+activations) already flips its two closest ties (margins 0.009 and 0.023 logit), so no int8 calibration reaches
+99 % on every such model: 99 % on N images needs fewer than 1 % of them within ~0.05 logit of a tie. Training
+longer (160 steps) gave 96.5 %, a longer-trained DMUE (120 steps of 32) 100 %, a trained mini-Xception 98.4 %
+(depthwise convolutions kept in float; 94.5 % without). ``test_int8_on_a_trained_cnn`` asserts what holds on
+every run (>= 95 % overall, >= 99 % on untied images, flips below the 10 % margin quantile); the export's own
+99 % gate is proven separately (an int8 file with an edited weight is rejected).
 """
 from __future__ import annotations
 
@@ -139,6 +143,63 @@ def test_export_onnx_parity_and_int8(arch, tmp_path):
         assert int8["top1_agreement"] >= INT8_FLOOR
         # the flips are near-ties (a quantization error flipping images at random would give them the typical margin)
         assert int8["median_margin_flipped"] is None or int8["median_margin_flipped"] <= 0.5 * margins["50%"]
+
+
+@pytest.fixture(scope="module")
+def trained_dmue():
+    """A tiny DMUE (ResNet-18 trunk, as ARM and DACL) trained for a few seconds on easy synthetic faces at 48 px,
+    so that it classifies them (well above chance) with real margins, unlike the random trunks above."""
+    torch.manual_seed(0)
+    model = DmueForImageClassification(DmueConfig(backbone_depths=[1, 1, 1, 1], id2label=id2label("affectnet-8")))
+    processor = DmueImageProcessor(size={"height": 48, "width": 48}, crop_size={"height": 48, "width": 48})
+    images, labels, _ = synthetic_arrays(256, image_size=48, seed=0, label_space="affectnet-8", difficulty="easy")
+    pixel_values, labels = processor(images=list(images), return_tensors="pt")["pixel_values"], torch.as_tensor(labels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(100):
+        index = torch.randint(0, len(pixel_values), (16,), generator=generator)
+        loss = model(pixel_values=pixel_values[index], labels=labels[index]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():  # exact BatchNorm statistics of the training faces (100 steps are too few for running averages)
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None
+        model(pixel_values=pixel_values)
+    return model.eval(), processor
+
+
+def test_int8_on_a_trained_cnn(trained_dmue, tmp_path):
+    """A model that classifies the faces: int8 (uint8 activations x int8 weights) flips only near-ties.
+
+    Measured (see the module docstring): 96.5-99.2 % overall on 256 faces depending on the training length, 100 %
+    on the images whose margin clears the int8 error; weight-only int8 already flips the closest ties. The
+    test asserts what holds on every run: >= 99 % on the untied images, >= 95 % overall."""
+    from PIL import Image
+
+    model, processor = trained_dmue
+    images, labels, _ = synthetic_arrays(256, image_size=48, seed=1234, label_space="affectnet-8", difficulty="easy")
+    calibration = synthetic_arrays(128, image_size=48, seed=99, label_space="affectnet-8", difficulty="easy")[0]
+    with torch.no_grad():
+        accuracy = (model(pixel_values=processor(images=list(images), return_tensors="pt")["pixel_values"]).logits.argmax(-1).numpy() == labels).mean()
+    assert accuracy >= 0.4, f"the fixture must classify the faces (chance 12.5 %), got {accuracy:.1%}"
+    result = export_model(model, tmp_path / "out", image_processor=processor, quantize="int8",
+                          parity_dataset=[Image.fromarray(a) for a in images], num_parity_images=256,
+                          calibration_dataset=[Image.fromarray(a) for a in calibration], num_calibration_images=128,
+                          min_agreement=0.95)
+    int8 = result.report["parity"]["int8"]
+    margins = int8["reference_margin_quantiles"]
+    print(f"\ntrained tiny DMUE (accuracy {accuracy:.1%}, margin 10/50/90 % {margins}): int8 top-1 agreement "
+          f"{int8['top1_agreement']:.2%}; {int8['top1_agreement_untied']:.2%} on the {int8['num_untied']} images with a "
+          f"margin above {int8['tie_margin']}; flipped margins: median {int8['median_margin_flipped']}, largest "
+          f"{int8['largest_margin_flipped']}; max |logit diff| {int8['max_abs_logit_diff']:.3g}")
+    assert result.report["quantization"]["activation_type"] == "uint8"  # the VNNI pair (u8 x s8), see quantize_onnx_int8
+    assert int8["top1_agreement"] >= 0.95
+    assert int8["num_untied"] >= 0.5 * int8["num_images"] and int8["top1_agreement_untied"] >= 0.99
+    assert int8["largest_margin_flipped"] is None or int8["largest_margin_flipped"] <= margins["10%"]
 
 
 class WrongWhenExported(ArmForImageClassification):
