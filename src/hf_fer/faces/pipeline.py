@@ -457,8 +457,10 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         size = displayed if reduce or drafted else image.size
         scale = (size[0] / image.size[0], size[1] / image.size[1])
         kept = None
-        if keep_image:  # drawn on with displayed coordinates (annotation): the full-size image, results unchanged
-            kept = load_image(item, name=name) if drafted else image
+        if keep_image:
+            # Drawn on with displayed coordinates (annotation): the full-size displayed image, whether the pixels used
+            # for detection were drafted or reduced (photos over max_image_size); results are unchanged.
+            kept = load_image(item, name=name) if drafted or reduce else image
         return FaceResult(name=name, size=size, image=kept, scale=scale), _image_to_tensor(image)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
