@@ -215,6 +215,16 @@ def decode_landmarks(landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Ten
     return priors[..., None, :2] + offsets * CENTER_VARIANCE * priors[..., None, 2:]
 
 
+def _as_rgbx(image: torch.Tensor) -> torch.Tensor | None:
+    """The [4, H, W] view of a uint8 [3, H, W] view whose pixels are 4 bytes apart (channels-last, one spare byte),
+    or ``None``."""
+    _, height, width = image.shape
+    if (image.dtype != torch.uint8 or image.stride() != (1, 4 * width, 4)
+            or image.storage_offset() + 4 * height * width > image.untyped_storage().nbytes()):
+        return None
+    return image.as_strided((4, height, width), (1, 4 * width, 4))
+
+
 def _as_image_tensor(image, index: int) -> torch.Tensor:
     """uint8 RGB [3, H, W] tensor from a tensor ([3|1, H, W]), a numpy array (H x W [x 3], RGB) or a PIL image."""
     if not isinstance(image, torch.Tensor):
@@ -318,11 +328,14 @@ class RetinaFaceDetector(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float RGB [B, 3, H, W] (0..255) -> BGR float minus the training mean, channels-last.
 
-        One pass: written straight into a channels-last buffer (what the convolutions want), no intermediate copies.
+        Written straight into a channels-last buffer (what the convolutions want), one channel at a time: a
+        subtraction per channel is several times faster than a flip of the 3-wide channel axis, same values.
         """
-        out = torch.empty(images.shape[0], images.shape[2], images.shape[3], 3, dtype=self.mean.dtype,
-                          device=images.device)
-        torch.sub(images.permute(0, 2, 3, 1).flip(-1), self.mean.view(3), out=out)
+        pixels = images.permute(0, 2, 3, 1)
+        out = torch.empty(pixels.shape, dtype=self.mean.dtype, device=images.device)
+        mean = self.mean.view(3)
+        for channel in range(3):  # BGR: output channel c is input channel 2 - c
+            torch.sub(pixels[..., 2 - channel], mean[channel], out=out[..., channel])
         return out.permute(0, 3, 1, 2)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
@@ -333,12 +346,18 @@ class RetinaFaceDetector(nn.Module):
 
     @staticmethod
     def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """[3, H, W] -> [3, h, w], same dtype, antialiased bilinear (uint8 stays uint8: torch's fast CPU path)."""
+        """[3, H, W] -> [3, h, w], same dtype, antialiased bilinear (uint8 stays uint8: torch's fast CPU path).
+
+        A uint8 view of 4-byte pixels (PIL's RGBX, see ``hf_fer.faces.pipeline``) is resized as the 4-channel image
+        it is: the kernel's native 4-channel path, and each channel is resampled independently, so the 3 channels
+        come out identical to a 3-channel resize."""
         if tuple(image.shape[-2:]) == tuple(size):
             return image
         if image.dtype == torch.uint8 and image.device.type != "cpu":
             image = image.float()  # the uint8 antialiased kernel is CPU-only
-        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        rgbx = _as_rgbx(image)
+        source = rgbx if rgbx is not None else image
+        return F.interpolate(source[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0, :3]
 
     def priors(self, height: int, width: int) -> torch.Tensor:
         key = (height, width, str(self.mean.device))
@@ -393,7 +412,10 @@ class RetinaFaceDetector(nn.Module):
         for (h, w), indices in groups.items():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start: start + self.batch_size]
-                batch = torch.stack([self._resize(images[i].to(device), (h, w)) for i in chunk])
+                resized = [self._resize(images[i].to(device), (h, w)) for i in chunk]
+                # channels-last batch (what preprocess reads); a single image needs no copy at all
+                batch = resized[0][None] if len(resized) == 1 else torch.stack(
+                    [r.permute(1, 2, 0) for r in resized]).permute(0, 3, 1, 2)
                 loc, conf, lms = self(self.preprocess(batch))
                 for i, det in zip(chunk, self.postprocess(loc, conf, lms, h, w)):
                     sx, sy = images[i].shape[2] / w, images[i].shape[1] / h
