@@ -375,10 +375,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             timings.decode += time.perf_counter() - started
         if len(decoded) != len(images):
             raise ValueError(f"decoded: expected {len(images)} entries, got {len(decoded)}")
-        results: list[FaceResult] = [result for result, _, _ in decoded]
-        tensors: list[torch.Tensor | None] = [tensor for _, tensor, _ in decoded]
+        results: list[FaceResult] = [entry[0] for entry in decoded]
+        tensors: list[torch.Tensor | None] = [entry[1] for entry in decoded]
         # index -> input, for images decoded below full size (see _align)
-        drafted: dict[int, Any] = {index: images[index] for index, (_, _, is_draft) in enumerate(decoded) if is_draft}
+        drafted: dict[int, Any] = {index: images[index] for index, entry in enumerate(decoded) if entry[2]}
+        resized: list[torch.Tensor | None] = [entry[3] for entry in decoded]  # already at the detector's size
         del decoded
         timings.images += len(images)
 
@@ -407,14 +408,23 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             else:
                 to_detect.append(index)
         if to_detect:
-            # The detector resizes to its working size itself (uint8, antialiased) and maps results back.
-            detections = self.detector.detect([tensors[i].to(self.device) for i in to_detect])
+            # The detector resizes to its working size itself (uint8, antialiased) and maps results back; images the
+            # decoding threads already resized with the detector's own resize are mapped back here, with the same
+            # arithmetic as the detector's (RetinaFaceDetector.detect), so the results are the same.
+            inputs = [resized[i] if resized[i] is not None else tensors[i] for i in to_detect]
+            detections = self.detector.detect([image.to(self.device) for image in inputs])
             if len(detections) != len(to_detect):
                 raise RuntimeError(f"detector returned {len(detections)} results for {len(to_detect)} images")
-            for index, found in zip(to_detect, detections):
-                results[index].boxes = found.boxes.detach().float().cpu()
+            for index, image, found in zip(to_detect, inputs, detections):
+                boxes = found.boxes.detach().float().cpu()
+                points = None if found.landmarks is None else found.landmarks.detach().float().cpu()
+                sx, sy = tensors[index].shape[2] / image.shape[2], tensors[index].shape[1] / image.shape[1]
+                if sx != 1.0 or sy != 1.0:
+                    boxes = boxes * torch.tensor([sx, sy, sx, sy])
+                    points = None if points is None else points * torch.tensor([sx, sy])
+                results[index].boxes, results[index].landmarks = boxes, points
                 results[index].detection_scores = found.scores.detach().float().cpu()
-                results[index].landmarks = None if found.landmarks is None else found.landmarks.detach().float().cpu()
+        del resized
         timings.detection += time.perf_counter() - started
 
         # Alignment: one batched warp per image (all its faces at once).
@@ -480,15 +490,19 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
     def decode_images(self, images: Sequence[Any], *, boxes: Sequence[Any] | None = None, detect: bool = True,
                       start_index: int = 0, keep_images: bool = False, names: Sequence[str] | None = None) -> list:
-        """Decode a chunk of inputs: ``[(FaceResult, uint8 [3, H, W] or None, decoded below full size), ...]``.
+        """Decode a chunk of inputs: ``[(FaceResult, uint8 [3, H, W] or None, decoded below full size, detector
+        input or None), ...]``. The last is the image already at the built-in detector's working size (its own
+        resize, done here while the decoded pixels are still in cache, in the decoding threads), else ``None``.
 
         Safe to run in another thread than the one calling :meth:`process_images` (prefetch): it touches no shared
         state beyond reading the detector's working size."""
         draft = self._draft_size() if detect else None
+        resize = self._detector_resize() if draft is not None else None
         jobs = []
         for index, item in enumerate(images):
             name = names[index] if names is not None else _input_name(item, start_index + index)
-            jobs.append((item, name, draft if boxes is None or boxes[index] is None else None, keep_images))
+            detected = draft is not None and (boxes is None or boxes[index] is None)
+            jobs.append((item, name, draft if detected else None, keep_images, resize if detected else None))
         if len(jobs) > 1 and torch.get_num_threads() > 1:
             # Decoding is independent per image and PIL releases the GIL while decoding: use the cores torch uses.
             from concurrent.futures import ThreadPoolExecutor
@@ -497,11 +511,13 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 decoded = list(pool.map(lambda job: self._decode(*job), jobs))
         else:
             decoded = [self._decode(*job) for job in jobs]
-        return [(result, tensor, tensor is not None and result.scale != (1.0, 1.0) and job[2] is not None)
-                for (result, tensor), job in zip(decoded, jobs)]
+        return [(result, tensor, tensor is not None and result.scale != (1.0, 1.0) and job[2] is not None, small)
+                for (result, tensor, small), job in zip(decoded, jobs)]
 
-    def _decode(self, item, name: str, draft: int | None, keep_image: bool) -> tuple[FaceResult, torch.Tensor | None]:
-        """One input -> (result with its displayed size and scale, uint8 [3, H, W] or None on error).
+    def _decode(self, item, name: str, draft: int | None, keep_image: bool, resize=None
+                ) -> tuple[FaceResult, torch.Tensor | None, torch.Tensor | None]:
+        """One input -> (result with its displayed size and scale, uint8 [3, H, W] or None on error, ``resize`` of
+        the latter or None).
 
         ``draft``: long side to decode JPEGs at (DCT scaling); photos larger than ``max_image_size`` are reduced
         while decoding. Coordinates are reported in pixels of the full-size displayed image in both cases."""
@@ -516,7 +532,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         except (ImageDecodeError, OSError, ValueError, TypeError) as error:
             message = str(error)
             return FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
-                              exception=error), None
+                              exception=error), None, None
         drafted = draft is not None and not reduce and displayed is not None and image.size != displayed
         size = displayed if reduce or drafted else image.size
         scale = (size[0] / image.size[0], size[1] / image.size[1])
@@ -525,7 +541,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             # Drawn on with displayed coordinates (annotation): the full-size displayed image, whether the pixels used
             # for detection were drafted or reduced (photos over max_image_size); results are unchanged.
             kept = load_image(item, name=name) if drafted or reduce else image
-        return FaceResult(name=name, size=size, image=kept, scale=scale), _image_to_tensor(image)
+        tensor = _image_to_tensor(image)
+        return FaceResult(name=name, size=size, image=kept, scale=scale), tensor, None if resize is None else resize(tensor)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
         """All faces of one image in one warp. ``redecode(zoom)``: for images decoded below full size, called when a
@@ -573,6 +590,17 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             result.landmarks = result.landmarks * torch.tensor([fx, fy])
         result.scale = (result.size[0] / image.size[0], result.size[1] / image.size[1])
         return _image_to_tensor(image)
+
+    def _detector_resize(self):
+        """The built-in detector's resize to its working size (``RetinaFaceDetector.resize_input``) when it is used
+        on CPU without landmark refinement (which needs the full image), else ``None``."""
+        from .retinaface import RetinaFaceDetector
+
+        detector = self.detector
+        if (isinstance(detector, RetinaFaceDetector) and detector.max_size and not detector.refine_landmarks
+                and self.device.type == "cpu" and detector.mean.device.type == "cpu"):
+            return detector.resize_input
+        return None
 
     def _draft_size(self) -> int | None:
         """Long side to decode JPEGs at before detection: the built-in detector's working size (it resizes to it

@@ -366,6 +366,12 @@ class RetinaFaceDetector(nn.Module):
         source = rgbx if rgbx is not None else image
         return F.interpolate(source[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0, :3]
 
+    def resize_input(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB [3, H, W] -> the same at the working size (``max_size``), as :meth:`detect` resizes it: detecting
+        the result gives the boxes of ``image`` divided by ``(W / w, H / h)``. Lets a caller resize where the pixels
+        are (e.g. in its decoding threads)."""
+        return self._resize(image, self._target_size(image.shape[1], image.shape[2]))
+
     def priors(self, height: int, width: int) -> torch.Tensor:
         key = (height, width, str(self.mean.device))
         if key not in self._priors:
