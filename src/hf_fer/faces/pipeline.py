@@ -4,11 +4,14 @@ Registered with transformers' ``PIPELINE_REGISTRY`` by ``import hf_fer``. The wo
 ``batch_size`` images rather than per image, so that the detector sees several photos at once and the faces of
 all of them go through the image processor and the classifier together:
 
-    decode (hf_fer.image_io.load_image, EXIF applied)  ->  detect (one detector call per chunk)
+    decode (hf_fer.image_io.load_image, EXIF applied; JPEGs at the detector's size; the built-in detector's resize
+    done right there)  ->  detect (one detector call per chunk)
     -> align (one batched warp per image, the processor's ``face_alignment``)
     -> preprocess + classify (all faces of the chunk, ``batch_size`` faces per forward)
 
-Nothing in that path loops over faces in Python; only the final dicts are built per face.
+Nothing in that path loops over faces in Python; only the final dicts are built per face. Decoding (with the
+detector's resize) runs in threads, and for lists/iterators of several chunks the next chunk decodes while the
+current one is detected and classified (one chunk ahead, so memory stays bounded).
 """
 from __future__ import annotations
 
