@@ -544,7 +544,9 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             # Drawn on with displayed coordinates (annotation): the full-size displayed image, whether the pixels used
             # for detection were drafted or reduced (photos over max_image_size); results are unchanged.
             kept = load_image(item, name=name) if drafted or reduce else image
-        tensor = _image_to_tensor(image)
+        # A view of the pixels only when they are ours: a caller's own PIL image (returned as is by load_image) is
+        # copied, as before, so that nothing the caller does to it later can reach the results.
+        tensor = _image_to_tensor(image) if image is not item else torch.from_numpy(np.array(image)).permute(2, 0, 1)
         return FaceResult(name=name, size=size, image=kept, scale=scale), tensor, None if resize is None else resize(tensor)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
