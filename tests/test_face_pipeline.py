@@ -230,3 +230,39 @@ def test_jpeg_decoded_at_detector_size_and_again_finer_when_a_crop_needs_it(fer)
     assert finer.scale == (1.0, 1.0)
     torch.testing.assert_close(finer.boxes, small.boxes)  # the same faces, in displayed pixels either way
     torch.testing.assert_close(finer.landmarks, small.landmarks)
+
+
+def test_chunks_decoded_ahead_in_a_thread_give_the_same_faces(fer):
+    """With more than one torch thread, the next chunk of a list/iterator decodes in a background thread while the
+    current one is detected and classified; results are those of one chunk (boxes exact, scores up to the float
+    summation order of other classifier batch sizes)."""
+    import threading
+
+    paths = [str(p) for p in PHOTOS[:3]]
+    threads = []
+    original = fer.decode_images
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    fer.decode_images = spy
+    try:
+        whole = fer(paths, batch_size=3)
+        threads.clear()
+        chunked = fer(paths, batch_size=1)
+        streamed = list(fer(iter(paths), batch_size=2))
+    finally:
+        del fer.decode_images
+        torch.set_num_threads(previous)
+    assert sum(name.startswith("hf_fer-decode") for name in threads) == 2 + 1, threads  # chunks 2-3, then chunk 2
+    for results in (chunked, streamed):
+        assert len(results) == 3
+        for faces, reference in zip(results, whole):
+            assert [f["box"] for f in faces] == [f["box"] for f in reference]
+            assert [f["landmarks"] for f in faces] == [f["landmarks"] for f in reference]
+            for face, ref in zip(faces, reference):
+                assert {e["label"]: e["score"] for e in face["labels"]} == pytest.approx(
+                    {e["label"]: e["score"] for e in ref["labels"]}, abs=1e-5)

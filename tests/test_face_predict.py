@@ -113,3 +113,41 @@ def test_malformed_corpus_through_predict(tmp_path, capsys):
     err = capsys.readouterr().err
     failures = sum(not e.ok for e in corpus.values())
     assert f"skipped {failures} unreadable file(s) of {len(corpus) + 1}" in err
+
+
+def test_annotate_a_photo_over_max_image_size_draws_at_full_size(tmp_path):
+    """Photos over the pipeline's max_image_size (4096 px) are reduced for detection; the annotated image is still the
+    photo as displayed, full size, with each box drawn where the face is (it used to be the reduced image with
+    full-size coordinates)."""
+    from hf_fer.cli import main
+    from hf_fer.faces.pipeline import DEFAULT_MAX_IMAGE_SIZE
+    from hf_fer.faces.video import _PALETTE
+
+    factor = 4400 / 1920
+    big = tmp_path / "big.jpg"
+    with Image.open(PHOTOS[4]) as photo:  # sample5.jpg, 1920x1398, 5 faces
+        photo.resize((4400, round(photo.height * factor)), Image.Resampling.BILINEAR).save(big, quality=90)
+    size = Image.open(big).size
+    assert max(size) > DEFAULT_MAX_IMAGE_SIZE
+    out = tmp_path / "big.jsonl"
+    assert main(["predict", str(big), "--annotate", str(tmp_path / "annotated"), "--output", str(out), "--quiet"]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    faces = record["faces"]
+    expected = [[v * factor for v in face["box"]] for face in EXPECTED["sample5.jpg"]["faces"]]
+    assert len(faces) == len(expected) == 5
+    for face in faces:  # coordinates in full-size pixels: each box lands on an expected face
+        box = [face["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]
+        assert max(_iou(box, other) for other in expected) >= 0.5, box
+    drawn = Image.open(tmp_path / "annotated" / "big.jpg").convert("RGB")
+    assert drawn.size == size
+    for number, face in enumerate(faces):  # the box outline (9 px wide at this size) is where the box is
+        box = face["box"]
+        pixel = drawn.getpixel((round(box["xmin"]) + 3, round((box["ymin"] + box["ymax"]) / 2)))
+        assert max(abs(a - b) for a, b in zip(pixel, _PALETTE[number % len(_PALETTE)])) <= 40, (number, pixel)
+
+
+def _iou(a, b):
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

@@ -4,11 +4,14 @@ Registered with transformers' ``PIPELINE_REGISTRY`` by ``import hf_fer``. The wo
 ``batch_size`` images rather than per image, so that the detector sees several photos at once and the faces of
 all of them go through the image processor and the classifier together:
 
-    decode (hf_fer.image_io.load_image, EXIF applied)  ->  detect (one detector call per chunk)
+    decode (hf_fer.image_io.load_image, EXIF applied; JPEGs at the detector's size; the built-in detector's resize
+    done right there)  ->  detect (one detector call per chunk)
     -> align (one batched warp per image, the processor's ``face_alignment``)
     -> preprocess + classify (all faces of the chunk, ``batch_size`` faces per forward)
 
-Nothing in that path loops over faces in Python; only the final dicts are built per face.
+Nothing in that path loops over faces in Python; only the final dicts are built per face. Decoding (with the
+detector's resize) runs in threads, and for lists/iterators of several chunks the next chunk decodes while the
+current one is detected and classified (one chunk ahead, so memory stays bounded).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,7 +133,28 @@ def _displayed_size(item: Any) -> tuple[int, int] | None:
 
 
 def _image_to_tensor(image) -> torch.Tensor:
-    """PIL RGB → uint8 [3, H, W] (a view of the decoded array, no copy of the pixels beyond numpy's)."""
+    """PIL RGB → uint8 [3, H, W], without copying the pixels where possible.
+
+    PIL keeps an RGB image as 4 bytes per pixel (RGBX). Its Arrow export (Pillow >= 11.2; pyarrow comes with
+    ``datasets``) hands out that buffer as is, so the tensor is a view of PIL's memory ([3, H, W] with pixel stride
+    4, which the detector's resize uses as a 4-channel image, its fastest path); the view keeps the buffer alive.
+    Images PIL stores in several blocks (very large ones) or other modes fall back to numpy's copy. Nothing in the
+    pipeline writes into the decoded pixels."""
+    width, height = image.size
+    if image.mode == "RGB" and hasattr(image, "__arrow_c_array__") and width * height > 0:
+        try:
+            import pyarrow
+
+            array = pyarrow.array(image)
+            data = array.buffers()[-1]
+            if array.offset == 0 and data is not None and data.size >= 4 * width * height:
+                pixels = np.frombuffer(data, dtype=np.uint8, count=4 * width * height)
+                with warnings.catch_warnings():  # read-only numpy view: the pipeline only reads it
+                    warnings.simplefilter("ignore", UserWarning)
+                    rgbx = torch.from_numpy(pixels)
+                return rgbx.view(height, width, 4).permute(2, 0, 1)[:3]
+        except Exception:  # noqa: BLE001 — an optimisation only (no pyarrow, multi-block image, ...)
+            pass
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
@@ -283,21 +308,49 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         iterator = iter(inputs)
         box_iter = iter(options["boxes"]) if "boxes" in options else None
         landmark_iter = iter(options["landmarks"]) if "landmarks" in options else None
-        offset = 0
-        while True:
+        detect, keep_images = options.get("detect", True), bool(options.get("return_images"))
+
+        def next_chunk():  # the inputs are read here, in the calling thread, one chunk at a time
             chunk = list(itertools.islice(iterator, batch_size))
-            if not chunk:
-                return
-            boxes = [next(box_iter) for _ in chunk] if box_iter is not None else None
-            landmarks = [next(landmark_iter) for _ in chunk] if landmark_iter is not None else None
-            results = self.process_images(chunk, boxes=boxes, landmarks=landmarks, detect=options.get("detect", True),
-                                          batch_size=batch_size, start_index=offset,
-                                          keep_images=bool(options.get("return_images")))
-            offset += len(chunk)
-            for result in results:
-                if result.error is not None and options["errors"] == "raise":
-                    raise result.exception if result.exception is not None else ValueError(result.error)
-                yield self.format_result(result, top_k=top_k)
+            boxes = [next(box_iter) for _ in chunk] if box_iter is not None and chunk else None
+            landmarks = [next(landmark_iter) for _ in chunk] if landmark_iter is not None and chunk else None
+            return chunk, boxes, landmarks
+
+        if detect:
+            self._draft_size()  # loads the default detector here, never in the prefetch thread
+        offset = 0
+        chunk, boxes, landmarks = next_chunk()
+        pool = pending = decoded = None
+        try:
+            while chunk:
+                # Prefetch: the next chunk decodes in a background thread while this one goes through the detector
+                # and the classifier (whose forwards leave the cores partly idle). One chunk ahead at most, so memory
+                # stays bounded; only with more than one torch thread (the caller's thread budget).
+                following = next_chunk()
+                if following[0] and torch.get_num_threads() > 1:
+                    if pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_fer-decode")
+                    pending = pool.submit(self.decode_images, following[0], boxes=following[1], detect=detect,
+                                          start_index=offset + len(chunk), keep_images=keep_images)
+                results = self.process_images(chunk, boxes=boxes, landmarks=landmarks, detect=detect,
+                                              batch_size=batch_size, start_index=offset, keep_images=keep_images,
+                                              decoded=decoded)
+                offset += len(chunk)
+                for result in results:
+                    if result.error is not None and options["errors"] == "raise":
+                        raise result.exception if result.exception is not None else ValueError(result.error)
+                    yield self.format_result(result, top_k=top_k)
+                chunk, boxes, landmarks = following
+                decoded = None  # without prefetch, process_images decodes the chunk itself
+                if pending is not None:
+                    started = time.perf_counter()
+                    decoded, pending = pending.result(), None
+                    self.timings.decode += time.perf_counter() - started  # only the wait shows end to end
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ the work
     def process_images(
@@ -311,33 +364,26 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         start_index: int = 0,
         keep_images: bool = False,
         names: Sequence[str] | None = None,
+        decoded: list | None = None,
     ) -> list[FaceResult]:
-        """Raw results (tensors) for a chunk of inputs; a bad input gives ``FaceResult(error=...)``, never an exception."""
-        timings = self.timings
-        started = time.perf_counter()
-        results: list[FaceResult] = []
-        tensors: list[torch.Tensor | None] = []
-        draft = self._draft_size() if detect else None
-        jobs = []
-        for index, item in enumerate(images):
-            name = names[index] if names is not None else _input_name(item, start_index + index)
-            jobs.append((item, name, draft if boxes is None or boxes[index] is None else None, keep_images))
-        if len(jobs) > 1 and torch.get_num_threads() > 1:
-            # Decoding is independent per image and PIL releases the GIL while decoding: use the cores torch uses.
-            from concurrent.futures import ThreadPoolExecutor
+        """Raw results (tensors) for a chunk of inputs; a bad input gives ``FaceResult(error=...)``, never an exception.
 
-            with ThreadPoolExecutor(max_workers=min(len(jobs), torch.get_num_threads())) as pool:
-                decoded = list(pool.map(lambda job: self._decode(*job), jobs))
-        else:
-            decoded = [self._decode(*job) for job in jobs]
-        drafted: dict[int, Any] = {}  # index -> input, for images decoded below full size (see _align)
-        for index, (result, tensor) in enumerate(decoded):
-            results.append(result)
-            tensors.append(tensor)
-            if tensor is not None and result.scale != (1.0, 1.0) and jobs[index][2]:
-                drafted[index] = images[index]
+        ``decoded``: what :meth:`decode_images` returned for these inputs (decoded ahead of time), else decoded here.
+        """
+        timings = self.timings
+        if decoded is None:
+            started = time.perf_counter()
+            decoded = self.decode_images(images, boxes=boxes, detect=detect, start_index=start_index,
+                                         keep_images=keep_images, names=names)
+            timings.decode += time.perf_counter() - started
+        if len(decoded) != len(images):
+            raise ValueError(f"decoded: expected {len(images)} entries, got {len(decoded)}")
+        results: list[FaceResult] = [entry[0] for entry in decoded]
+        tensors: list[torch.Tensor | None] = [entry[1] for entry in decoded]
+        # index -> input, for images decoded below full size (see _align)
+        drafted: dict[int, Any] = {index: images[index] for index, entry in enumerate(decoded) if entry[2]}
+        resized: list[torch.Tensor | None] = [entry[3] for entry in decoded]  # already at the detector's size
         del decoded
-        timings.decode += time.perf_counter() - started
         timings.images += len(images)
 
         # Faces: user boxes, no detection (whole image), or one detector call for the rest of the chunk.
@@ -365,14 +411,23 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             else:
                 to_detect.append(index)
         if to_detect:
-            # The detector resizes to its working size itself (uint8, antialiased) and maps results back.
-            detections = self.detector.detect([tensors[i].to(self.device) for i in to_detect])
+            # The detector resizes to its working size itself (uint8, antialiased) and maps results back; images the
+            # decoding threads already resized with the detector's own resize are mapped back here, with the same
+            # arithmetic as the detector's (RetinaFaceDetector.detect), so the results are the same.
+            inputs = [resized[i] if resized[i] is not None else tensors[i] for i in to_detect]
+            detections = self.detector.detect([image.to(self.device) for image in inputs])
             if len(detections) != len(to_detect):
                 raise RuntimeError(f"detector returned {len(detections)} results for {len(to_detect)} images")
-            for index, found in zip(to_detect, detections):
-                results[index].boxes = found.boxes.detach().float().cpu()
+            for index, image, found in zip(to_detect, inputs, detections):
+                boxes = found.boxes.detach().float().cpu()
+                points = None if found.landmarks is None else found.landmarks.detach().float().cpu()
+                sx, sy = tensors[index].shape[2] / image.shape[2], tensors[index].shape[1] / image.shape[1]
+                if sx != 1.0 or sy != 1.0:
+                    boxes = boxes * torch.tensor([sx, sy, sx, sy])
+                    points = None if points is None else points * torch.tensor([sx, sy])
+                results[index].boxes, results[index].landmarks = boxes, points
                 results[index].detection_scores = found.scores.detach().float().cpu()
-                results[index].landmarks = None if found.landmarks is None else found.landmarks.detach().float().cpu()
+        del resized
         timings.detection += time.perf_counter() - started
 
         # Alignment: one batched warp per image (all its faces at once).
@@ -436,8 +491,36 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                     result.boxes = torch.zeros(0, 4)
         return results
 
-    def _decode(self, item, name: str, draft: int | None, keep_image: bool) -> tuple[FaceResult, torch.Tensor | None]:
-        """One input -> (result with its displayed size and scale, uint8 [3, H, W] or None on error).
+    def decode_images(self, images: Sequence[Any], *, boxes: Sequence[Any] | None = None, detect: bool = True,
+                      start_index: int = 0, keep_images: bool = False, names: Sequence[str] | None = None) -> list:
+        """Decode a chunk of inputs: ``[(FaceResult, uint8 [3, H, W] or None, decoded below full size, detector
+        input or None), ...]``. The last is the image already at the built-in detector's working size (its own
+        resize, done here while the decoded pixels are still in cache, in the decoding threads), else ``None``.
+
+        Safe to run in another thread than the one calling :meth:`process_images` (prefetch): it touches no shared
+        state beyond reading the detector's working size."""
+        draft = self._draft_size() if detect else None
+        resize = self._detector_resize() if draft is not None else None
+        jobs = []
+        for index, item in enumerate(images):
+            name = names[index] if names is not None else _input_name(item, start_index + index)
+            detected = draft is not None and (boxes is None or boxes[index] is None)
+            jobs.append((item, name, draft if detected else None, keep_images, resize if detected else None))
+        if len(jobs) > 1 and torch.get_num_threads() > 1:
+            # Decoding is independent per image and PIL releases the GIL while decoding: use the cores torch uses.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(len(jobs), torch.get_num_threads())) as pool:
+                decoded = list(pool.map(lambda job: self._decode(*job), jobs))
+        else:
+            decoded = [self._decode(*job) for job in jobs]
+        return [(result, tensor, tensor is not None and result.scale != (1.0, 1.0) and job[2] is not None, small)
+                for (result, tensor, small), job in zip(decoded, jobs)]
+
+    def _decode(self, item, name: str, draft: int | None, keep_image: bool, resize=None
+                ) -> tuple[FaceResult, torch.Tensor | None, torch.Tensor | None]:
+        """One input -> (result with its displayed size and scale, uint8 [3, H, W] or None on error, ``resize`` of
+        the latter or None).
 
         ``draft``: long side to decode JPEGs at (DCT scaling); photos larger than ``max_image_size`` are reduced
         while decoding. Coordinates are reported in pixels of the full-size displayed image in both cases."""
@@ -452,14 +535,19 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         except (ImageDecodeError, OSError, ValueError, TypeError) as error:
             message = str(error)
             return FaceResult(name=name, size=(0, 0), error=message if name in message else f"{name}: {message}",
-                              exception=error), None
+                              exception=error), None, None
         drafted = draft is not None and not reduce and displayed is not None and image.size != displayed
         size = displayed if reduce or drafted else image.size
         scale = (size[0] / image.size[0], size[1] / image.size[1])
         kept = None
-        if keep_image:  # drawn on with displayed coordinates (annotation): the full-size image, results unchanged
-            kept = load_image(item, name=name) if drafted else image
-        return FaceResult(name=name, size=size, image=kept, scale=scale), _image_to_tensor(image)
+        if keep_image:
+            # Drawn on with displayed coordinates (annotation): the full-size displayed image, whether the pixels used
+            # for detection were drafted or reduced (photos over max_image_size); results are unchanged.
+            kept = load_image(item, name=name) if drafted or reduce else image
+        # A view of the pixels only when they are ours: a caller's own PIL image (returned as is by load_image) is
+        # copied, as before, so that nothing the caller does to it later can reach the results.
+        tensor = _image_to_tensor(image) if image is not item else torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return FaceResult(name=name, size=size, image=kept, scale=scale), tensor, None if resize is None else resize(tensor)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
         """All faces of one image in one warp. ``redecode(zoom)``: for images decoded below full size, called when a
@@ -507,6 +595,17 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             result.landmarks = result.landmarks * torch.tensor([fx, fy])
         result.scale = (result.size[0] / image.size[0], result.size[1] / image.size[1])
         return _image_to_tensor(image)
+
+    def _detector_resize(self):
+        """The built-in detector's resize to its working size (``RetinaFaceDetector.resize_input``) when it is used
+        on CPU without landmark refinement (which needs the full image), else ``None``."""
+        from .retinaface import RetinaFaceDetector
+
+        detector = self.detector
+        if (isinstance(detector, RetinaFaceDetector) and detector.max_size and not detector.refine_landmarks
+                and self.device.type == "cpu" and detector.mean.device.type == "cpu"):
+            return detector.resize_input
+        return None
 
     def _draft_size(self) -> int | None:
         """Long side to decode JPEGs at before detection: the built-in detector's working size (it resizes to it
