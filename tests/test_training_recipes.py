@@ -17,11 +17,11 @@ from hf_fer.training import load_recipe, train
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ["arm", "dacl", "poster_v2", "dmue", "vt_nr", "mini_xception"]
 # Accuracy on held-out standard faces each recipe honestly reaches (README, "Synthetic faces", gives the measured
-# figures): 85 % for ARM, DACL and mini-Xception (measured 90-95 %). DMUE, POSTER V2 and VT-NR do not get to 85 % on
+# figures): 85 % for ARM, DACL, mini-Xception and DMUE (measured 88.7-92.0 %, DMUE 88.7-89.0 %). POSTER V2 and VT-NR do not get to 85 % on
 # standard faces within the CI budget and train on easy faces only (a documented easier setting); measured on standard
-# test faces: DMUE 65.3-67.0 %, POSTER V2 32.7-35.3 %, VT-NR 31.3-32.0 % (chance 14.3 %, 14.3 %, 12.5 %): asserted with a margin for
-# runs whose numerics differ (CPU threads).
-THRESHOLDS = {"dmue": 0.55, "poster_v2": 0.25, "vt_nr": 0.22}
+# test faces: POSTER V2 32.3-35.3 %, VT-NR 26.3 % (1 thread) (chance 14.3 %, 12.5 %): asserted with a margin for runs whose numerics
+# differ (1 or 2 CPU threads).
+THRESHOLDS = {"poster_v2": 0.25, "vt_nr": 0.20}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
