@@ -412,20 +412,17 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 to_detect.append(index)
         if to_detect:
             # The detector resizes to its working size itself (uint8, antialiased) and maps results back; images the
-            # decoding threads already resized with the detector's own resize are mapped back here, with the same
-            # arithmetic as the detector's (RetinaFaceDetector.detect), so the results are the same.
+            # decoding threads already resized with the detector's own resize are mapped back here with the
+            # detector's own FaceDetections.scaled, so the results are the same.
             inputs = [resized[i] if resized[i] is not None else tensors[i] for i in to_detect]
             detections = self.detector.detect([image.to(self.device) for image in inputs])
             if len(detections) != len(to_detect):
                 raise RuntimeError(f"detector returned {len(detections)} results for {len(to_detect)} images")
             for index, image, found in zip(to_detect, inputs, detections):
-                boxes = found.boxes.detach().float().cpu()
-                points = None if found.landmarks is None else found.landmarks.detach().float().cpu()
-                sx, sy = tensors[index].shape[2] / image.shape[2], tensors[index].shape[1] / image.shape[1]
-                if sx != 1.0 or sy != 1.0:
-                    boxes = boxes * torch.tensor([sx, sy, sx, sy])
-                    points = None if points is None else points * torch.tensor([sx, sy])
-                results[index].boxes, results[index].landmarks = boxes, points
+                if image is not tensors[index]:  # only the built-in detector's input is resized ahead
+                    found = found.scaled(tensors[index].shape[2] / image.shape[2], tensors[index].shape[1] / image.shape[1])
+                results[index].boxes = found.boxes.detach().float().cpu()
+                results[index].landmarks = None if found.landmarks is None else found.landmarks.detach().float().cpu()
                 results[index].detection_scores = found.scores.detach().float().cpu()
         del resized
         timings.detection += time.perf_counter() - started

@@ -48,6 +48,13 @@ class FaceDetections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    def scaled(self, sx: float, sy: float) -> "FaceDetections":
+        """The same faces in pixels of an image ``sx`` times wider and ``sy`` times taller (itself when both are 1)."""
+        if sx == 1.0 and sy == 1.0:
+            return self
+        return FaceDetections(boxes=self.boxes * torch.tensor([sx, sy, sx, sy]), scores=self.scores,
+                              landmarks=None if self.landmarks is None else self.landmarks * torch.tensor([sx, sy]))
+
     @classmethod
     def empty(cls, with_landmarks: bool = True) -> "FaceDetections":
         return cls(
@@ -429,11 +436,9 @@ class RetinaFaceDetector(nn.Module):
                 loc, conf, lms = self(self.preprocess(resized))  # no stacked copy: written into the batch
                 for i, det in zip(chunk, self.postprocess(loc, conf, lms, h, w)):
                     sx, sy = images[i].shape[2] / w, images[i].shape[1] / h
-                    if sx != 1.0 or sy != 1.0:
-                        det.boxes = det.boxes * torch.tensor([sx, sy, sx, sy])
-                        det.landmarks = det.landmarks * torch.tensor([sx, sy])
-                        if self.refine_landmarks and len(det):
-                            det = self._refine(images[i].to(device), det)
+                    det = det.scaled(sx, sy)
+                    if (sx != 1.0 or sy != 1.0) and self.refine_landmarks and len(det):
+                        det = self._refine(images[i].to(device), det)
                     results[i] = det
         return results  # type: ignore[return-value]
 
