@@ -221,3 +221,25 @@ def test_cpu_launch_command_lines_are_recognised():
     assert requested_cpu_processes([sys.executable, accelerate, "launch", "--num_processes", "2", "train.py"]) is None  # GPUs
     assert requested_cpu_processes([sys.executable, accelerate, "launch", "--cpu", "train.py"]) is None
     assert requested_cpu_processes(["/bin/bash", "run.sh", "--cpu", "--num_processes", "2"]) is None  # not accelerate
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_adam_uses_the_fused_kernel_and_matches_the_per_tensor_update(name, cls):
+    """On CPU parameters the recipe's Adam/AdamW is torch's fused kernel (one kernel per step, not a Python loop over
+    tensors), and after a few steps its weights equal those of torch's reference per-tensor implementation."""
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    model.load_state_dict(reference.state_dict())
+    section = OptimizerSection(name=name, lr=1e-2, weight_decay=1e-2)
+    optimizer = build_optimizer([{"params": list(model.parameters())}], section)
+    assert isinstance(optimizer, cls) and optimizer.defaults["fused"] is True
+    expected = cls(reference.parameters(), lr=1e-2, weight_decay=1e-2, foreach=False)
+    inputs, targets = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    for net, opt in ((model, optimizer), (reference, expected)):
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(inputs), targets).backward()
+            opt.step()
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
