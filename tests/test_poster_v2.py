@@ -77,6 +77,24 @@ def test_flops_match_upstream(full_model):
     assert abs(by_op["aten.bmm"] - 0.314e9) / 0.314e9 < 0.01, by_op  # both attentions' matmuls (spec §10)
 
 
+@pytest.mark.parametrize("std", [0.01, 0.05])
+def test_new_model_uses_upstream_init_for_the_vit_linears(std):
+    """Upstream draws the ViT's, SE gate's and classifier's linears from a truncated normal of std 0.01 with zero
+    biases; every other linear keeps PyTorch's kaiming-uniform default (std 1/sqrt(3 fan_in))."""
+    torch.manual_seed(0)
+    model = PosterV2ForImageClassification(tiny_config(linear_initializer_range=std))
+    vit_linears = [model.classifier, *[m for m in model.se_gate.modules() if isinstance(m, torch.nn.Linear)]]
+    for layer in model.poster_v2.encoder:
+        vit_linears += [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(vit_linears) >= 2 + 4 * model.config.num_hidden_layers
+    weights = torch.cat([linear.weight.flatten() for linear in vit_linears])
+    assert abs(weights.std().item() - std) < 0.1 * std
+    assert all(not linear.bias.any() for linear in vit_linears)
+    others = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and not any(m is v for v in vit_linears)]
+    for linear in others:  # e.g. the cross-attention's projections
+        assert abs(linear.weight.std().item() - (3 * linear.in_features) ** -0.5) < 0.25 * (3 * linear.in_features) ** -0.5
+
+
 def test_any_input_size_runs(full_model):
     """Spec §2.1: the model nearest-resamples every input to 112x112, so any H x W works (100x100, 300x260)."""
     with torch.no_grad():
@@ -87,7 +105,7 @@ def test_any_input_size_runs(full_model):
 
 def test_legacy_nearest_subsampling_of_224_inputs():
     """For a 224 input, upstream's legacy-nearest resize to 112 keeps every second pixel (spec §2.1)."""
-    model = PosterV2ForImageClassification(tiny_config(internal_size=112)).eval()
+    model = PosterV2ForImageClassification(tiny_config(internal_size=112, linear_initializer_range=0.5)).eval()
     pixel_values = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         full = model(pixel_values=pixel_values).logits

@@ -312,14 +312,9 @@ class PosterV2PreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
 
-        vit_linears = []
-        if isinstance(module, (PosterV2Layer, PosterV2SqueezeExcitationGate)):
-            vit_linears = [child for child in module.modules() if isinstance(child, nn.Linear)]
-        elif isinstance(module, PosterV2ForImageClassification):
-            vit_linears = [module.classifier]
-        for linear in vit_linears:
-            init.trunc_normal_(linear.weight, std=config.linear_initializer_range)
-            init.zeros_(linear.bias)
+        if isinstance(module, nn.Linear) and any(module is linear for linear in self._vit_linears()):
+            init.trunc_normal_(module.weight, std=config.linear_initializer_range)
+            init.zeros_(module.bias)
 
         if isinstance(module, PosterV2Embeddings):
             init.trunc_normal_(module.cls_token, std=config.initializer_range)
@@ -330,6 +325,20 @@ class PosterV2PreTrainedModel(PreTrainedModel):
         elif isinstance(module, PosterV2CrossAttentionLayer):
             init.constant_(module.layer_scale_attention, config.layer_scale_init_value)
             init.constant_(module.layer_scale_mlp, config.layer_scale_init_value)
+
+
+    def _vit_linears(self) -> list[nn.Linear]:
+        """The linears upstream initialises with `linear_initializer_range`: the ViT blocks, SE gate and classifier.
+
+        Recognised from the linear itself: for remote code, transformers' `initialize_weights` marks modules
+        without parameters of their own (a ViT block, the whole classification model) as initialised without
+        calling `_init_weights` on them, so an init keyed on those containers never runs.
+        """
+        containers = [module for module in self.modules() if isinstance(module, (PosterV2Layer, PosterV2SqueezeExcitationGate))]
+        linears = [child for container in containers for child in container.modules() if isinstance(child, nn.Linear)]
+        if isinstance(self, PosterV2ForImageClassification):
+            linears.append(self.classifier)
+        return linears
 
 
 class PosterV2Model(PosterV2PreTrainedModel):
