@@ -173,6 +173,38 @@ def _image_to_tensor(image) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
+_OPENMP_LIBRARY: Any = False  # not looked up yet
+
+
+def _serial_torch_thread() -> None:
+    """Make torch ops in *this* (background) thread run on one core, leaving the caller's setting alone.
+
+    The pipeline's background threads (decoding with the detector's resize, alignment) run beside the model forwards,
+    which already use every torch thread. Left as is, each of them would start its own OpenMP team for its
+    resize/warp, so the 2-core machine gets 4-6 busy threads fighting the forwards. ``torch.set_num_threads`` is
+    process-wide, but OpenMP's thread count is per thread: torch sets up this thread first, then OpenMP is told to
+    use one thread here. Silently nothing where torch's OpenMP library cannot be found (the work is then only
+    less efficient)."""
+    global _OPENMP_LIBRARY
+    torch.get_num_threads()  # torch's own per-thread set-up (it would otherwise reset the value set below)
+    if _OPENMP_LIBRARY is False:
+        _OPENMP_LIBRARY = None
+        try:
+            import ctypes
+
+            with open("/proc/self/maps", encoding="utf-8") as maps:
+                paths = {line.split()[-1] for line in maps if any(name in line for name in ("libgomp", "libiomp5", "libomp."))}
+            for path in sorted(paths):
+                library = ctypes.CDLL(path)
+                if hasattr(library, "omp_set_num_threads"):
+                    _OPENMP_LIBRARY = library
+                    break
+        except (OSError, IndexError):  # no /proc (not Linux) or no OpenMP library loaded
+            pass
+    if _OPENMP_LIBRARY is not None:
+        _OPENMP_LIBRARY.omp_set_num_threads(1)
+
+
 def _round_list(values: torch.Tensor, digits: int) -> list:
     return torch.round(values * 10**digits).div(10**digits).tolist()
 
@@ -375,9 +407,13 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
         if detect:
             self._draft_size()  # loads the default detector here, never in a background thread
-        if torch.get_num_threads() <= 1:  # one thread: the stages in a row, chunk by chunk
-            while (chunk := next_chunk()) is not None:
-                yield from self.process_images(**chunk, detect=detect, batch_size=batch_size, keep_images=keep_images)
+        first = next_chunk()
+        following = next_chunk() if first is not None else None
+        if following is None or torch.get_num_threads() <= 1:
+            # One chunk (nothing to overlap with) or one thread (the caller's budget): the stages in a row.
+            while first is not None:
+                yield from self.process_images(**first, detect=detect, batch_size=batch_size, keep_images=keep_images)
+                first, following = following, next_chunk()
             if failure:
                 raise failure[0]
             return
@@ -385,9 +421,10 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         from concurrent.futures import ThreadPoolExecutor
 
         timings = self.timings
+        threads = torch.get_num_threads()  # the caller's budget (the background thread itself runs torch on one)
 
         def decode(chunk):
-            return chunk, self.decode_images(chunk["images"], boxes=chunk["boxes"], detect=detect,
+            return chunk, self.decode_images(chunk["images"], boxes=chunk["boxes"], detect=detect, threads=threads,
                                              start_index=chunk["start_index"], keep_images=keep_images, names=chunk["names"])
 
         def waited(future, stage: str):  # the calling thread's wait shows in the stage's time, end to end
@@ -401,16 +438,10 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             return self._detect_chunk(**chunk, detect=detect, keep_images=keep_images, decoded=decoded)
 
         # One background thread, so its tasks run in the order submitted: decode(k+1), prepare(k), decode(k+2), ...
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_fer-pipeline")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_fer-pipeline", initializer=_serial_torch_thread)
         try:
-            first = next_chunk()
-            if first is None:
-                if failure:
-                    raise failure[0]
-                return
             decoding = pool.submit(decode, first)
-            following = next_chunk()
-            decoding_next = pool.submit(decode, following) if following is not None else None
+            decoding_next = pool.submit(decode, following)
             current = detect_chunk(decoding)  # the next chunk decodes meanwhile
             while current is not None:
                 preparing = pool.submit(self._prepare_chunk, current)
@@ -589,13 +620,16 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         return results
 
     def decode_images(self, images: Sequence[Any], *, boxes: Sequence[Any] | None = None, detect: bool = True,
-                      start_index: int = 0, keep_images: bool = False, names: Sequence[str] | None = None) -> list:
+                      start_index: int = 0, keep_images: bool = False, names: Sequence[str] | None = None,
+                      threads: int | None = None) -> list:
         """Decode a chunk of inputs: ``[(FaceResult, uint8 [3, H, W] or None, decoded below full size, detector
         input or None), ...]``. The last is the image already at the built-in detector's working size (its own
         resize, done here while the decoded pixels are still in cache, in the decoding threads), else ``None``.
 
         Safe to run in another thread than the one calling :meth:`process_images` (prefetch): it touches no shared
-        state beyond reading the detector's working size."""
+        state beyond reading the detector's working size. ``threads``: decoding threads (default: torch's thread
+        count in the calling thread; a background thread passes its caller's)."""
+        threads = threads or torch.get_num_threads()
         draft = self._draft_size() if detect else None
         resize = self._detector_resize() if draft is not None else None
         jobs = []
@@ -603,11 +637,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             name = names[index] if names is not None else _input_name(item, start_index + index)
             detected = draft is not None and (boxes is None or boxes[index] is None)
             jobs.append((item, name, draft if detected else None, keep_images, resize if detected else None))
-        if len(jobs) > 1 and torch.get_num_threads() > 1:
+        if len(jobs) > 1 and threads > 1:
             # Decoding is independent per image and PIL releases the GIL while decoding: use the cores torch uses.
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=min(len(jobs), torch.get_num_threads())) as pool:
+            with ThreadPoolExecutor(max_workers=min(len(jobs), threads), initializer=_serial_torch_thread) as pool:
                 decoded = list(pool.map(lambda job: self._decode(*job), jobs))
         else:
             decoded = [self._decode(*job) for job in jobs]
