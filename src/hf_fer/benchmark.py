@@ -787,6 +787,7 @@ def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | N
         log(f"  pipeline: {images} photo(s), batch_size {batch_size}: {row['end_to_end_ms']:.1f} ms")
         report["runs"].append(row)
     detector_timer.remove(), classifier_timer.remove()
+    report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report
 
 
@@ -843,7 +844,8 @@ def benchmark_video_memory(photo: str | os.PathLike | None = None, frames: int =
 def format_pipeline_report(report: dict, memory: dict | None) -> str:
     load = report.get("load_average")
     lines = [f"face pipeline on {report['photo']} (model {Path(report['model']).name}), {report['threads']} CPU threads"
-             + (f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs" if load else ""),
+             + (f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs" if load else "")
+             + (f" (at the end: {report['load_average_end'][0]:.2f})" if report.get("load_average_end") else ""),
              report["cpu"], "",
              f"{'photos':>6} {'batch':>5} {'faces':>5} {'end-to-end':>11} {'per photo':>10} {'decode':>8} {'detection':>10} {'(det fwd)':>10} "
              f"{'alignment':>10} {'classify':>9} {'(cls fwd)':>10} {'per face':>9} {'overhead':>9} {'CPU ms':>9} {'overhead(CPU)':>13}"]

@@ -10,8 +10,12 @@ all of them go through the image processor and the classifier together:
     -> preprocess + classify (all faces of the chunk, ``batch_size`` faces per forward)
 
 Nothing in that path loops over faces in Python; only the final dicts are built per face. Decoding (with the
-detector's resize) runs in threads, and for lists/iterators of several chunks the next chunk decodes while the
-current one is detected and classified (one chunk ahead, so memory stays bounded).
+detector's resize) runs in threads. Lists and iterators of several chunks (and ``hf-fer predict``, batch
+prediction, video) share one pipelined path, :meth:`FacialExpressionRecognitionPipeline.iter_results`: the calling
+thread runs the detector and classifier forwards back to back while one background thread aligns and preprocesses
+the previous chunk and decodes the chunk after next (memory bounded: two chunks beyond the one being returned).
+Background threads run torch on one OpenMP thread each, so they never start OpenMP teams of their own beside the
+forwards.
 """
 from __future__ import annotations
 
