@@ -151,3 +151,43 @@ def _iou(a, b):
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = width * height
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_predict_records_uses_the_pipelined_path_with_the_same_results(photo_folder):
+    """``hf-fer predict`` on photos goes through the pipeline's shared pipelined path (chunk k aligned in a background
+    thread during chunk k+1's detection): the records equal each chunk's stages run in a row, and the broken file
+    (second chunk) is reported in its place while the photos around it are classified."""
+    import threading
+
+    import torch
+    from transformers import pipeline
+
+    import hf_fer  # noqa: F401
+    from hf_fer.predict import collect_inputs, predict_records
+
+    files = collect_inputs([str(photo_folder)])  # broken.jpg, sample1..3.jpg (sorted)
+    files = files[1:3] + files[:1] + files[3:]  # the broken one inside the second chunk of 2
+    fer = pipeline("facial-expression-recognition", device="cpu")
+    reference = []
+    for start in range(0, len(files), 2):
+        for file, result in zip(files[start:start + 2], fer.process_images(files[start:start + 2], batch_size=2, names=files[start:start + 2])):
+            reference.append({"file": file, "error": result.error} if result.error
+                             else {"file": file, "faces": fer.format_result(result, top_k=2)})
+    stages = []
+    original = fer._prepare_chunk
+
+    def spy(chunk):
+        stages.append(threading.current_thread().name)
+        return original(chunk)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    fer._prepare_chunk = spy
+    try:
+        records = list(predict_records(fer, files, batch_size=2, top_k=2))
+    finally:
+        torch.set_num_threads(previous)
+    assert stages == ["hf_fer-pipeline_0"] * 2
+    assert records == reference
+    assert "broken.jpg" in records[2]["file"] and "error" in records[2]
+    assert [len(r["faces"]) for r in records if "faces" in r] == [len(EXPECTED[Path(f).name]["faces"]) for f in files if "broken" not in f]
