@@ -306,6 +306,56 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
     program.save(str(path))
 
 
+# ONNX Runtime's transformer fusions (python fusers of ``onnxruntime.transformers.optimizer``) that we rely on.
+# "vit" is the fuser family for vision transformers (Swin uses the same one); opt_level 0 runs only these
+# fusers, not ONNX Runtime's load-time optimisations, so the saved graph holds no machine-specific layouts.
+FUSION_MODEL_TYPE = "vit"
+FUSED_OPERATORS = ("Attention", "MultiHeadAttention", "LayerNormalization", "SkipLayerNormalization", "BiasGelu",
+                   "FastGelu", "Gelu")
+
+
+def fuse_transformer_ops(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """Rewrite the transformer parts of an exported graph with ONNX Runtime's fused operators (LayerNorm +
+    residual -> SkipLayerNormalization, bias + GELU -> BiasGelu, attention -> Attention where its pattern matches)
+    and save it to ``target``. Returns what ran and the count of each fused operator created.
+
+    The fused operators are ONNX Runtime contrib ops (``com.microsoft``): the result runs in ONNX Runtime only.
+    """
+    import logging
+
+    import onnxruntime
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = [logging.getLogger(name) for name in ("onnxruntime.transformers", "fusion_base", "onnx_model", "onnx_model_bert", "optimizer")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # "Please specify num_heads...": the fusers read them from the graph (0 = detect)
+        logger.setLevel(logging.ERROR)
+    try:
+        optimized = optimize_model(str(source), model_type=FUSION_MODEL_TYPE, num_heads=0, hidden_size=0,
+                                   optimization_options=FusionOptions(FUSION_MODEL_TYPE), opt_level=0, use_gpu=False)
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    statistics = optimized.get_fused_operator_statistics()
+    fused = {op: int(statistics.get(op, 0)) for op in FUSED_OPERATORS if statistics.get(op)}
+    optimized.save_model_to_file(str(target))
+    return {"optimizer": "onnxruntime.transformers.optimizer.optimize_model", "model_type": FUSION_MODEL_TYPE,
+            "opt_level": 0, "onnxruntime": onnxruntime.__version__, "fused_operators": fused}
+
+
+def quantize_matmuls_dynamic(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """ONNX Runtime *dynamic* int8 quantization of the MatMuls with constant weights (the transformers' linear
+    layers): int8 per-channel weights, activations quantized per call from their own range, so no calibration
+    set. Attention's activation x activation MatMuls and every other operator stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"], "weights": "int8 per-channel",
+            "activations": "uint8, range computed per call", "const_weight_matmuls_only": True}
+
+
 def _export_torch(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(LogitsOnly(model), (example,), dynamic_shapes={"pixel_values": {0: batch}})
