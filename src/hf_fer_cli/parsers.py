@@ -470,6 +470,9 @@ def export_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
                         help="how int8 activation ranges are chosen (ONNX Runtime calibrators; default MinMax)")
     parser.add_argument("--min-agreement", type=float, default=EXPORT_INT8_MIN_AGREEMENT, help="required int8 top-1 agreement (default 0.99)")
     parser.add_argument("--opset", type=int, default=EXPORT_DEFAULT_OPSET)
+    parser.add_argument("--optimize", action="store_true",
+                        help="fuse the transformer parts with ONNX Runtime's optimizer (SkipLayerNormalization, BiasGelu, ...; "
+                             "the file then runs in ONNX Runtime only)")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     add_common_options(parser)
