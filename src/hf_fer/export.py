@@ -6,10 +6,12 @@
   opset :data:`DEFAULT_OPSET`); with ``--quantize int8`` also ``model_int8.onnx`` (ONNX Runtime static
   quantization: QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
   convolutions kept in float);
-  ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead.
+  ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead. ``--optimize`` rewrites
+  ``model.onnx`` with ONNX Runtime's transformer fusions (:func:`fuse_transformer_ops`; runs in ONNX Runtime only).
 * ``parity_report.json``: the exported file against the PyTorch model on a fixed image set (synthetic faces by
   default): max |logit difference| and top-1 agreement per file, the thresholds, the opset, the library
-  versions and the attention implementation used.
+  versions, the attention implementation used and the graph optimisation that ran (``graph_optimization``:
+  optimiser and fused-operator counts, or ``null``).
 * ``config.json`` and ``preprocessor_config.json``: labels and preprocessing, so the folder describes itself
   (:class:`hf_fer.onnx.OnnxClassifier` needs nothing else).
 
