@@ -29,7 +29,8 @@ import torch
 __all__ = ["MODES", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
            "count_flops", "count_parameters", "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
 
-MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "int8")
+MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8")
+ONNX_MODES = ("onnxruntime", "onnx_fused", "onnx_int8_matmul")
 QUICK_MODES = ("eager", "channels_last", "bf16")
 
 @dataclass
@@ -266,27 +267,64 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def _onnx_runner(model, pixel_values: torch.Tensor, device: torch.device):
-    """Export to ONNX (dynamo exporter) and return a callable running it with ONNX Runtime."""
+class _OnnxFiles:
+    """The model exported once per architecture (the graph ``hf-fer export`` writes: dynamic batch, opset 18,
+    eager attention) and its variants for the ONNX Runtime modes, each built on first use and deleted by
+    :meth:`close` (sessions keep their graphs in memory):
+
+    * ``onnxruntime``: the export as is (ONNX Runtime applies its own load-time optimisations);
+    * ``onnx_fused``: after ONNX Runtime's transformer fusions (:func:`hf_fer.export.fuse_transformer_ops`);
+    * ``onnx_int8_matmul``: the fused graph with dynamic int8 MatMuls (:func:`hf_fer.export.quantize_matmuls_dynamic`).
+    """
+
+    FILES = {"onnxruntime": "model.onnx", "onnx_fused": "fused.onnx", "onnx_int8_matmul": "fused_int8_matmul.onnx"}
+
+    def __init__(self, model: torch.nn.Module, example: torch.Tensor):
+        self.model, self.example = model, example
+        self.folder: tempfile.TemporaryDirectory | None = None
+        self.notes: dict[str, str] = {}
+
+    def path(self, mode: str) -> Path:
+        from .export import DEFAULT_OPSET, _export_onnx, exportable_attention, fuse_transformer_ops, quantize_matmuls_dynamic
+
+        if self.folder is None:
+            self.folder = tempfile.TemporaryDirectory(prefix="hf_fer_onnx_")
+        path = Path(self.folder.name) / self.FILES[mode]
+        if path.exists():
+            return path
+        if mode == "onnxruntime":
+            with exportable_attention(self.model), torch.no_grad():
+                _export_onnx(self.model.to(memory_format=torch.contiguous_format), self.example, path, DEFAULT_OPSET)
+        elif mode == "onnx_fused":
+            fused = fuse_transformer_ops(self.path("onnxruntime"), path)["fused_operators"]
+            self.notes[mode] = "fused: " + (", ".join(f"{op} x{count}" for op, count in fused.items()) or "nothing matched")
+        elif mode == "onnx_int8_matmul":
+            quantize_matmuls_dynamic(self.path("onnx_fused"), path)
+            self.notes[mode] = "fused graph + dynamic int8 MatMuls (per-channel int8 weights, no calibration)"
+        return path
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
+            self.folder = None
+
+
+def _onnx_runner(files: _OnnxFiles, mode: str, pixel_values: torch.Tensor, device: torch.device):
+    """A callable running one of :class:`_OnnxFiles`' graphs with ONNX Runtime on ``pixel_values``.
+
+    On CPU the session gets PyTorch's thread count and no spin-waiting: idle worker threads that spin burn CPU
+    time without doing work, which made ONNX Runtime look worse than it is in CPU time (the wall time at
+    batch 32 is the same either way)."""
     import onnxruntime
 
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, pixel_values):
-            return self.inner(pixel_values=pixel_values).logits
-
-    from .export import exportable_attention
-
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    with tempfile.TemporaryDirectory(prefix="hf_fer_onnx_") as folder:  # the session holds the graph: nothing left behind
-        path = os.path.join(folder, "model.onnx")
-        with exportable_attention(model):  # transformers backbones (VT-NR) export with eager attention, as `hf-fer export` does
-            torch.onnx.export(LogitsOnly(model).eval(), (pixel_values,), path, dynamo=True, input_names=["pixel_values"],
-                              output_names=["logits"])
-        session = onnxruntime.InferenceSession(path, providers=providers)
+    options = onnxruntime.SessionOptions()
+    if device.type == "cuda":
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(files.path(mode)), options, providers=providers)
     feed = {"pixel_values": pixel_values.detach().cpu().numpy()}
     return lambda: session.run(None, feed)
 
@@ -380,6 +418,7 @@ def benchmark_architecture(
     # CUDA graphs where they help: small fixed-shape batches on a GPU ("reduce-overhead")
     compile_mode = "reduce-overhead" if device.type == "cuda" else None
     calibration = synthetic_pixel_values(32, channels, height, width, seed=99)
+    onnx_files = _OnnxFiles(model, calibration[:2].to(device))  # exported once, for every ONNX mode and batch size
     for batch_size in batch_sizes:
         pixel_values = synthetic_pixel_values(batch_size, channels, height, width).to(device)
         with torch.inference_mode():
@@ -438,13 +477,18 @@ def benchmark_architecture(
                     run = _int8_runner(model.to(memory_format=torch.contiguous_format), pixel_values, calibration)
                     entry.reason = ("ONNX Runtime static int8 (QDQ, per-channel int8 weights x uint8 activations, Conv; "
                                     "depthwise Conv in float), calibrated on 32 synthetic faces")
-                elif mode == "onnxruntime":
+                elif mode in ONNX_MODES:
                     try:
                         import onnxruntime  # noqa: F401
                     except ImportError:
                         entry.status, entry.reason = "skipped", "onnxruntime not installed (pip install hf_fer[onnx])"
                         continue
-                    run = _onnx_runner(model.to(memory_format=torch.contiguous_format), pixel_values, device)
+                    if mode == "onnx_int8_matmul" and device.type != "cpu":
+                        entry.status, entry.reason = "skipped", "dynamic int8 is measured on CPU"
+                        continue
+                    run = _onnx_runner(onnx_files, mode, pixel_values, device)
+                    entry.reason = "; ".join(filter(None, [onnx_files.notes.get(mode), f"{torch.get_num_threads()} threads, no spinning"
+                                                           if device.type == "cpu" else None]))
                 else:
                     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
                 entry.setup_seconds = round(time.perf_counter() - setup_start, 3)
@@ -471,6 +515,7 @@ def benchmark_architecture(
             peak = peak_bf16 if mode in ("bf16", "bf16_compile") else peak_fp32
             if peak and mode != "int8":
                 entry.percent_of_peak = round(100 * result.flops_per_image * entry.images_per_second / peak, 2)
+    onnx_files.close()  # (its temporary folder is also removed if an error ends the run early)
     for entry in result.modes:  # ratios to fp32 eager of the same batch size, same run
         eager = next((m for m in result.modes if m.mode == "eager" and m.batch_size == entry.batch_size and m.status == "ok"), None)
         if eager is not None and entry.images_per_second:
@@ -576,20 +621,20 @@ def format_report(report: dict) -> str:
             lines.append(f"{result['arch']}: config {result['config_overrides']} (the registry's benchmark_config)")
     lines.append("img/s is the median call's; min/max ms the fastest/slowest call; x eager = img/s over fp32 eager at the same batch "
                  "in this run; agree = top-1 agreement with fp32 eager on the same synthetic faces; RSS = process peak so far")
-    lines.append(f"{'arch':<10} {'device':<6} {'mode':<14} {'batch':>5} {'img/s':>9} {'median ms':>10} {'min ms':>9} {'max ms':>9} "
+    lines.append(f"{'arch':<10} {'device':<6} {'mode':<16} {'batch':>5} {'img/s':>9} {'median ms':>10} {'min ms':>9} {'max ms':>9} "
                  f"{'calls':>5} {'% peak':>7} {'x eager':>7} {'agree':>6} {'cpu ms':>8} {'RSS MiB':>8}  note")
     for result in report["results"]:
         for mode in result["modes"]:
             if mode["status"] == "ok":
-                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "bf16_compile", "onnxruntime", "int8") and mode["setup_seconds"] else []
+                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "bf16_compile", "int8", *ONNX_MODES) and mode["setup_seconds"] else []
                 notes += [mode["reason"]] if mode.get("reason") else []
-                lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {mode['images_per_second']:>9.2f} "
+                lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<16} {mode['batch_size']:>5} {mode['images_per_second']:>9.2f} "
                              f"{mode['latency_ms']:>10.2f} {mode['latency_min_ms']:>9.2f} {mode['latency_max_ms']:>9.2f} {mode['timed_calls']:>5} "
                              f"{mode['percent_of_peak'] if mode['percent_of_peak'] is not None else '-':>7} "
                              f"{_fmt(mode.get('ratio_to_eager'), '.2f'):>7} {_fmt(mode.get('top1_agreement'), '.1%'):>6} "
                              f"{_fmt(mode.get('cpu_ms_per_call'), '.1f'):>8} {_fmt(mode.get('peak_rss_mb'), '.0f'):>8}  {'; '.join(notes)}")
             else:
-                lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<14} {mode['batch_size']:>5} {'-':>9} {'-':>10} {'-':>9} {'-':>9} "
+                lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<16} {mode['batch_size']:>5} {'-':>9} {'-':>10} {'-':>9} {'-':>9} "
                              f"{'-':>5} {'-':>7}  {mode['status']}: {mode['reason']}")
     for failure in report["failures"]:
         lines.append(f"{failure['arch']} on {failure['device']}: FAILED {failure['error']}")

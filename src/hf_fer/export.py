@@ -6,10 +6,12 @@
   opset :data:`DEFAULT_OPSET`); with ``--quantize int8`` also ``model_int8.onnx`` (ONNX Runtime static
   quantization: QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
   convolutions kept in float);
-  ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead.
+  ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead. ``--optimize`` rewrites
+  ``model.onnx`` with ONNX Runtime's transformer fusions (:func:`fuse_transformer_ops`; runs in ONNX Runtime only).
 * ``parity_report.json``: the exported file against the PyTorch model on a fixed image set (synthetic faces by
   default): max |logit difference| and top-1 agreement per file, the thresholds, the opset, the library
-  versions and the attention implementation used.
+  versions, the attention implementation used and the graph optimisation that ran (``graph_optimization``:
+  optimiser and fused-operator counts, or ``null``).
 * ``config.json`` and ``preprocessor_config.json``: labels and preprocessing, so the folder describes itself
   (:class:`hf_fer.onnx.OnnxClassifier` needs nothing else).
 
@@ -306,6 +308,64 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
     program.save(str(path))
 
 
+# ONNX Runtime's transformer fusions (python fusers of ``onnxruntime.transformers.optimizer``) that we rely on.
+# "vit" is the fuser family for vision transformers (Swin uses the same one); opt_level 0 runs only these
+# fusers, not ONNX Runtime's load-time optimisations, so the saved graph holds no machine-specific layouts.
+FUSION_MODEL_TYPE = "vit"
+FUSED_OPERATORS = ("Attention", "MultiHeadAttention", "LayerNormalization", "SkipLayerNormalization", "BiasGelu",
+                   "FastGelu", "Gelu")
+
+
+def fuse_transformer_ops(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """Rewrite the transformer parts of an exported graph with ONNX Runtime's fused operators (LayerNorm +
+    residual -> SkipLayerNormalization, bias + GELU -> BiasGelu, attention -> Attention where its pattern matches)
+    and save it to ``target``. Returns what ran and the count of each fused operator created.
+
+    The fused operators are ONNX Runtime contrib ops (``com.microsoft``): the result runs in ONNX Runtime only.
+    """
+    import logging
+
+    import onnxruntime
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = [logging.getLogger(name) for name in ("onnxruntime.transformers", "fusion_base", "onnx_model", "onnx_model_bert", "optimizer")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # "Please specify num_heads...": the fusers read them from the graph (0 = detect)
+        logger.setLevel(logging.ERROR)
+    try:
+        optimized = optimize_model(str(source), model_type=FUSION_MODEL_TYPE, num_heads=0, hidden_size=0,
+                                   optimization_options=FusionOptions(FUSION_MODEL_TYPE), opt_level=0, use_gpu=False)
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    statistics = optimized.get_fused_operator_statistics()
+    fused = {op: int(statistics.get(op, 0)) for op in FUSED_OPERATORS if statistics.get(op)}
+    optimized.save_model_to_file(str(target))
+    return {"optimizer": "onnxruntime.transformers.optimizer.optimize_model", "model_type": FUSION_MODEL_TYPE,
+            "opt_level": 0, "onnxruntime": onnxruntime.__version__, "fused_operators": fused}
+
+
+def quantize_matmuls_dynamic(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """ONNX Runtime *dynamic* int8 quantization of the MatMuls with constant weights (the transformers' linear
+    layers): int8 per-channel weights, activations quantized per call from their own range, so no calibration
+    set. Attention's activation x activation MatMuls and every other operator stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"], "weights": "int8 per-channel",
+            "activations": "uint8, range computed per call", "const_weight_matmuls_only": True}
+
+
+def _fuse_in_place(path: Path) -> dict:
+    """:func:`fuse_transformer_ops` replacing ``path`` (after int8 quantization, which reads the plain graph)."""
+    fused = path.with_name(path.stem + ".fused.onnx")
+    info = fuse_transformer_ops(path, fused)
+    os.replace(fused, path)
+    return info
+
+
 def _export_torch(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(LogitsOnly(model), (example,), dynamic_shapes={"pixel_values": {0: batch}})
@@ -433,12 +493,17 @@ def export_model(
     int8_op_types: Sequence[str] | None = DEFAULT_INT8_OP_TYPES,
     calibration_method: str = "MinMax",
     overwrite: bool = False,
+    optimize: bool = False,
 ) -> ExportResult:
     """Export ``model`` (a folder, Hub id or loaded model) and prove the export; see the module docstring.
 
     ``parity_dataset``/``calibration_dataset``: ``None`` = synthetic faces (different seeds for the two), or a
     folder of images, a saved ``datasets`` folder, a Hub dataset id, or a list of images. The folder is built
     aside and moved into ``output_dir`` only when every check passes.
+
+    ``optimize=True`` rewrites ``model.onnx`` with ONNX Runtime's transformer fusions (:func:`fuse_transformer_ops`;
+    the fused graph runs in ONNX Runtime only); the report's ``graph_optimization`` says which fusions ran, and the
+    fp32 parity check runs on the fused file.
     """
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
@@ -446,6 +511,8 @@ def export_model(
         raise ValueError(f"--quantize must be 'int8' (or omitted), got {quantize!r}")
     if quantize and format != "onnx":
         raise ValueError("--quantize int8 is implemented for --format onnx (ONNX Runtime static quantization)")
+    if optimize and format != "onnx":
+        raise ValueError("--optimize (ONNX Runtime transformer fusions) applies to --format onnx")
     output_dir = Path(output_dir).expanduser()
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
@@ -502,6 +569,7 @@ def export_model(
                                                                    calibrate_method=calibration_method)
                     report["quantization"]["calibration_images"] = "synthetic faces (seed 99)" if calibration_dataset is None else str(calibration_dataset)
                     files["int8"] = staging / INT8_FILE
+                report["graph_optimization"] = _fuse_in_place(staging / ONNX_FILE) if optimize else None
             else:
                 _export_torch(model, example, staging / TORCH_EXPORT_FILE)
                 report["exporter"] = "torch.export.export"
@@ -577,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                               num_parity_images=args.num_parity_images, num_calibration_images=args.num_calibration_images,
                               opset=args.opset, overwrite=args.overwrite, min_agreement=args.min_agreement,
                               int8_op_types=None if args.int8_ops == ["all"] else args.int8_ops,
-                              calibration_method=args.calibration_method)
+                              calibration_method=args.calibration_method, optimize=args.optimize)
     except ExportParityError as error:
         print(f"hf-fer export: {error}")
         return 1
@@ -585,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, entry in parity.items():
         print(f"{key:>12}: {entry['file']}  max |logit diff| {entry['max_abs_logit_diff']:.2e}  top-1 agreement "
               f"{entry['top1_agreement']:.2%} on {entry['num_images']} images")
+    optimization = result.report.get("graph_optimization")
+    if optimization:
+        fused = ", ".join(f"{op} x{count}" for op, count in optimization["fused_operators"].items()) or "nothing matched"
+        print(f"ONNX Runtime transformer fusions ({optimization['model_type']}): {fused}")
     attention = result.report.get("attention_implementation")
     print(f"wrote {result.output_dir} ({', '.join(sorted(p.name for p in result.output_dir.iterdir()))})"
           + (f"; attention exported as {attention!r}" if attention else ""))

@@ -20,7 +20,7 @@ ARCHITECTURE_NAMES = ("arm", "dacl", "dmue", "mini_xception", "poster_v2", "vt_n
 BENCHMARK_NAMES = ("raf-db", "affectnet-7", "affectnet-8", "fer2013", "ferplus", "sfew", "caer-s")  # hf_fer.labels.BENCHMARKS
 DATASET_LAYOUTS = ("raf-db-list", "affectnet-csv", "affectnet-npy", "fer2013-csv", "ferplus-csv", "ferplus-folders",
                    "ferplus-jin2", "class-folders")  # hf_fer.data.benchmarks.LAYOUTS
-BENCHMARK_MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "int8")  # hf_fer.benchmark.MODES
+BENCHMARK_MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8")  # hf_fer.benchmark.MODES
 BENCHMARK_QUICK_MODES = ("eager", "channels_last", "bf16")  # hf_fer.benchmark.QUICK_MODES
 BENCHMARK_MODE_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "channels-last": "channels_last", "torch.compile": "compile"}
 PROTOCOLS = ("hf_fer", "paper")  # hf_fer.evaluation.protocols
@@ -470,6 +470,9 @@ def export_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
                         help="how int8 activation ranges are chosen (ONNX Runtime calibrators; default MinMax)")
     parser.add_argument("--min-agreement", type=float, default=EXPORT_INT8_MIN_AGREEMENT, help="required int8 top-1 agreement (default 0.99)")
     parser.add_argument("--opset", type=int, default=EXPORT_DEFAULT_OPSET)
+    parser.add_argument("--optimize", action="store_true",
+                        help="fuse the transformer parts with ONNX Runtime's optimizer (SkipLayerNormalization, BiasGelu, ...; "
+                             "the file then runs in ONNX Runtime only)")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     add_common_options(parser)
