@@ -221,7 +221,8 @@ def test_int8_float_fallback_lifts_agreement(trained_dmue, tmp_path):
                           calibration_dataset=[Image.fromarray(a) for a in calibration], num_calibration_images=256,
                           min_agreement=0.0)
     fallback = result.report["quantization"]["fallback"]
-    assert fallback["calibration_top1_agreement_plain_int8"] < INT8_FALLBACK_TARGET  # it had to kick in
+    plain_judged = fallback["plain_int8"]  # on the calibration faces held out of the ranges: below target, so it kicked in
+    assert plain_judged["top1_agreement"] < INT8_FALLBACK_TARGET or plain_judged["at_risk"] > 1 - INT8_FALLBACK_TARGET
     assert fallback["float_nodes"] and fallback["rounds"]
     for entry in fallback["rounds"]:
         assert all({"node", "input_sqnr_db", "output_sqnr_db", "added_noise"} <= set(row) for row in entry["kept_float"])
