@@ -425,7 +425,7 @@ def _largest_noise_share(ranked: list[dict], share: float = INT8_FALLBACK_NOISE_
 def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, calibration: np.ndarray, batch_size: int = 16,
                        op_types: Sequence[str] | None = DEFAULT_INT8_OP_TYPES, calibrate_method: str = "MinMax",
                        keep_depthwise_float: bool = True, target_agreement: float | None = INT8_FALLBACK_TARGET,
-                       max_fallback_rounds: int = INT8_FALLBACK_ROUNDS) -> dict:
+                       max_fallback_rounds: int = INT8_FALLBACK_ROUNDS, float_nodes: Sequence[str] = ()) -> dict:
     """ONNX Runtime static quantization: QDQ format, int8 per-channel weights, uint8 activations calibrated on
     ``calibration`` pixel values, with a mixed-precision fallback. Returns the settings and what the fallback did,
     for the report.
@@ -454,7 +454,7 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
     are kept in float and the model is quantized again with the same calibrated ranges, up to
     ``max_fallback_rounds`` times; the model with the best agreement is kept. The report lists every round: the
     nodes kept in float with their SQNR figures and the agreement before and after. The export's parity check then
-    judges the result on its own (held-out) images.
+    judges the result on its own (held-out) images. ``float_nodes``: nodes kept in float from the start (by name).
 
     ``calibrate_method``: how activation ranges are chosen (ONNX Runtime's calibrators). MinMax and Entropy
     gave the same agreement on the test models, Percentile +-2-4 points depending on the model. More calibration
@@ -509,8 +509,9 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
         settings["num_range_images"] = int(len(calibration))
         reference = onnx_logits(str(prepared), judged, batch_size)
         current = Path(scratch) / "int8_round0.onnx"
-        judgement = _judge_int8(reference, quantize(current, []))
-        best, float_nodes, rounds = (judgement, current, []), [], []
+        float_nodes = list(float_nodes)
+        judgement = _judge_int8(reference, quantize(current, float_nodes))
+        best, rounds = (judgement, current, list(float_nodes)), []
 
         def good_enough(judged_entry: dict) -> bool:
             return (judged_entry["top1_agreement"] >= target_agreement
@@ -539,7 +540,7 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
         shutil.copyfile(best[1], target)
         kept = best[2]
         settings["calibration_top1_agreement"] = best[0]["top1_agreement"]
-        settings["quantized_nodes"] = len(candidates) - len(kept)
+        settings["quantized_nodes"] = len([name for name in candidates if name not in kept])
         settings["float_depthwise_convolutions"] = len(excluded)
         settings["fallback"] = {
             "target_agreement": target_agreement, "max_at_risk": None if target_agreement is None else round(1 - target_agreement, 6),
