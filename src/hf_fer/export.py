@@ -5,7 +5,8 @@
 * ``model.onnx``: logits for ``pixel_values [batch, C, H, W]``, batch dimension dynamic (dynamo exporter,
   opset :data:`DEFAULT_OPSET`); with ``--quantize int8`` also ``model_int8.onnx`` (ONNX Runtime static
   quantization: QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
-  convolutions kept in float);
+  convolutions kept in float, and the convolutions adding the most quantization noise kept in float when int8
+  disagrees with fp32 on held-out calibration images: :func:`quantize_onnx_int8`);
   ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead.
 * ``parity_report.json``: the exported file against the PyTorch model on a fixed image set (synthetic faces by
   default): max |logit difference| and top-1 agreement per file, the thresholds, the opset, the library
@@ -331,7 +332,7 @@ def depthwise_convolutions(model_path: str | os.PathLike) -> list[str]:
 
 # Mixed-precision fallback of the int8 export (see quantize_onnx_int8): when the quantized model agrees with the float
 # one on fewer calibration images than this, the convolutions adding the most quantization noise stay in float.
-INT8_FALLBACK_TARGET = 0.995  # half a point above the export gate (INT8_MIN_AGREEMENT), on the calibration images
+INT8_FALLBACK_TARGET = 0.999  # on 256 held-out calibration images: no flip and none at risk (0.995 left a recipe ARM at 99.0 %)
 INT8_FALLBACK_ROUNDS = 3  # re-quantizations at most (each one a few seconds; the calibrated ranges are reused)
 INT8_FALLBACK_NOISE_SHARE = 0.5  # per round, keep in float the fewest nodes that add this share of the measured noise...
 INT8_FALLBACK_MAX_NODES = 3  # ...but no more than this many per round
