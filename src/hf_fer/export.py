@@ -485,7 +485,12 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
         excluded = depthwise_convolutions(prepared) if keep_depthwise_float else []
         candidates = [node.name for node in onnx.load(str(prepared)).graph.node
                       if (op_types is None or node.op_type in op_types) and node.name not in excluded]
-        ranges = Path(scratch) / "calibrated_ranges.json"  # calibrate once; the fallback's re-quantizations reuse it
+        # calibrate once; the fallback's re-quantizations reuse the ranges (ONNX Runtime versions without the cache
+        # option calibrate again: same ranges, slower)
+        import inspect
+
+        cache = ({"calibration_cache_path": str(Path(scratch) / "calibrated_ranges.json")}
+                 if "calibration_cache_path" in inspect.signature(quantize_static).parameters else {})
 
         def quantize(path: Path, float_nodes: list[str]) -> np.ndarray:
             root = logging.getLogger()
@@ -494,7 +499,7 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
                 quantize_static(str(prepared), str(path), Reader(calibration, reader_batch), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=getattr(CalibrationMethod, calibrate_method),
-                                extra_options={"ActivationSymmetric": False}, calibration_cache_path=str(ranges),
+                                extra_options={"ActivationSymmetric": False}, **cache,
                                 op_types_to_quantize=list(op_types) if op_types else None, nodes_to_exclude=excluded + float_nodes)
             finally:
                 root.level = level
