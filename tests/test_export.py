@@ -207,8 +207,9 @@ def test_int8_float_fallback_lifts_agreement(trained_dmue, tmp_path):
     calibration images it holds out, so the export keeps the convolutions adding the most quantization noise in float
     (named in the report with their SQNR) and re-quantizes. Judged on 256 other faces against PyTorch fp32.
 
-    Measured (1 thread): plain int8 96.9 % (max |logit diff| 0.21), with the fallback 99.2 % (0.10), seven of the
-    twenty convolutions kept in float after three rounds (the first convolutions and the last stage's)."""
+    Measured, the fixture trained with 1 thread: plain int8 96.9 % (max |logit diff| 0.21), with the fallback 99.2 %
+    (0.10); with 2 threads: 99.2 % (0.135) and 99.2 % (0.075), two near-tie flips left. Seven of the twenty
+    convolutions kept in float after three rounds (the first convolutions and the last stage's)."""
     from PIL import Image
 
     from hf_fer.export import INT8_FALLBACK_TARGET, compare_logits, onnx_logits, quantize_onnx_int8
@@ -245,8 +246,8 @@ def test_int8_float_fallback_lifts_agreement(trained_dmue, tmp_path):
     print(f"\ntrained tiny DMUE, 256 faces: plain int8 {plain['top1_agreement']:.2%} (max |logit diff| {plain['max_abs_logit_diff']:.3f}), "
           f"with {len(fallback['float_nodes'])} convolutions kept in float {mixed['top1_agreement']:.2%} "
           f"({mixed['max_abs_logit_diff']:.3f}); float: {fallback['float_nodes']}")
-    assert mixed["top1_agreement"] >= plain["top1_agreement"] + 0.01
-    assert mixed["max_abs_logit_diff"] < plain["max_abs_logit_diff"]
+    assert mixed["top1_agreement"] >= max(plain["top1_agreement"], 0.99)
+    assert mixed["max_abs_logit_diff"] <= 0.75 * plain["max_abs_logit_diff"]  # the int8 error itself shrinks
 
 
 class WrongWhenExported(ArmForImageClassification):
