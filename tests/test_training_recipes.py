@@ -23,12 +23,11 @@ ARCHS = ["arm", "dacl", "poster_v2", "dmue", "vt_nr", "mini_xception"]
 # numerics differ (1 or 2 CPU threads, the optimizer's fused or per-tensor Adam step).
 THRESHOLDS = {"poster_v2": 0.22, "vt_nr": 0.18}
 # The ResNet-18 models, whose fast CPU path is ONNX Runtime int8 (4x fp32 eager at batch 32, README "Fast inference and
-# export"): exported from the trained recipe, int8 keeps >= 98.5 % top-1 agreement with PyTorch fp32 on the held-out
-# standard faces (measured 99.0-99.7 %, at or above the export gate's 99 %; every flip a near-tie, so the count of
-# flips moves with the CPU's numerics: asserted with a margin of one face of 300) and 100 % where the margin clears
-# the int8 error.
+# export"): exported from the trained recipe with the export's defaults (int8, with the float fallback for the
+# convolutions adding the most quantization noise), int8 keeps >= 99 % top-1 agreement with PyTorch fp32 on the held-out
+# standard faces (the issue's acceptance, asserted literally) and 100 % where the margin clears the int8 error.
 INT8_ARCHS = ("arm", "dacl", "dmue")
-INT8_AGREEMENT = 0.985
+INT8_AGREEMENT = 0.99
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -89,8 +88,8 @@ def _check_synthetic_evaluation_matches_training(model_dir, results, recipe):
 def _check_int8_export_agrees(model_dir, recipe):
     """`hf-fer export --quantize int8` of the trained model, calibrated on 1024 faces drawn like the training faces
     (a seed used for nothing else) and judged on the held-out standard test faces: >= 99 % top-1 agreement with
-    PyTorch fp32. Measured: 1 thread 99.7 % for ARM, DACL and DMUE (one flip of 300 each, at logit margins of
-    0.01-0.21); 2 threads ARM 99.7 %, DACL 99.3 %, DMUE 99.0 %; with 256-512 calibration images 99.0-99.7 %."""
+    PyTorch fp32. Plain int8 (no float fallback) measured 98.7-99.7 % (ARM 98.7 % in one run: 4 near-tie flips);
+    with the export's float fallback (1 thread): ARM 99.7 % (5 convolutions in float), DACL 99.3 % (5), DMUE 100 % (4)."""
     from PIL import Image
 
     from hf_fer.data.synthetic import synthetic_arrays
@@ -105,10 +104,14 @@ def _check_int8_export_agrees(model_dir, recipe):
                           parity_dataset=[Image.fromarray(face) for face in test_faces], num_parity_images=len(test_faces),
                           calibration_dataset=[Image.fromarray(face) for face in calibration], num_calibration_images=len(calibration),
                           min_agreement=0.0)
-    int8 = result.report["parity"]["int8"]
+    int8, fallback = result.report["parity"]["int8"], result.report["quantization"]["fallback"]
     print(f"  int8 (ONNX Runtime, {result.report['quantization']['activation_type']} activations): top-1 agreement "
           f"{int8['top1_agreement']:.2%} on {int8['num_images']} standard test faces, flipped margins up to "
-          f"{int8['largest_margin_flipped']}, max |logit diff| {int8['max_abs_logit_diff']:.3g}")
+          f"{int8['largest_margin_flipped']}, max |logit diff| {int8['max_abs_logit_diff']:.3g}; on the "
+          f"{fallback['num_judged_images']} held-out calibration faces, agreement / share at risk: plain "
+          f"{fallback['plain_int8']['top1_agreement']:.2%} / {fallback['plain_int8']['at_risk']:.2%}, final "
+          f"{fallback['final']['top1_agreement']:.2%} / {fallback['final']['at_risk']:.2%} with {len(fallback['float_nodes'])} "
+          f"convolutions kept in float {fallback['float_nodes']}")
     assert int8["num_images"] == synthetic.num_test
     assert int8["top1_agreement"] >= INT8_AGREEMENT, json.dumps(int8, default=str)[:2000]
     assert int8["top1_agreement_untied"] >= 0.99, json.dumps(int8, default=str)[:2000]
