@@ -44,7 +44,7 @@ WORKER_MEMORY = 3 * 2**30  # peak RSS of one worker (the recipe and export tests
 # Known slow tests ("file::function", every parametrization), with their duration in seconds on a 2-core CPU
 # (`--durations`, 1 thread). Only the order matters: under xdist the slowest start first.
 SLOW_TESTS: dict[str, float] = {
-    "test_training_recipes.py::test_synthetic_recipe_learns": 100,
+    "test_training_recipes.py::test_synthetic_recipe_learns": 50,
     "test_training_faults.py::test_killed_anywhere_resumes_to_the_uninterrupted_result": 45,
     "test_synthetic.py::test_small_cnn_learns_the_expressions": 28,
     "test_training_faults.py::test_disk_full_says_so_and_keeps_the_previous_state": 20,
