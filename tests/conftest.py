@@ -136,7 +136,6 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         if option.collectonly or option.usepdb or _names_only_files(config):
             return
         option.numprocesses = default_workers()
-        option.loadscopereorder = False  # keep our longest-first order of the work units
     if option.numprocesses in ("auto", "logical"):
         option.numprocesses = config.hook.pytest_xdist_auto_num_workers(config=config)
     if not option.numprocesses or option.numprocesses < 2:
@@ -144,6 +143,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     if option.dist == "no":
         option.dist = "loadgroup"
+        option.loadscopereorder = False  # keep the longest-first order of pytest_collection_modifyitems
     threads = str(max(1, available_cpus() // option.numprocesses))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the workers and what they start
         os.environ.setdefault(variable, threads)
