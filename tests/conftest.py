@@ -7,11 +7,13 @@ Naming test files or test ids (``pytest tests/test_arm.py``) runs serially unles
 workers costs more than it saves there.
 
 Under xdist the known-slow tests start first (``SLOW_TESTS``) so the run does not end with one worker alone on a
-three-minute test, and tests that must not overlap share one worker (``XDIST_GROUPS``, ``--dist loadgroup``).
+three-minute test, and tests that must not overlap run on one worker, one after the other (``XDIST_GROUPS``,
+``WHOLE_MODULES``; ``pytest_xdist_make_scheduler``).
 """
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import sys
@@ -75,29 +77,27 @@ XDIST_GROUPS: dict[str, tuple[str, ...]] = {
 WHOLE_MODULES: tuple[str, ...] = ("test_training_faults.py",)
 
 
-def _test_key(item: pytest.Item) -> tuple[str, str]:
-    """("file::function", "file::function[params]"), the file relative to tests/."""
-    path = Path(str(item.path))
-    try:
-        name = path.relative_to(TESTS).as_posix()
-    except ValueError:
-        name = path.name
-    rest = item.nodeid.split("::", 1)[1] if "::" in item.nodeid else item.name
-    base = rest.split("[", 1)[0]
-    return f"{name}::{base}", f"{name}::{rest}"
+@functools.lru_cache(maxsize=None)
+def _test_key(nodeid: str, rootpath: Path) -> tuple[str, str]:
+    """("file::function", "file::function[params]") of a test id, the file relative to tests/."""
+    file, _, rest = nodeid.partition("::")
+    path = (rootpath / file).resolve()
+    name = path.relative_to(TESTS).as_posix() if path.is_relative_to(TESTS) else path.name
+    return f"{name}::{rest.split('[', 1)[0]}", f"{name}::{rest}"
 
 
-def _group_of(item: pytest.Item) -> str | None:
-    function, full = _test_key(item)
+def _work_unit(nodeid: str, rootpath: Path) -> str:
+    """What one worker runs in one go: a group of ``XDIST_GROUPS`` or ``WHOLE_MODULES``, else the test alone."""
+    function, full = _test_key(nodeid, rootpath)
     for group, members in XDIST_GROUPS.items():
         if function in members or full in members:
-            return group
+            return f"group:{group}"
     module = function.split("::", 1)[0]
-    return f"module:{module}" if module in WHOLE_MODULES else None
+    return f"module:{module}" if module in WHOLE_MODULES else nodeid
 
 
-def _estimated_seconds(item: pytest.Item) -> float:
-    function, full = _test_key(item)
+def _estimated_seconds(nodeid: str, rootpath: Path) -> float:
+    function, full = _test_key(nodeid, rootpath)
     return SLOW_TESTS.get(full, SLOW_TESTS.get(function, 0.0))
 
 
@@ -154,30 +154,38 @@ def pytest_configure(config: pytest.Config) -> None:
     # does not warn about unknown marks.
     for mark in ("accelerate_tests", "torch_compile_test"):
         config.addinivalue_line("markers", f"{mark}: transformers common-test mark")
-    # set by conftest.py itself, also in serial runs (where xdist, which registers it, may be disabled)
-    config.addinivalue_line("markers", "xdist_group(name): tests of one group run on one pytest-xdist worker")
     if WORKER and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         import torch
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist appends the group names to the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    groups = {}
-    for item in items:
-        group = _group_of(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-        groups[item.nodeid] = group or item.nodeid
     if not WORKER:
         return  # serial: pytest's order, which sets up each module's fixtures once
-    # Longest work units first (a group is one unit), the rest in collection order; units stay contiguous.
+    # In each worker (the controller schedules in the workers' collection order): the longest work units first,
+    # the rest in collection order; the tests of a unit stay together.
+    units = [_work_unit(item.nodeid, config.rootpath) for item in items]
     cost: dict[str, float] = {}
     first: dict[str, int] = {}
-    for index, item in enumerate(items):
-        unit = groups[item.nodeid]
-        cost[unit] = cost.get(unit, 0.0) + _estimated_seconds(item)
+    for index, (item, unit) in enumerate(zip(items, units)):
+        cost[unit] = cost.get(unit, 0.0) + _estimated_seconds(item.nodeid, config.rootpath)
         first.setdefault(unit, index)
-    order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (-cost[groups[item.nodeid]], first[groups[item.nodeid]], order[id(item)]))
+    order = sorted(range(len(items)), key=lambda index: (-cost[units[index]], first[units[index]], index))
+    items[:] = [items[index] for index in order]
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice; absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` with the groups of this file: xdist's own ``xdist_group`` mark has no effect with
+    pytest 9 (xdist 3.8 renames the test ids through an attribute pytest no longer reads), so the controller
+    assigns whole work units (``_work_unit``) itself, one at a time, to whichever worker runs short of tests."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid, config.rootpath)
+
+    return WorkUnitScheduling(config, log)

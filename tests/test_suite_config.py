@@ -36,3 +36,14 @@ def test_worker_count_follows_the_override_and_the_cpus(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS")
     workers = conftest.default_workers()
     assert 1 <= workers <= min(conftest.available_cpus(), conftest.MAX_WORKERS)
+
+
+def test_work_units_keep_groups_and_whole_modules_together():
+    root = TESTS.parent
+    group = {conftest._work_unit(f"tests/{name}", root) for name in conftest.XDIST_GROUPS["accelerate_port_29500"]}
+    assert group == {"group:accelerate_port_29500"}
+    module = conftest.WHOLE_MODULES[0]
+    assert conftest._work_unit(f"tests/{module}::test_a", root) == conftest._work_unit(f"tests/{module}::test_b[x]", root)
+    alone = "tests/test_labels.py::test_something[7]"
+    assert conftest._work_unit(alone, root) == alone
+    assert conftest._estimated_seconds("tests/test_training_recipes.py::test_synthetic_recipe_learns[dmue]", root) == 180
