@@ -40,8 +40,9 @@ setup(
         # dev: everything the test suite exercises (no test may be skipped for a missing dependency);
         # onnxscript: torch.onnx.export(dynamo=True), the default ONNX exporter since torch 2.9, needs it (hf-fer export)
         # parameterized: the vendored transformers common tests (tests/transformers_common/) use it
+        # pytest-xdist: the suite runs on one worker per core by default (tests/conftest.py; serial: -p no:xdist)
         # setuptools: tests/test_packaging.py builds the wheel without build isolation (offline; bdist_wheel built in since 70.1)
-        "dev": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "h5py>=3.10,<4", "onnx>=1.16,<2", "onnxruntime>=1.18,<2",
+        "dev": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.5,<4", "h5py>=3.10,<4", "onnx>=1.16,<2", "onnxruntime>=1.18,<2",
                 "onnxscript>=0.1,<1", "av>=12.0,<19", "scikit-image>=0.22,<1", "setuptools>=70.1,<85",
                 "parameterized>=0.9,<1"],
         "onnx": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1"],
