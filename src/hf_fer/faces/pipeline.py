@@ -10,12 +10,8 @@ all of them go through the image processor and the classifier together:
     -> preprocess + classify (all faces of the chunk, ``batch_size`` faces per forward)
 
 Nothing in that path loops over faces in Python; only the final dicts are built per face. Decoding (with the
-detector's resize) runs in threads. Lists and iterators of several chunks (and ``hf-fer predict``, batch
-prediction, video) share one pipelined path, :meth:`FacialExpressionRecognitionPipeline.iter_results`: the calling
-thread runs the detector and classifier forwards back to back while one background thread aligns and preprocesses
-the previous chunk and decodes the chunk after next (memory bounded: two chunks beyond the one being returned).
-Background threads run torch on one OpenMP thread each, so they never start OpenMP teams of their own beside the
-forwards.
+detector's resize) runs in threads, and for lists/iterators of several chunks the next chunk decodes while the
+current one is detected and classified (one chunk ahead, so memory stays bounded).
 """
 from __future__ import annotations
 
@@ -77,26 +73,11 @@ class _Timings:
     alignment: float = 0.0
     preprocess: float = 0.0
     classification: float = 0.0
-    prepare_wait: float = 0.0  # time the calling thread waited for alignment + preprocessing done in the background
     images: int = 0
     faces: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
-
-
-@dataclass
-class _Chunk:
-    """One chunk between the pipeline's stages (detect -> prepare -> classify)."""
-
-    images: Sequence[Any] | None
-    results: list[FaceResult]
-    tensors: list[torch.Tensor | None] | None  # decoded images; dropped once the faces are cut out
-    drafted: dict[int, Any] | None  # index -> input, for images decoded below full size
-    whole_images: set[int]
-    alignment: dict
-    counts: list[int] = field(default_factory=list)  # faces per image
-    pixel_values: torch.Tensor | None = None  # the processor's output for all faces of the chunk
 
 
 def _input_name(item: Any, index: int) -> str:
@@ -175,38 +156,6 @@ def _image_to_tensor(image) -> torch.Tensor:
         except Exception:  # noqa: BLE001 — an optimisation only (no pyarrow, multi-block image, ...)
             pass
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
-
-
-_OPENMP_LIBRARY: Any = False  # not looked up yet
-
-
-def _serial_torch_thread() -> None:
-    """Make torch ops in *this* (background) thread run on one core, leaving the caller's setting alone.
-
-    The pipeline's background threads (decoding with the detector's resize, alignment) run beside the model forwards,
-    which already use every torch thread. Left as is, each of them would start its own OpenMP team for its
-    resize/warp, so the 2-core machine gets 4-6 busy threads fighting the forwards. ``torch.set_num_threads`` is
-    process-wide, but OpenMP's thread count is per thread: torch sets up this thread first, then OpenMP is told to
-    use one thread here. Silently nothing where torch's OpenMP library cannot be found (the work is then only
-    less efficient)."""
-    global _OPENMP_LIBRARY
-    torch.get_num_threads()  # torch's own per-thread set-up (it would otherwise reset the value set below)
-    if _OPENMP_LIBRARY is False:
-        _OPENMP_LIBRARY = None
-        try:
-            import ctypes
-
-            with open("/proc/self/maps", encoding="utf-8") as maps:
-                paths = {line.split()[-1] for line in maps if any(name in line for name in ("libgomp", "libiomp5", "libomp."))}
-            for path in sorted(paths):
-                library = ctypes.CDLL(path)
-                if hasattr(library, "omp_set_num_threads"):
-                    _OPENMP_LIBRARY = library
-                    break
-        except (OSError, IndexError):  # no /proc (not Linux) or no OpenMP library loaded
-            pass
-    if _OPENMP_LIBRARY is not None:
-        _OPENMP_LIBRARY.omp_set_num_threads(1)
 
 
 def _round_list(values: torch.Tensor, digits: int) -> list:
@@ -356,112 +305,52 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
     def _stream(self, inputs: Iterable, batch_size: int, options: dict) -> Iterator:
         top_k = options.get("top_k")
-        for result in self.iter_results(inputs, batch_size=batch_size, boxes=options.get("boxes"),
-                                        landmarks=options.get("landmarks"), detect=options.get("detect", True),
-                                        keep_images=bool(options.get("return_images"))):
-            if result.error is not None and options["errors"] == "raise":
-                raise result.exception if result.exception is not None else ValueError(result.error)
-            yield self.format_result(result, top_k=top_k)
-
-    def iter_results(self, inputs: Iterable, *, batch_size: int = DEFAULT_BATCH_SIZE, boxes: Iterable | None = None,
-                     landmarks: Iterable | None = None, names: Iterable[str] | None = None, detect: bool = True,
-                     keep_images: bool = False) -> Iterator[FaceResult]:
-        """Raw results (:class:`FaceResult`, in input order) of any iterable of inputs, ``batch_size`` at a time.
-
-        The path every caller shares (``pipe(list)``, generators, ``hf-fer predict``, batch prediction, video).
-        Each chunk of ``batch_size`` inputs goes through the same stages as :meth:`process_images` (so the results
-        are the same), pipelined so that the calling thread runs the model forwards back to back while a background
-        thread does the rest::
-
-            calling thread:  detect(k+1)  classify(k)    detect(k+2)  classify(k+1) ...
-            background:      prepare(k)   decode(k+2)    prepare(k+1) decode(k+3)   ...
-
-        (prepare = alignment + image processor; decode includes the detector's resize.) Memory stays bounded: the
-        inputs are read one chunk at a time in the calling thread, and when chunk ``k``'s results are yielded,
-        chunks ``k+1`` (detected) and ``k+2`` (decoded) are the only others held. With one torch thread (the
-        caller's thread budget) nothing runs in the background. ``boxes``, ``landmarks`` and ``names``
-        (iterables) give one entry per input. A bad input gives ``FaceResult(error=...)`` and the others continue;
-        an exception raised while *reading* ``inputs`` (a broken video stream) is raised after the results of the
-        chunks read before it.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
         iterator = iter(inputs)
-        extras = [iter(extra) if extra is not None else None for extra in (boxes, landmarks, names)]
-        failure: list[BaseException] = []
-        offset = 0
+        box_iter = iter(options["boxes"]) if "boxes" in options else None
+        landmark_iter = iter(options["landmarks"]) if "landmarks" in options else None
+        detect, keep_images = options.get("detect", True), bool(options.get("return_images"))
 
-        def next_chunk() -> dict | None:  # the inputs are read here, in the calling thread, one chunk at a time
-            nonlocal offset
-            if failure:
-                return None
-            try:
-                items = list(itertools.islice(iterator, batch_size))
-                if not items:
-                    return None
-                chunk_boxes, chunk_landmarks, chunk_names = ([next(extra) for _ in items] if extra is not None else None
-                                                             for extra in extras)
-            except Exception as error:  # noqa: BLE001 — raised once the chunks before it are out
-                failure.append(error)
-                return None
-            chunk = {"images": items, "boxes": chunk_boxes, "landmarks": chunk_landmarks, "names": chunk_names,
-                     "start_index": offset}
-            offset += len(items)
-            return chunk
+        def next_chunk():  # the inputs are read here, in the calling thread, one chunk at a time
+            chunk = list(itertools.islice(iterator, batch_size))
+            boxes = [next(box_iter) for _ in chunk] if box_iter is not None and chunk else None
+            landmarks = [next(landmark_iter) for _ in chunk] if landmark_iter is not None and chunk else None
+            return chunk, boxes, landmarks
 
         if detect:
-            self._draft_size()  # loads the default detector here, never in a background thread
-        first = next_chunk()
-        following = next_chunk() if first is not None else None
-        if following is None or torch.get_num_threads() <= 1:
-            # One chunk (nothing to overlap with) or one thread (the caller's budget): the stages in a row.
-            while first is not None:
-                yield from self.process_images(**first, detect=detect, batch_size=batch_size, keep_images=keep_images)
-                first, following = following, next_chunk()
-            if failure:
-                raise failure[0]
-            return
-
-        from concurrent.futures import ThreadPoolExecutor
-
-        timings = self.timings
-        threads = torch.get_num_threads()  # the caller's budget (the background thread itself runs torch on one)
-
-        def decode(chunk):
-            return chunk, self.decode_images(chunk["images"], boxes=chunk["boxes"], detect=detect, threads=threads,
-                                             start_index=chunk["start_index"], keep_images=keep_images, names=chunk["names"])
-
-        def waited(future, stage: str):  # the calling thread's wait shows in the stage's time, end to end
-            started = time.perf_counter()
-            value = future.result()
-            setattr(timings, stage, getattr(timings, stage) + time.perf_counter() - started)
-            return value
-
-        def detect_chunk(future):
-            chunk, decoded = waited(future, "decode")
-            return self._detect_chunk(**chunk, detect=detect, keep_images=keep_images, decoded=decoded)
-
-        # One background thread, so its tasks run in the order submitted: decode(k+1), prepare(k), decode(k+2), ...
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_fer-pipeline", initializer=_serial_torch_thread)
+            self._draft_size()  # loads the default detector here, never in the prefetch thread
+        offset = 0
+        chunk, boxes, landmarks = next_chunk()
+        pool = pending = decoded = None
         try:
-            decoding = pool.submit(decode, first)
-            decoding_next = pool.submit(decode, following)
-            current = detect_chunk(decoding)  # the next chunk decodes meanwhile
-            while current is not None:
-                preparing = pool.submit(self._prepare_chunk, current)
-                detected = None
-                if decoding_next is not None:
-                    detected = detect_chunk(decoding_next)  # this chunk's faces are cut out meanwhile
-                    following = next_chunk()
-                    decoding_next = pool.submit(decode, following) if following is not None else None
-                results = self._classify_chunk(waited(preparing, "prepare_wait"), batch_size)  # the next decode runs meanwhile
-                del preparing
-                yield from results
-                current = detected
-            if failure:
-                raise failure[0]
+            while chunk:
+                # Prefetch: the next chunk decodes in a background thread while this one goes through the detector
+                # and the classifier (whose forwards leave the cores partly idle). One chunk ahead at most, so memory
+                # stays bounded; only with more than one torch thread (the caller's thread budget).
+                following = next_chunk()
+                if following[0] and torch.get_num_threads() > 1:
+                    if pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_fer-decode")
+                    pending = pool.submit(self.decode_images, following[0], boxes=following[1], detect=detect,
+                                          start_index=offset + len(chunk), keep_images=keep_images)
+                results = self.process_images(chunk, boxes=boxes, landmarks=landmarks, detect=detect,
+                                              batch_size=batch_size, start_index=offset, keep_images=keep_images,
+                                              decoded=decoded)
+                offset += len(chunk)
+                for result in results:
+                    if result.error is not None and options["errors"] == "raise":
+                        raise result.exception if result.exception is not None else ValueError(result.error)
+                    yield self.format_result(result, top_k=top_k)
+                chunk, boxes, landmarks = following
+                decoded = None  # without prefetch, process_images decodes the chunk itself
+                if pending is not None:
+                    started = time.perf_counter()
+                    decoded, pending = pending.result(), None
+                    self.timings.decode += time.perf_counter() - started  # only the wait shows end to end
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ the work
     def process_images(
@@ -481,15 +370,6 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
         ``decoded``: what :meth:`decode_images` returned for these inputs (decoded ahead of time), else decoded here.
         """
-        chunk = self._detect_chunk(images, boxes=boxes, landmarks=landmarks, detect=detect, start_index=start_index,
-                                   keep_images=keep_images, names=names, decoded=decoded)
-        return self._classify_chunk(self._prepare_chunk(chunk), batch_size)
-
-    # The three stages of a chunk. process_images runs them in a row; iter_results runs _prepare_chunk (no model
-    # forward, only the chunk's own tensors) in a background thread while the next chunk's detector forward runs.
-    def _detect_chunk(self, images: Sequence[Any], *, boxes=None, landmarks=None, detect: bool = True, start_index: int = 0,
-                      keep_images: bool = False, names=None, decoded: list | None = None) -> "_Chunk":
-        """Decode (unless ``decoded``) and find the faces: user boxes, the whole image, or one detector call."""
         timings = self.timings
         if decoded is None:
             started = time.perf_counter()
@@ -546,15 +426,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 results[index].detection_scores = found.scores.detach().float().cpu()
         del resized
         timings.detection += time.perf_counter() - started
-        return _Chunk(images=images, results=results, tensors=tensors, drafted=drafted, whole_images=whole_images,
-                      alignment=alignment)
 
-    def _prepare_chunk(self, chunk: "_Chunk") -> "_Chunk":
-        """Align every face (one batched warp per image) and run the image processor on all faces of the chunk.
-        Touches only the chunk's own data (safe in another thread while the next chunk is detected)."""
-        timings = self.timings
-        results, tensors, drafted, whole_images, alignment = (chunk.results, chunk.tensors, chunk.drafted,
-                                                              chunk.whole_images, chunk.alignment)
+        # Alignment: one batched warp per image (all its faces at once).
         started = time.perf_counter()
         crops: list[torch.Tensor] = []
         counts: list[int] = []
@@ -580,41 +453,33 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                     result.landmarks = result.landmarks * torch.tensor([sx, sy])
         timings.alignment += time.perf_counter() - started
 
-        chunk.tensors = chunk.images = chunk.drafted = None  # the full images are no longer needed
-        chunk.counts = counts
         total = sum(counts)
         timings.faces += total
         if total == 0:
-            return chunk
-
-        # Preprocess every face of the chunk together.
-        started = time.perf_counter()
-        if len({tuple(c.shape[1:]) for c in crops}) == 1:
-            batch = torch.cat(crops) if len(crops) > 1 else crops[0]
-        else:
-            batch = [face for group in crops for face in group]  # varying sizes (whole images): the processor resizes each
-        chunk.pixel_values = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
-        timings.preprocess += time.perf_counter() - started
-        return chunk
-
-    def _classify_chunk(self, chunk: "_Chunk", batch_size: int) -> list[FaceResult]:
-        """The classifier's forwards on the prepared faces, ``batch_size`` at a time; the chunk's results."""
-        results, counts, pixel_values = chunk.results, chunk.counts, chunk.pixel_values
-        if pixel_values is None:  # no face in the chunk
             for result in results:
                 if result.error is None:
                     result.probabilities = torch.zeros(0, len(self.label_names))
                     result.boxes = result.boxes if result.boxes is not None else torch.zeros(0, 4)
             return results
+
+        # Preprocess and classify every face of the chunk together.
+        started = time.perf_counter()
+        if len({tuple(c.shape[1:]) for c in crops}) == 1:
+            batch = torch.cat(crops) if len(crops) > 1 else crops[0]
+        else:
+            batch = [face for group in crops for face in group]  # varying sizes (whole images): the processor resizes each
+        pixel_values = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
+        timings.preprocess += time.perf_counter() - started
+
         started = time.perf_counter()
         step = 1 if self.classify_alone else batch_size
         outputs = []
         with torch.inference_mode():
-            for values in pixel_values.split(step):
-                logits = self.model(pixel_values=values.to(self.device, self.model.dtype)).logits
+            for chunk in pixel_values.split(step):
+                logits = self.model(pixel_values=chunk.to(self.device, self.model.dtype)).logits
                 outputs.append(logits.float().softmax(dim=-1).cpu())
         probabilities = torch.cat(outputs)
-        self.timings.classification += time.perf_counter() - started
+        timings.classification += time.perf_counter() - started
 
         for result, part in zip(results, probabilities.split(counts)):
             if result.error is None:
@@ -624,16 +489,13 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         return results
 
     def decode_images(self, images: Sequence[Any], *, boxes: Sequence[Any] | None = None, detect: bool = True,
-                      start_index: int = 0, keep_images: bool = False, names: Sequence[str] | None = None,
-                      threads: int | None = None) -> list:
+                      start_index: int = 0, keep_images: bool = False, names: Sequence[str] | None = None) -> list:
         """Decode a chunk of inputs: ``[(FaceResult, uint8 [3, H, W] or None, decoded below full size, detector
         input or None), ...]``. The last is the image already at the built-in detector's working size (its own
         resize, done here while the decoded pixels are still in cache, in the decoding threads), else ``None``.
 
         Safe to run in another thread than the one calling :meth:`process_images` (prefetch): it touches no shared
-        state beyond reading the detector's working size. ``threads``: decoding threads (default: torch's thread
-        count in the calling thread; a background thread passes its caller's)."""
-        threads = threads or torch.get_num_threads()
+        state beyond reading the detector's working size."""
         draft = self._draft_size() if detect else None
         resize = self._detector_resize() if draft is not None else None
         jobs = []
@@ -641,11 +503,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             name = names[index] if names is not None else _input_name(item, start_index + index)
             detected = draft is not None and (boxes is None or boxes[index] is None)
             jobs.append((item, name, draft if detected else None, keep_images, resize if detected else None))
-        if len(jobs) > 1 and threads > 1:
+        if len(jobs) > 1 and torch.get_num_threads() > 1:
             # Decoding is independent per image and PIL releases the GIL while decoding: use the cores torch uses.
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=min(len(jobs), threads), initializer=_serial_torch_thread) as pool:
+            with ThreadPoolExecutor(max_workers=min(len(jobs), torch.get_num_threads())) as pool:
                 decoded = list(pool.map(lambda job: self._decode(*job), jobs))
         else:
             decoded = [self._decode(*job) for job in jobs]

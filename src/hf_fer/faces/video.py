@@ -201,43 +201,36 @@ def predict_video(
 ) -> Iterator[dict]:
     """Per sampled frame ``{"frame", "time", "faces": [{..., "id"}]}`` from a FER pipeline, streamed.
 
-    Frames go through the pipeline ``batch_size`` at a time (``pipe.iter_results``: the frames of the chunk being
-    classified and of the next one, read ahead, are the only ones held in memory); the tracker then runs in frame
-    order. With ``return_images`` each result also carries ``"image"`` (the PIL frame) for drawing.
+    Frames go through the pipeline ``batch_size`` at a time (the only frames held in memory); the tracker then
+    runs in frame order. With ``return_images`` each result also carries ``"image"`` (the PIL frame) for drawing.
     """
-    from collections import deque
-
     tracker = IoUTracker(iou_threshold=iou_threshold, max_missed=max_missed, smoothing=smoothing)
     frames = iter_video_frames(source, every_n_frames=every_n_frames, fps=fps, max_frames=max_frames, format=format, options=options)
     name = str(source)
-    read: deque[VideoFrame] = deque()  # frames read but not yet reported (at most the chunks in flight)
-    unnamed: deque[str] = deque()
-
-    def images():
+    while True:
+        chunk: list[VideoFrame] = []
         for frame in frames:
-            read.append(frame)
-            unnamed.append(f"{name}#frame{frame.index}")
-            yield frame.image
-
-    def names():  # asked for right after the frames of a chunk were read
-        while True:
-            yield unnamed.popleft()
-
-    # The pipeline's shared path: chunks of batch_size frames, the next chunk decoded while this one is classified.
-    for result in pipe.iter_results(images(), batch_size=batch_size, detect=detect, names=names()):
-        frame = read.popleft()
-        record = {"file": name, "frame": frame.index, "time": None if frame.time is None else round(frame.time, 4)}
-        if result.error is not None:
-            record["error"] = result.error
-        else:
-            ids, probabilities = tracker.update(result.boxes, result.probabilities)
-            faces = pipe.format_result(result, top_k=top_k, probabilities=probabilities)
-            for face, face_id in zip(faces, ids):
-                face["id"] = face_id
-            record["faces"] = faces
-        if return_images:
-            record["image"] = frame.image
-        yield record
+            chunk.append(frame)
+            if len(chunk) >= batch_size:
+                break
+        if not chunk:
+            return
+        results = pipe.process_images([frame.image for frame in chunk], detect=detect, batch_size=batch_size,
+                                      names=[f"{name}#frame{frame.index}" for frame in chunk])
+        for frame, result in zip(chunk, results):
+            record = {"file": name, "frame": frame.index, "time": None if frame.time is None else round(frame.time, 4)}
+            if result.error is not None:
+                record["error"] = result.error
+            else:
+                ids, probabilities = tracker.update(result.boxes, result.probabilities)
+                faces = pipe.format_result(result, top_k=top_k, probabilities=probabilities)
+                for face, face_id in zip(faces, ids):
+                    face["id"] = face_id
+                record["faces"] = faces
+            if return_images:
+                record["image"] = frame.image
+            yield record
+        del chunk, results
 
 
 class ResultWriter:
