@@ -92,3 +92,38 @@ def test_dynamic_int8_matmuls(fused_export, tmp_path):
     error = np.abs(got - expected).max()
     print(f"\n{arch}: dynamic int8 MatMuls, max |logit diff| {error:.3g} (logit spread {np.ptp(expected):.3g})")
     assert 0 < error < 0.1 * np.ptp(expected)  # quantized (not bit-equal), yet close
+
+
+def test_export_int8_dynamic_through_the_cli(tmp_path):
+    """`hf-fer export --quantize int8-dynamic`: model_int8.onnx with the linear layers in dynamic int8, checked by
+    the export's parity gate, and OnnxClassifier runs it (the int8 file when present)."""
+    import subprocess
+    import sys
+
+    from hf_fer.onnx import OnnxClassifier
+
+    model, processor = vt_nr_tiny_model(), vt_nr_tiny_processor()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    run = subprocess.run([sys.executable, "-m", "hf_fer.cli", "export", "--model", str(tmp_path / "model"), "--format", "onnx",
+                          "--quantize", "int8-dynamic", "--min-agreement", "0", "--num-parity-images", "8",
+                          "--output", str(tmp_path / "onnx")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr + run.stdout
+    report = json.loads((tmp_path / "onnx" / REPORT_FILE).read_text())
+    assert report["quantization"]["method"] == "onnxruntime.quantization.quantize_dynamic"
+    assert report["parity"]["int8"]["num_images"] == 8
+    ops = Counter(node.op_type for node in onnx.load(str(tmp_path / "onnx" / "model_int8.onnx")).graph.node)
+    assert ops["MatMulInteger"] >= 2 * _blocks("vt_nr", model) and ops["QuantizeLinear"] == 0  # dynamic, not QDQ
+
+    channels, height, width = report["input"]["shape"][1:]
+    pixel_values = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values).logits.numpy()
+    classifier = OnnxClassifier(tmp_path / "onnx")
+    assert classifier.precision == "int8"
+    got = classifier.session.run(None, {"pixel_values": pixel_values.numpy()})[0]
+    assert 0 < np.abs(got - expected).max() < 0.1 * np.ptp(expected)
+
+    bad = subprocess.run([sys.executable, "-m", "hf_fer.cli", "export", "--model", str(tmp_path / "model"), "--format", "torch-export",
+                          "--quantize", "int8-dynamic", "--output", str(tmp_path / "pt2")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "int8-dynamic" in bad.stderr + bad.stdout

@@ -458,7 +458,10 @@ def export_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model folder or Hub id")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
-    parser.add_argument("--quantize", choices=["int8"], default=None, help="also write model_int8.onnx (ONNX Runtime static QDQ)")
+    parser.add_argument("--quantize", choices=["int8", "int8-dynamic"], default=None,
+                        help="also write model_int8.onnx: int8 = ONNX Runtime static QDQ of the convolutions (CNNs), "
+                             "calibrated; int8-dynamic = dynamic int8 of the linear layers' MatMuls (transformers: VT-NR), "
+                             "no calibration set")
     parser.add_argument("--calibration-dataset", default=None,
                         help="images for int8 calibration: a folder of images, a saved datasets folder, a Hub dataset id, or 'synthetic' (default)")
     parser.add_argument("--num-calibration-images", type=int, default=128)
