@@ -274,18 +274,22 @@ class _OnnxFiles:
 
     * ``onnxruntime``: the export as is (ONNX Runtime applies its own load-time optimisations);
     * ``onnx_fused``: after ONNX Runtime's transformer fusions (:func:`hf_fer.export.fuse_transformer_ops`);
-    * ``onnx_int8_matmul``: the fused graph with dynamic int8 MatMuls (:func:`hf_fer.export.quantize_matmuls_dynamic`).
+    * ``onnx_int8_matmul``: the fused graph with dynamic int8 MatMuls (:func:`hf_fer.export.quantize_matmuls_dynamic`);
+    * ``int8``: the export in static int8, as ``hf-fer export --quantize int8`` (:func:`hf_fer.export.quantize_onnx_int8`),
+      calibrated on ``calibration``.
     """
 
-    FILES = {"onnxruntime": "model.onnx", "onnx_fused": "fused.onnx", "onnx_int8_matmul": "fused_int8_matmul.onnx"}
+    FILES = {"onnxruntime": "model.onnx", "onnx_fused": "fused.onnx", "onnx_int8_matmul": "fused_int8_matmul.onnx",
+             "int8": "int8.onnx"}
 
-    def __init__(self, model: torch.nn.Module, example: torch.Tensor):
-        self.model, self.example = model, example
+    def __init__(self, model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor):
+        self.model, self.example, self.calibration = model, example, calibration
         self.folder: tempfile.TemporaryDirectory | None = None
         self.notes: dict[str, str] = {}
 
     def path(self, mode: str) -> Path:
-        from .export import DEFAULT_OPSET, _export_onnx, exportable_attention, fuse_transformer_ops, quantize_matmuls_dynamic
+        from .export import (DEFAULT_OPSET, _export_onnx, exportable_attention, fuse_transformer_ops, quantize_matmuls_dynamic,
+                             quantize_onnx_int8)
 
         if self.folder is None:
             self.folder = tempfile.TemporaryDirectory(prefix="hf_fer_onnx_")
@@ -301,6 +305,10 @@ class _OnnxFiles:
         elif mode == "onnx_int8_matmul":
             quantize_matmuls_dynamic(self.path("onnx_fused"), path)
             self.notes[mode] = "fused graph + dynamic int8 MatMuls (per-channel int8 weights, no calibration)"
+        elif mode == "int8":
+            kept = quantize_onnx_int8(self.path("onnxruntime"), path, self.calibration.cpu().numpy())["fallback"]["float_nodes"]
+            self.notes[mode] = (f"ONNX Runtime static int8 (QDQ, per-channel int8 weights x uint8 activations, Conv; depthwise Conv "
+                                f"in float), calibrated on {len(self.calibration)} synthetic faces; {len(kept)} Conv kept in float by the fallback")
         return path
 
     def close(self) -> None:
@@ -325,19 +333,6 @@ def _onnx_runner(files: _OnnxFiles, mode: str, pixel_values: torch.Tensor, devic
         options.intra_op_num_threads = torch.get_num_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(files.path(mode)), options, providers=providers)
-    feed = {"pixel_values": pixel_values.detach().cpu().numpy()}
-    return lambda: session.run(None, feed)
-
-
-def _int8_runner(model, pixel_values: torch.Tensor, calibration: torch.Tensor):
-    """Export, quantize (ONNX Runtime static int8, as ``hf-fer export --quantize int8``) and run with ONNX Runtime."""
-    from .export import _export_onnx, exportable_attention, onnx_session, quantize_onnx_int8
-
-    with tempfile.TemporaryDirectory(prefix="hf_fer_int8_") as folder:
-        with exportable_attention(model), torch.no_grad():
-            _export_onnx(model, pixel_values[:2] if len(pixel_values) > 1 else torch.cat([pixel_values] * 2), Path(folder) / "m.onnx", 18)
-        quantize_onnx_int8(Path(folder) / "m.onnx", Path(folder) / "q.onnx", calibration.numpy())
-        session = onnx_session(Path(folder) / "q.onnx")
     feed = {"pixel_values": pixel_values.detach().cpu().numpy()}
     return lambda: session.run(None, feed)
 
@@ -418,7 +413,7 @@ def benchmark_architecture(
     # CUDA graphs where they help: small fixed-shape batches on a GPU ("reduce-overhead")
     compile_mode = "reduce-overhead" if device.type == "cuda" else None
     calibration = synthetic_pixel_values(32, channels, height, width, seed=99)
-    onnx_files = _OnnxFiles(model, calibration[:2].to(device))  # exported once, for every ONNX mode and batch size
+    onnx_files = _OnnxFiles(model, calibration[:2].to(device), calibration)  # exported once, for every ONNX mode and batch size
     for batch_size in batch_sizes:
         pixel_values = synthetic_pixel_values(batch_size, channels, height, width).to(device)
         with torch.inference_mode():
@@ -474,9 +469,8 @@ def benchmark_architecture(
                     except ImportError:
                         entry.status, entry.reason = "skipped", "onnxruntime not installed (pip install hf_fer[onnx])"
                         continue
-                    run = _int8_runner(model.to(memory_format=torch.contiguous_format), pixel_values, calibration)
-                    entry.reason = ("ONNX Runtime static int8 (QDQ, per-channel int8 weights x uint8 activations, Conv; "
-                                    "depthwise Conv in float), calibrated on 32 synthetic faces")
+                    run = _onnx_runner(onnx_files, mode, pixel_values, device)
+                    entry.reason = f"{onnx_files.notes[mode]}; {torch.get_num_threads()} threads, no spinning"
                 elif mode in ONNX_MODES:
                     try:
                         import onnxruntime  # noqa: F401
