@@ -160,6 +160,30 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+_FAILED_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    if report.failed:
+        _FAILED_MODULES.add(item.nodeid.split("::")[0])
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_module_scratch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Delete the folders a module's fixtures made with ``tmp_path_factory`` once the module is done (pytest keeps
+    them to the end of the run: several GiB over the suite), unless one of its tests failed here."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.node.nodeid.split("::")[0] in _FAILED_MODULES:
+        return
+    for path in set(base.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not WORKER:
         return  # serial: pytest's order, which sets up each module's fixtures once
