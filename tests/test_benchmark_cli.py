@@ -42,7 +42,7 @@ def test_matmul_peak_is_a_throughput():
 
 
 def test_run_benchmark_reports_every_mode(toy):
-    report = run_benchmark(["toy"], devices=["cpu"], batch_sizes=[2], modes=["eager", "channels_last", "bf16", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8"],
+    report = run_benchmark(["toy"], devices=["cpu"], batch_sizes=[2], modes=["eager", "channels_last", "bf16", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8", "int8_mixed"],
                            warmup=0, iterations=2, matmul_size=64)
     (result,) = report["results"]
     # the default ToyConfig (what the benchmark builds) has transformers' default 2 labels
@@ -64,7 +64,7 @@ def test_run_benchmark_reports_every_mode(toy):
     assert report["peaks"]["cpu"]["fp32"] > 0
     # every path against fp32 eager of the same run: ratio, top-1 agreement (same faces), CPU time, peak RSS
     assert by_mode["eager"]["ratio_to_eager"] == 1.0 and by_mode["eager"]["top1_agreement"] == 1.0
-    for mode in ("channels_last", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8"):
+    for mode in ("channels_last", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8", "int8_mixed"):
         entry = by_mode[mode]
         assert entry["status"] == "ok", entry
         assert entry["ratio_to_eager"] == pytest.approx(entry["images_per_second"] / by_mode["eager"]["images_per_second"], rel=1e-2)

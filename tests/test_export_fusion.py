@@ -127,3 +127,38 @@ def test_export_int8_dynamic_through_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hf_fer.cli", "export", "--model", str(tmp_path / "model"), "--format", "torch-export",
                           "--quantize", "int8-dynamic", "--output", str(tmp_path / "pt2")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "int8-dynamic" in bad.stderr + bad.stdout
+
+
+def test_export_int8_mixed_quantizes_convolutions_and_linear_layers(tmp_path):
+    """`--quantize int8-mixed` (POSTER V2's fast path): the convolutions in static QDQ int8 (calibrated) and the
+    linear layers' MatMuls in dynamic int8, in one model_int8.onnx behind the parity gate; OnnxClassifier runs it."""
+    from hf_fer.onnx import OnnxClassifier
+
+    model = poster_v2_tiny_model()
+    result = export_model(model, tmp_path / "onnx", image_processor=PosterV2ImageProcessor(size={"height": 64, "width": 64}),
+                          quantize="int8-mixed", num_parity_images=8, num_calibration_images=16, min_agreement=0.0)
+    report = json.loads((result.output_dir / REPORT_FILE).read_text())
+    assert report["passed"] and report["quantization"]["quant_format"] == "QDQ"
+    assert report["quantization"]["dynamic_matmuls"]["method"] == "onnxruntime.quantization.quantize_dynamic"
+    graph = onnx.load(str(result.files["int8"])).graph
+    ops = Counter(node.op_type for node in graph.node)
+    weights = {init.name: init.data_type for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    # static part: convolutions fed by DequantizeLinear of int8 weights (QDQ); dynamic part: the linear layers
+    int8_weight_convs = [node for node in convs if any(
+        producer.op_type == "DequantizeLinear" and weights.get(producer.input[0]) == onnx.TensorProto.INT8
+        for producer in graph.node if producer.output[0] == node.input[1])]
+    assert len(int8_weight_convs) >= len(convs) // 2 and ops["QuantizeLinear"] > 0
+    assert ops["DynamicQuantizeLinear"] > 0 and ops["MatMulInteger"] >= 2 * _blocks("poster_v2", model)
+    assert report["parity"]["int8"]["num_images"] == 8
+
+    pixel_values = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values).logits.numpy()
+    classifier = OnnxClassifier(result.output_dir)
+    assert classifier.precision == "int8"
+    got = classifier.session.run(None, {"pixel_values": pixel_values.numpy()})[0]
+    error = np.abs(got - expected).max()
+    print(f"\nposter_v2 int8-mixed: {ops['MatMulInteger']} dynamic int8 MatMuls, {len(int8_weight_convs)} of {len(convs)} "
+          f"convolutions in int8, max |logit diff| {error:.3g} (logit spread {np.ptp(expected):.3g})")
+    assert 0 < error < 0.2 * np.ptp(expected)

@@ -29,7 +29,9 @@ import torch
 __all__ = ["MODES", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
            "count_flops", "count_parameters", "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
 
-MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8")
+MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8",
+         "int8_mixed")
+INT8_MODES = ("int8", "int8_mixed")  # calibrated static int8: CPU only
 ONNX_MODES = ("onnxruntime", "onnx_fused", "onnx_int8_matmul")
 QUICK_MODES = ("eager", "channels_last", "bf16")
 
@@ -276,11 +278,12 @@ class _OnnxFiles:
     * ``onnx_fused``: after ONNX Runtime's transformer fusions (:func:`hf_fer.export.fuse_transformer_ops`);
     * ``onnx_int8_matmul``: the fused graph with dynamic int8 MatMuls (:func:`hf_fer.export.quantize_matmuls_dynamic`);
     * ``int8``: the export in static int8, as ``hf-fer export --quantize int8`` (:func:`hf_fer.export.quantize_onnx_int8`),
-      calibrated on ``calibration``.
+      calibrated on ``calibration``;
+    * ``int8_mixed``: ``int8`` plus dynamic int8 MatMuls, as ``hf-fer export --quantize int8-mixed``.
     """
 
     FILES = {"onnxruntime": "model.onnx", "onnx_fused": "fused.onnx", "onnx_int8_matmul": "fused_int8_matmul.onnx",
-             "int8": "int8.onnx"}
+             "int8": "int8.onnx", "int8_mixed": "int8_mixed.onnx"}
 
     def __init__(self, model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor):
         self.model, self.example, self.calibration = model, example, calibration
@@ -309,6 +312,9 @@ class _OnnxFiles:
             kept = quantize_onnx_int8(self.path("onnxruntime"), path, self.calibration.cpu().numpy())["fallback"]["float_nodes"]
             self.notes[mode] = (f"ONNX Runtime static int8 (QDQ, per-channel int8 weights x uint8 activations, Conv; depthwise Conv "
                                 f"in float), calibrated on {len(self.calibration)} synthetic faces; {len(kept)} Conv kept in float by the fallback")
+        elif mode == "int8_mixed":
+            quantize_matmuls_dynamic(self.path("int8"), path)
+            self.notes[mode] = self.notes["int8"] + "; then dynamic int8 MatMuls (per-channel int8 weights)"
         return path
 
     def close(self) -> None:
@@ -460,7 +466,7 @@ def benchmark_architecture(
                             return compiled_bf16(pixel_values=pixel_values)
                     with torch.inference_mode():
                         run()
-                elif mode == "int8":
+                elif mode in INT8_MODES:
                     if device.type != "cpu":
                         entry.status, entry.reason = "skipped", "ONNX Runtime int8 is measured on CPU"
                         continue
@@ -507,7 +513,7 @@ def benchmark_architecture(
             entry.timed_calls = len(times)
             entry.images_per_second = round(batch_size / median, 2)
             peak = peak_bf16 if mode in ("bf16", "bf16_compile") else peak_fp32
-            if peak and mode != "int8":
+            if peak and mode not in INT8_MODES:
                 entry.percent_of_peak = round(100 * result.flops_per_image * entry.images_per_second / peak, 2)
     onnx_files.close()  # (its temporary folder is also removed if an error ends the run early)
     for entry in result.modes:  # ratios to fp32 eager of the same batch size, same run
@@ -620,7 +626,7 @@ def format_report(report: dict) -> str:
     for result in report["results"]:
         for mode in result["modes"]:
             if mode["status"] == "ok":
-                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "bf16_compile", "int8", *ONNX_MODES) and mode["setup_seconds"] else []
+                notes = [f"setup {mode['setup_seconds']:.1f}s"] if mode["mode"] in ("compile", "bf16_compile", *INT8_MODES, *ONNX_MODES) and mode["setup_seconds"] else []
                 notes += [mode["reason"]] if mode.get("reason") else []
                 lines.append(f"{result['arch']:<10} {mode['device']:<6} {mode['mode']:<16} {mode['batch_size']:>5} {mode['images_per_second']:>9.2f} "
                              f"{mode['latency_ms']:>10.2f} {mode['latency_min_ms']:>9.2f} {mode['latency_max_ms']:>9.2f} {mode['timed_calls']:>5} "

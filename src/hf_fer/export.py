@@ -378,7 +378,8 @@ def _export_torch(model: torch.nn.Module, example: torch.Tensor, path: Path) -> 
 DEFAULT_INT8_OP_TYPES = ("Conv",)
 # "int8": static QDQ of the convolutions (CNNs); "int8-dynamic": dynamic int8 of the linear layers' MatMuls (VT-NR:
 # 2.2x fp32 eager at batch 32, 99.6 % agreement on a trained model; README "Fast inference and export").
-QUANTIZE_CHOICES = (None, "int8", "int8-dynamic")
+# "int8-mixed": both (models with convolutions and transformer parts: POSTER V2).
+QUANTIZE_CHOICES = (None, "int8", "int8-dynamic", "int8-mixed")
 CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
 
 
@@ -721,6 +722,12 @@ def export_model(
                     report["quantization"] = quantize_onnx_int8(staging / ONNX_FILE, staging / INT8_FILE, calibration.numpy(), op_types=int8_op_types,
                                                                    calibrate_method=calibration_method, target_agreement=int8_target_agreement)
                     report["quantization"]["calibration_images"] = "synthetic faces (seed 99)" if calibration_dataset is None else str(calibration_dataset)
+                    if quantize == "int8-mixed":
+                        # then the linear layers' MatMuls (which static int8 leaves in float) in dynamic int8; the
+                        # fallback above judged the static part alone, the parity check below judges the result
+                        mixed = staging / "model_int8_mixed.onnx"
+                        report["quantization"]["dynamic_matmuls"] = quantize_matmuls_dynamic(staging / INT8_FILE, mixed)
+                        os.replace(mixed, staging / INT8_FILE)
                     files["int8"] = staging / INT8_FILE
                 report["graph_optimization"] = _fuse_in_place(staging / ONNX_FILE) if optimize else None
             else:

@@ -20,7 +20,8 @@ ARCHITECTURE_NAMES = ("arm", "dacl", "dmue", "mini_xception", "poster_v2", "vt_n
 BENCHMARK_NAMES = ("raf-db", "affectnet-7", "affectnet-8", "fer2013", "ferplus", "sfew", "caer-s")  # hf_fer.labels.BENCHMARKS
 DATASET_LAYOUTS = ("raf-db-list", "affectnet-csv", "affectnet-npy", "fer2013-csv", "ferplus-csv", "ferplus-folders",
                    "ferplus-jin2", "class-folders")  # hf_fer.data.benchmarks.LAYOUTS
-BENCHMARK_MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8")  # hf_fer.benchmark.MODES
+BENCHMARK_MODES = ("eager", "channels_last", "bf16", "compile", "bf16_compile", "onnxruntime", "onnx_fused", "onnx_int8_matmul", "int8",
+                   "int8_mixed")  # hf_fer.benchmark.MODES
 BENCHMARK_QUICK_MODES = ("eager", "channels_last", "bf16")  # hf_fer.benchmark.QUICK_MODES
 BENCHMARK_MODE_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "channels-last": "channels_last", "torch.compile": "compile"}
 PROTOCOLS = ("hf_fer", "paper")  # hf_fer.evaluation.protocols
@@ -418,7 +419,7 @@ def benchmark_parser(prog: str = "hf-fer benchmark", modes=BENCHMARK_MODES, quic
 
 modes: {', '.join(modes)} (bf16 = autocast; labelled "emulated", without % of peak, where the hardware has no bf16
 units; bf16_compile = autocast inside torch.compile, CUDA graphs on a GPU; onnxruntime = ONNX Runtime fp32; int8 =
-ONNX Runtime static int8 as `hf-fer export --quantize int8`, CPU; also accepted: {aliases}). Timings: median / min /
+ONNX Runtime static int8 as `hf-fer export --quantize int8`, CPU; int8_mixed = that plus dynamic int8 MatMuls (`--quantize int8-mixed`); also accepted: {aliases}). Timings: median / min /
 max over the timed calls; each mode also reports its ratio to fp32 eager of the same run, top-1 agreement with it on
 synthetic faces, CPU time per call and the process peak RSS. On a GPU, batch 256 is added (the GPU branch is untested
 by its authors).
@@ -458,10 +459,10 @@ def export_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model folder or Hub id")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
-    parser.add_argument("--quantize", choices=["int8", "int8-dynamic"], default=None,
+    parser.add_argument("--quantize", choices=["int8", "int8-dynamic", "int8-mixed"], default=None,
                         help="also write model_int8.onnx: int8 = ONNX Runtime static QDQ of the convolutions (CNNs), "
                              "calibrated; int8-dynamic = dynamic int8 of the linear layers' MatMuls (transformers: VT-NR), "
-                             "no calibration set")
+                             "no calibration set; int8-mixed = both (convolutions and transformer parts: POSTER V2)")
     parser.add_argument("--calibration-dataset", default=None,
                         help="images for int8 calibration: a folder of images, a saved datasets folder, a Hub dataset id, or 'synthetic' (default)")
     parser.add_argument("--num-calibration-images", type=int, default=128)
