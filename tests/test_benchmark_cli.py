@@ -144,3 +144,22 @@ def test_training_throughput_mode(capsys):
     assert "train img/s" in out and "dmue" in out
     row = [line for line in out.splitlines() if line.startswith("dmue")][0]
     assert float(row.split()[5]) > 0
+
+
+def test_pipeline_benchmark_reports_every_stage():
+    """`hf-fer benchmark --pipeline`: per-stage figures for the photo with 5 faces, given as a file and as a decoded
+    array, and the overhead with and without decoding (the figures themselves are the benchmark's to print)."""
+    from hf_fer.benchmark import benchmark_pipeline, format_pipeline_report
+
+    report = benchmark_pipeline(batch=2, iterations=1, warmup=0)
+    rows = report["runs"]
+    assert [(r["photos"], r["input"]) for r in rows] == [(1, "file"), (1, "file"), (2, "file"), (2, "file"), (2, "array")]
+    for row in rows:
+        assert row["faces"] == row["faces_found"] == 5 * row["photos"], row
+        forwards = row["detector_forward_ms"] + row["classifier_forward_ms"]
+        assert 0 < forwards < row["end_to_end_ms"]
+        assert row["overhead_percent"] == pytest.approx(100 * (row["end_to_end_ms"] - forwards) / row["end_to_end_ms"])
+        assert row["overhead_excluding_decode_percent"] == pytest.approx(row["overhead_percent"] - 100 * row["decode_ms"] / row["end_to_end_ms"])
+        assert 0 < row["decode_ms"] and row["alignment_ms"] > 0
+    text = format_pipeline_report(report, None)
+    assert "w/o decode" in text and "array" in text and report["cpu"] in text

@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -403,14 +404,26 @@ INT8_FALLBACK_ROUNDS = 3  # re-quantizations at most (each one a few seconds; th
 INT8_FALLBACK_NOISE_SHARE = 0.5  # per round, keep in float the fewest nodes that add this share of the measured noise...
 INT8_FALLBACK_MAX_NODES = 3  # ...but no more than this many per round
 INT8_DEBUG_IMAGES = 32  # held-out calibration images (the nearest ties) on which the per-node noise is measured
+INT8_DEBUG_BATCH = 4  # of these, how many have their intermediate tensors in memory at once
 INT8_FALLBACK_HELD_OUT = 4  # 1/4 of the calibration images are kept out of the ranges, for the fallback to judge
 
 
 class _ArrayReader:
-    """An ONNX Runtime calibration data reader over an array of pixel values."""
+    """An ONNX Runtime calibration data reader over an array of pixel values, in batches.
+
+    ``len()`` and ``set_range`` (in batches) let ``quantize_static`` calibrate a few batches at a time
+    (``CalibStridedMinMax``): the MinMax calibrator otherwise keeps every intermediate tensor of every calibration
+    image in memory until the end (POSTER V2 at 224 px: 11 GB for 32 images)."""
 
     def __init__(self, pixel_values: np.ndarray, batch_size: int):
-        self.batches = iter(list(_batches(pixel_values, batch_size)))
+        self.all_batches = list(_batches(pixel_values, batch_size))
+        self.batches = iter(self.all_batches)
+
+    def __len__(self) -> int:
+        return len(self.all_batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.batches = iter(self.all_batches[start_index:end_index])
 
     def get_next(self):
         batch = next(self.batches, None)
@@ -433,26 +446,46 @@ def quantization_noise_by_node(float_model: str | os.PathLike, qdq_model: str | 
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
-        compute_signal_to_quantization_noice_ratio,
         create_activation_matching,
         modify_model_output_intermediate_tensors,
     )
 
+    by_name = {node.name: node for node in onnx.load(str(float_model), load_external_data=False).graph.node}
+    wanted = [(tensor, stage) for name in nodes if name in by_name
+              for tensor, stage in ((by_name[name].input[0], "pre_qdq"), (by_name[name].output[0], "post_qdq"))]
+    # Every saved tensor of a batch is held at once, so a few images at a time: the squared norms of signal and
+    # noise add up over batches to the SQNR of the whole set (POSTER V2 at 224 px held 6 GB for 32 images at once).
     saved = {"float": ["Conv"], "qdq": ["Conv", "QuantizeLinear", "DequantizeLinear"]}  # what the comparison needs
-    activations = {}
+    powers: dict[tuple[str, str], list[float]] = {}  # (tensor, stage) -> [signal power, noise power]
     with tempfile.TemporaryDirectory() as scratch:
+        augmented = {}
         for key, path in (("float", float_model), ("qdq", qdq_model)):
-            augmented = str(Path(scratch) / f"{key}.onnx")
-            modify_model_output_intermediate_tensors(str(path), augmented, op_types_for_saving=saved[key])
-            activations[key] = collect_activations(augmented, _ArrayReader(pixel_values, batch_size))
-    matched = create_activation_matching(activations["qdq"], activations["float"])
+            augmented[key] = str(Path(scratch) / f"{key}.onnx")
+            modify_model_output_intermediate_tensors(str(path), augmented[key], op_types_for_saving=saved[key])
+        step = max(1, min(batch_size, INT8_DEBUG_BATCH))
+        for first in range(0, len(pixel_values), step):
+            chunk = pixel_values[first:first + step]
+            activations = {key: collect_activations(augmented[key], _ArrayReader(chunk, step)) for key in augmented}
+            matched = create_activation_matching(activations["qdq"], activations["float"])
+            for tensor, stage in wanted:
+                reference = activations["float"].get(tensor)
+                values = matched[tensor][stage] if tensor in matched else activations["qdq"].get(tensor)  # not quantized: as is
+                if reference is None or values is None:
+                    continue
+                signal = np.concatenate(reference).astype(np.float64).ravel()
+                noise = signal - np.concatenate(values).astype(np.float64).ravel()
+                total = powers.setdefault((tensor, stage), [0.0, 0.0])
+                total[0] += float(signal @ signal)
+                total[1] += float(noise @ noise)
 
     def sqnr(tensor: str, stage: str) -> float | None:
-        reference = activations["float"].get(tensor)
-        values = matched[tensor][stage] if tensor in matched else activations["qdq"].get(tensor)  # not quantized: as is
-        return None if reference is None or values is None else compute_signal_to_quantization_noice_ratio(reference, values)
+        """dB, as ``qdq_loss_debug.compute_signal_to_quantization_noice_ratio`` on the whole set."""
+        if (tensor, stage) not in powers:
+            return None
+        signal, noise = powers[(tensor, stage)]
+        epsilon = np.finfo(float).eps
+        return 20 * math.log10(max(math.sqrt(signal), epsilon) / max(math.sqrt(noise), epsilon))
 
-    by_name = {node.name: node for node in onnx.load(str(float_model), load_external_data=False).graph.node}
     rows = []
     for name in nodes:
         node = by_name.get(name)
@@ -558,6 +591,9 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
         cache = ({"calibration_cache_path": str(Path(scratch) / "calibrated_ranges.json")}
                  if "calibration_cache_path" in inspect.signature(quantize_static).parameters else {})
 
+        # MinMax ranges one batch at a time (the same ranges: min of the minima, max of the maxima), in bounded memory
+        strided = {"CalibStridedMinMax": 1} if calibrate_method == "MinMax" else {}
+
         def quantize(path: Path, float_nodes: list[str]) -> np.ndarray:
             root = logging.getLogger()
             level, root.level = root.level, logging.ERROR  # per-channel notes about 1-D norm weights are noise
@@ -565,7 +601,7 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike, cal
                 quantize_static(str(prepared), str(path), Reader(calibration, reader_batch), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=getattr(CalibrationMethod, calibrate_method),
-                                extra_options={"ActivationSymmetric": False}, **cache,
+                                extra_options={"ActivationSymmetric": False, **strided}, **cache,
                                 op_types_to_quantize=list(op_types) if op_types else None, nodes_to_exclude=excluded + float_nodes)
             finally:
                 root.level = level
