@@ -285,7 +285,7 @@ class RetinaFaceDetector(nn.Module):
         pre_nms_top_k: int = 5000,
         max_faces: int = 750,
         min_face_size: float = 0.0,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         refine_landmarks: bool = False,
         refine_context: float = 0.5,
     ) -> None:
@@ -296,12 +296,17 @@ class RetinaFaceDetector(nn.Module):
             raise ValueError(f"max_size must be >= 32 or None, got {max_size}")
         if refine_context < 0:
             raise ValueError(f"refine_context must be >= 0, got {refine_context}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_size = max_size
         self.pre_nms_top_k = pre_nms_top_k
         self.max_faces = max_faces
         self.min_face_size = min_face_size
+        # Images per forward; None = 4 on CPU (per photo the fastest: 640 px photos on 2 cores took 10.9 ms each in
+        # batches of 4, 12.4 ms in batches of 8, 12.7 ms alone; the face pipeline end to end 13-16 % faster than with
+        # 8), 32 on a GPU.
         self.batch_size = batch_size
         self.refine_landmarks = refine_landmarks
         self.refine_context = refine_context
@@ -351,6 +356,11 @@ class RetinaFaceDetector(nn.Module):
             for channel in range(3):  # BGR: output channel c is input channel 2 - c
                 torch.sub(image[2 - channel], mean[channel], out=out[index, :, :, channel])
         return out.permute(0, 3, 1, 2)
+
+    def _forward_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return 4 if self.mean.device.type == "cpu" else 32
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
         if self.max_size is None or max(height, width) <= self.max_size:
@@ -430,8 +440,9 @@ class RetinaFaceDetector(nn.Module):
         results: list[FaceDetections | None] = [None] * len(images)
         device = self.mean.device
         for (h, w), indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start: start + self.batch_size]
+            step = self._forward_batch_size()
+            for start in range(0, len(indices), step):
+                chunk = indices[start: start + step]
                 resized = [self._resize(images[i].to(device), (h, w)) for i in chunk]
                 loc, conf, lms = self(self.preprocess(resized))  # no stacked copy: written into the batch
                 for i, det in zip(chunk, self.postprocess(loc, conf, lms, h, w)):
@@ -469,7 +480,7 @@ class RetinaFaceDetector(nn.Module):
         windows = torch.stack([image[:, y0:y0 + win_h, x0:x0 + win_w] for x0, y0 in origins.tolist()])
         win_h, win_w = windows.shape[-2:]
         found: list[FaceDetections] = []
-        for chunk in windows.split(self.batch_size):
+        for chunk in windows.split(self._forward_batch_size()):
             found += self.postprocess(*self(self.preprocess(chunk)), win_h, win_w)
         boxes, landmarks = det.boxes.clone(), det.landmarks.clone()
         for face in range(len(det)):
