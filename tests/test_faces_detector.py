@@ -172,3 +172,19 @@ def test_shipped_weights_regenerate_byte_identical(tmp_path):
     tampered.write_bytes(onnx_bytes[:-1] + b"\0")
     with pytest.raises(ValueError, match="SHA-256"):
         read_onnx_bytes(tampered)
+
+
+def test_forward_batch_size_splits_without_changing_results(detector, photos):
+    """Six same-size photos go through the detector in forwards of ``batch_size`` images (default: 4 on CPU, so
+    4 + 2 here); every split gives each photo the faces it gets alone. A batch size below 1 is refused."""
+    base = photos["sample1.jpg"]
+    images = [base, base.flip(-1), base.roll(37, dims=-1), base.flip(-2), base.roll(-53, dims=-2), base.flip(-1).flip(-2)]
+    alone = [detector.detect([image])[0] for image in images]
+    for batch_size in (None, 3, 6):
+        split = RetinaFaceDetector.from_pretrained(batch_size=batch_size).detect(images)
+        for single, det in zip(alone, split):
+            assert len(single) == len(det)
+            torch.testing.assert_close(det.boxes, single.boxes, atol=1e-3, rtol=0)
+            torch.testing.assert_close(det.scores, single.scores, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        RetinaFaceDetector(batch_size=0)

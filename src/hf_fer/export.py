@@ -8,7 +8,8 @@
   convolutions kept in float, and the convolutions adding the most quantization noise kept in float when int8
   disagrees with fp32 on held-out calibration images: :func:`quantize_onnx_int8`). ``--quantize int8-dynamic``
   writes it with the linear layers' MatMuls in dynamic int8 instead (the transformers; no calibration set:
-  :func:`quantize_matmuls_dynamic`).
+  :func:`quantize_matmuls_dynamic`), and ``--quantize int8-mixed`` does both, one after the other (convolutions and
+  transformer parts: POSTER V2).
   ``--format torch-export`` writes ``model.pt2`` (``torch.export.save``) instead. ``--optimize`` rewrites
   ``model.onnx`` with ONNX Runtime's transformer fusions (:func:`fuse_transformer_ops`; runs in ONNX Runtime only).
 * ``parity_report.json``: the exported file against the PyTorch model on a fixed image set (synthetic faces by
