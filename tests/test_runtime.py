@@ -137,3 +137,22 @@ def test_face_pipeline_and_predict_cli_accept_runtime(exported, capsys):
     assert "\nruntime int8 (" in "\n" + err and "model_int8.onnx" in err
     assert main(["predict", face, "--no-detect", "--runtime", "int8"]) == 1  # the shipped model has no export beside it
     assert "error: runtime int8: no model_int8.onnx" in capsys.readouterr().err
+
+
+
+def test_compile_runtime_matches_eager_under_inference_mode():
+    """`--runtime compile`: ``torch.compile`` with Inductor's freezing on CPU (weights folded into the graph as
+    constants and packed once for oneDNN; it applies only where gradients are off, as in the pipelines). Same
+    logits as eager, in fp32 and under bf16 autocast (the best POSTER V2 path on AVX512-BF16 CPUs)."""
+    model = AutoModelForImageClassification.from_pretrained(pretrained_path()).eval()
+    pixel_values = _faces(pretrained_path(), 8)
+    with torch.inference_mode():
+        eager = model(pixel_values=pixel_values).logits
+        choice = apply_runtime(model, "compile", "fp32")
+        compiled = model(pixel_values=pixel_values).logits
+        assert choice.runtime == "compile" and choice.dtype == "fp32"
+        torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+        choice = apply_runtime(model, "compile", "bf16")
+        low = model(pixel_values=pixel_values).logits
+    assert choice.dtype == "bf16" and low.dtype == torch.float32
+    assert float((low - eager).abs().max()) < 0.5 and float((low.argmax(-1) == eager.argmax(-1)).float().mean()) >= 0.75

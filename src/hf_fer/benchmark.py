@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .runtime import compile_for_inference
+
 __all__ = ["MODES", "ModeResult", "ArchitectureResult", "Bf16Support", "bf16_support", "cpu_flags", "matmul_peak",
            "count_flops", "count_parameters", "peak_forward_memory", "benchmark_architecture", "run_benchmark", "build_parser", "main"]
 
@@ -358,7 +360,10 @@ def synthetic_pixel_values(batch_size: int, channels: int, height: int, width: i
     tensor = torch.as_tensor(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     if channels == 1:
         tensor = tensor.mean(1, keepdim=True)
-    return torch.nn.functional.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    tensor = torch.nn.functional.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    # Contiguous NCHW, as image processors return it: the permuted (channels-last strided) tensor would make "eager"
+    # run every convolution channels-last, which is the channels_last mode's business.
+    return tensor.contiguous()
 
 
 def _peak_rss_mb() -> float | None:
@@ -448,7 +453,7 @@ def benchmark_architecture(
                             return model(pixel_values=pixel_values)
                 elif mode == "compile":
                     if compiled is None:  # one compiled module for every batch size (`or` would call Module.__len__)
-                        compiled = torch.compile(model, dynamic=False)  # one shape-specialised graph per batch size
+                        compiled = compile_for_inference(model, device, dynamic=False)  # one shape-specialised graph per batch size
                     with torch.inference_mode():
                         compiled(pixel_values=pixel_values)  # compile (and recompile per batch size) outside the timing
                     run = lambda: compiled(pixel_values=pixel_values)  # noqa: E731
@@ -459,7 +464,7 @@ def benchmark_architecture(
                     if not bf16.native:
                         entry.reason = f"emulated ({bf16.detail})"
                     if compiled_bf16 is None:
-                        compiled_bf16 = torch.compile(model, dynamic=False, mode=compile_mode)
+                        compiled_bf16 = compile_for_inference(model, device, dynamic=False, mode=compile_mode)
 
                     def run():
                         with torch.autocast(device.type, dtype=torch.bfloat16):

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["RUNTIMES", "DTYPES", "COMPILE_MIN_IMAGES", "RuntimeChoice", "find_onnx_export", "choose_runtime", "apply_runtime"]
+__all__ = ["RUNTIMES", "DTYPES", "COMPILE_MIN_IMAGES", "RuntimeChoice", "find_onnx_export", "choose_runtime", "apply_runtime",
+           "compile_for_inference"]
 
 RUNTIMES = ("auto", "eager", "compile", "onnx", "int8")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -93,6 +94,20 @@ def _compiles_fullgraph(model: torch.nn.Module) -> bool:
     from .models import ARCHITECTURES
 
     return getattr(getattr(model, "config", None), "model_type", None) in ARCHITECTURES
+
+
+def compile_for_inference(function, device: torch.device | str = "cpu", *, fullgraph: bool = False, dynamic: bool | None = None,
+                          mode: str | None = None):
+    """``torch.compile`` for inference. On CPU with Inductor's *freezing*: parameters become constants of the graph,
+    so convolution/linear weights are packed once for oneDNN and constant casts (bf16 autocast) are folded away.
+    Measured on POSTER V2 (2 AVX-512-BF16 cores, batch 32): fp32 compile 1.08x eager without freezing, 1.26x with;
+    bf16 autocast + compile 2.02x without, 2.5x with. Freezing applies where gradients are off (``no_grad`` /
+    ``inference_mode``: the pipelines), and the compiled function keeps the weights it first ran with: compile
+    again after changing them. ``mode`` (e.g. CUDA graphs' ``"reduce-overhead"``) replaces the options elsewhere."""
+    device = torch.device(device)
+    if device.type == "cpu" and mode is None:
+        return torch.compile(function, fullgraph=fullgraph, dynamic=dynamic, options={"freezing": True})
+    return torch.compile(function, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
 
 
 def choose_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "auto", *, device: torch.device | str = "cpu",
@@ -190,7 +205,7 @@ def apply_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "a
         return choice
     run = original
     if choice.runtime == "compile":
-        run = torch.compile(original, fullgraph=_compiles_fullgraph(model))
+        run = compile_for_inference(original, device, fullgraph=_compiles_fullgraph(model))
     if choice.dtype != "fp32":
         low, inner = _TORCH_DTYPES[choice.dtype], run
 
