@@ -89,6 +89,29 @@ def test_compile_mode_at_two_batch_sizes(toy):
     assert "compile" in format_report(report)
 
 
+
+
+def test_compile_mode_is_not_silently_eager_after_earlier_compiles(toy):
+    """Every hf_fer model's forward goes through transformers' ``can_return_tuple`` wrapper, one code object, so
+    the architectures share Dynamo's per-code cache: once earlier compiles fill it (8 entries), Dynamo silently runs
+    eager, and "compile" measured eager for DACL and DMUE in a full run. The benchmark starts each architecture
+    from an empty cache. Here the limit is 2 and the toy's forward already holds 2 graphs when the benchmark runs."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    with torch._dynamo.config.patch(recompile_limit=2):
+        model, _ = fx.make_toy_model(hidden_size=8)
+        earlier = torch.compile(model.eval(), dynamic=False)
+        with torch.inference_mode():
+            for batch in (3, 4):
+                earlier(pixel_values=torch.randn(batch, 3, 32, 32))
+        before = counters["stats"]["unique_graphs"]
+        report = run_benchmark(["toy"], devices=["cpu"], batch_sizes=[1], modes=["compile"], warmup=0, iterations=1,
+                               matmul_size=64, min_seconds=0)
+    assert report["results"][0]["modes"][0]["status"] == "ok"
+    assert counters["stats"]["unique_graphs"] == before + 1  # the benchmark's graph was compiled, not skipped
+
+
 def _flags_from_proc_cpuinfo() -> set[str]:
     """The first processor's flags, read here independently of the library."""
     text = open("/proc/cpuinfo").read()

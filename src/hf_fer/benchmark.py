@@ -421,6 +421,10 @@ def benchmark_architecture(
     peak_bf16 = (peaks or {}).get("bf16")  # only measured where bf16 is native: no "% of peak" against an emulation
     bf16 = bf16_support(device)
     compiled = compiled_bf16 = None
+    # Every model's forward runs through transformers' `can_return_tuple` wrapper (one code object), so architectures
+    # share Dynamo's per-code cache: after 8 graphs (batch sizes x autocast) Dynamo silently runs eager. Each
+    # architecture starts from an empty cache.
+    torch._dynamo.reset()
     # CUDA graphs where they help: small fixed-shape batches on a GPU ("reduce-overhead")
     compile_mode = "reduce-overhead" if device.type == "cuda" else None
     calibration = synthetic_pixel_values(32, channels, height, width, seed=99)

@@ -9,15 +9,17 @@ the fp32 ``model.onnx`` of an ``hf-fer export`` folder), ``int8`` (its ``model_i
   and 32 for every architecture measured (README table);
 * ``compile`` on a GPU for long runs (``expected_images >= COMPILE_MIN_IMAGES`` at ``batch_size >= 8``) of a
   model known to compile as one graph (hf_fer's architectures, tested with ``fullgraph=True``). Not on CPU:
-  measured there, fp32 ``torch.compile`` gives 0.9-1.2x eager at batch 32 and less at batch 1, after a
-  15-130 s warm-up, so it is only used when asked for;
+  measured there (2 cores, idle), fp32 ``torch.compile`` with freezing gives 1.0-1.4x eager at batch 32 for
+  the ResNet-18 models and POSTER V2 and about 1.0x at batch 1, after a 10-40 s warm-up, so it is only used when
+  asked for (``compile`` + ``bf16`` is the fastest PyTorch path on AVX512-BF16 CPUs: README table);
 * ``eager`` otherwise.
 
 ``dtype``: ``fp32``, ``bf16`` / ``fp16`` (autocast: weights stay fp32, matmuls/convolutions run in the low
 precision), or ``auto``: bf16 on a GPU with native bf16, and on CPUs with AMX (``amx_bf16``); fp32 elsewhere.
-AVX512-BF16 without AMX is not enough: measured on such a CPU, bf16 autocast ranges from 0.8x (mini-Xception)
-to 1.8x (DMUE) of fp32 eager (README table) and changes predictions near ties, and an emulated bf16 (AVX2 only)
-is ~25x slower; ask for it with ``dtype="bf16"`` where it pays.
+AVX512-BF16 without AMX is not enough to pick it unasked: measured on such a CPU (idle, 2 cores), bf16 autocast
+is 1.7-2.0x fp32 eager at batch 32 but 0.83x for mini-Xception at batch 1, and it changes predictions near ties
+(99.5-99.9 % top-1 agreement on a trained POSTER V2); an emulated bf16 (AVX2 only) is ~25x slower. Ask for it
+with ``dtype="bf16"`` where it pays.
 
 :func:`apply_runtime` swaps the model's ``forward`` for the chosen path in place (``model(pixel_values=...)``
 keeps returning an output with ``.logits``), so the transformers pipelines and hf_fer's face pipeline use it
