@@ -9,9 +9,9 @@ the fp32 ``model.onnx`` of an ``hf-fer export`` folder), ``int8`` (its ``model_i
   and 32 for every architecture measured (README table);
 * ``compile`` on a GPU for long runs (``expected_images >= COMPILE_MIN_IMAGES`` at ``batch_size >= 8``) of a
   model known to compile as one graph (hf_fer's architectures, tested with ``fullgraph=True``). Not on CPU:
-  measured there (2 cores, idle), fp32 ``torch.compile`` with freezing gives 1.0-1.4x eager at batch 32 for
-  the ResNet-18 models and POSTER V2 and about 1.0x at batch 1, after a 10-40 s warm-up, so it is only used when
-  asked for (``compile`` + ``bf16`` is the fastest PyTorch path on AVX512-BF16 CPUs: README table);
+  measured there (2 cores, idle), fp32 ``torch.compile`` with freezing gives 1.3-1.45x eager at batch 32 for
+  the ResNet-18 models and POSTER V2 but 0.94-1.16x at batch 1, after a 5-25 s warm-up (VT-NR: 60-70 s), so it is
+  only used when asked for (``compile`` + ``bf16`` is the fastest PyTorch path on AVX512-BF16 CPUs: README table);
 * ``eager`` otherwise.
 
 ``dtype``: ``fp32``, ``bf16`` / ``fp16`` (autocast: weights stay fp32, matmuls/convolutions run in the low
@@ -102,10 +102,11 @@ def compile_for_inference(function, device: torch.device | str = "cpu", *, fullg
                           mode: str | None = None):
     """``torch.compile`` for inference. On CPU with Inductor's *freezing*: parameters become constants of the graph,
     so convolution/linear weights are packed once for oneDNN and constant casts (bf16 autocast) are folded away.
-    Measured on POSTER V2 (2 AVX-512-BF16 cores, batch 32): fp32 compile 1.08x eager without freezing, 1.26x with;
-    bf16 autocast + compile 2.02x without, 2.5x with. Freezing applies where gradients are off (``no_grad`` /
-    ``inference_mode``: the pipelines), and the compiled function keeps the weights it first ran with: compile
-    again after changing them. ``mode`` (e.g. CUDA graphs' ``"reduce-overhead"``) replaces the options elsewhere."""
+    Measured on POSTER V2 (2 AVX-512-BF16 cores, batch 32): fp32 compile 1.08x eager without freezing, 1.29x with;
+    bf16 autocast + compile 2.02x without, 2.46x with. Freezing applies where gradients are off (``no_grad`` /
+    ``inference_mode``: the pipelines), and the graph may hold packed copies of the weights it was compiled with:
+    compile again after changing them. ``mode`` (e.g. CUDA graphs' ``"reduce-overhead"``) replaces the options
+    elsewhere."""
     device = torch.device(device)
     if device.type == "cpu" and mode is None:
         return torch.compile(function, fullgraph=fullgraph, dynamic=dynamic, options={"freezing": True})
