@@ -106,7 +106,9 @@ def compile_for_inference(function, device: torch.device | str = "cpu", *, fullg
     bf16 autocast + compile 2.02x without, 2.46x with. Freezing applies where gradients are off (``no_grad`` /
     ``inference_mode``: the pipelines), and the graph may hold packed copies of the weights it was compiled with:
     compile again after changing them. ``mode`` (e.g. CUDA graphs' ``"reduce-overhead"``) replaces the options
-    elsewhere."""
+    elsewhere. Every hf_fer forward runs through transformers' ``can_return_tuple`` wrapper, one code object whose
+    Dynamo cache all compiled models share: past ``torch._dynamo.config.recompile_limit`` graphs (8) in one process,
+    Dynamo runs eager with a warning (the benchmark resets it per architecture)."""
     device = torch.device(device)
     if device.type == "cpu" and mode is None:
         return torch.compile(function, fullgraph=fullgraph, dynamic=dynamic, options={"freezing": True})
