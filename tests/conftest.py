@@ -213,3 +213,25 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return _work_unit(nodeid, config.rootpath)
 
     return WorkUnitScheduling(config, log)
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A local HTTP server (a thread) serving ``tmp_path``: the URL prefix and the folder."""
+    import functools
+    import http.server
+    import threading
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()

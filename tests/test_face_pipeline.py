@@ -99,6 +99,20 @@ def test_bad_inputs_get_an_error_entry_and_the_rest_continue(fer, batched, tmp_p
         fer(str(bad))  # a single input raises, naming the file
 
 
+def test_urls_give_the_faces_of_the_file_and_non_images_say_what_is_expected(fer, batched, http_folder):
+    import shutil
+
+    base, folder = http_folder
+    shutil.copy(PHOTOS[0], folder / "photo.jpg")
+    assert fer(f"{base}/photo.jpg") == batched[0]
+    results = fer([f"{base}/photo.jpg", f"{base}/gone.jpg", str(PHOTOS[1])], batch_size=3)
+    assert results[0] == batched[0] and results[2] == batched[1]
+    assert results[1]["input"] == f"{base}/gone.jpg" and "HTTP 404" in results[1]["error"]
+    for item in (None, 5):
+        with pytest.raises(TypeError, match="expected a path, URL, bytes, PIL image"):
+            fer(item)
+
+
 def test_malformed_corpus_through_the_pipeline(fer, tmp_path):
     from malformed_corpus import make_malformed_corpus
 

@@ -115,6 +115,23 @@ def test_malformed_corpus_through_predict(tmp_path, capsys):
     assert f"skipped {failures} unreadable file(s) of {len(corpus) + 1}" in err
 
 
+def test_photo_urls_are_photos_not_streams(http_folder, tmp_path, capsys):
+    """An http(s) URL naming an image file is fetched and detected like the file (a stream URL stays a video)."""
+    from hf_fer.cli import main
+    from hf_fer.faces.video import is_video_source
+
+    base, folder = http_folder
+    shutil.copy(PHOTOS[0], folder / "group.jpg")
+    out, reference = tmp_path / "url.jsonl", tmp_path / "file.jsonl"
+    assert main(["predict", f"{base}/group.jpg?size=full", "--output", str(out), "--quiet"]) == 0
+    assert main(["predict", str(PHOTOS[0]), "--output", str(reference), "--quiet"]) == 0
+    (record,), (expected,) = (list(map(json.loads, f.read_text().splitlines())) for f in (out, reference))
+    assert record["file"] == f"{base}/group.jpg?size=full" and record["faces"] == expected["faces"]
+    assert len(record["faces"]) == 3
+    assert is_video_source("https://example.com/live/stream.m3u8") and is_video_source("rtsp://camera/1")
+    assert not is_video_source("https://example.com/photos/a.JPG?x=1")
+
+
 def test_annotate_a_photo_over_max_image_size_draws_at_full_size(tmp_path):
     """Photos over the pipeline's max_image_size (4096 px) are reduced for detection; the annotated image is still the
     photo as displayed, full size, with each box drawn where the face is (it used to be the reduced image with

@@ -154,6 +154,30 @@ def test_arrays_and_tensors(corpus):
         load_image(rgb.astype(np.float32))
     with pytest.raises(ImageDecodeError, match="<tensor>: expected a CxHxW tensor"):
         load_image(torch.zeros(5, 8, 8))
+    # numpy in torchvision's CxHxW layout, where the last axis cannot be channels: the same pixels
+    assert (np.asarray(load_image(np.ascontiguousarray(rgb.transpose(2, 0, 1)))) == rgb).all()
+    with pytest.raises(ImageDecodeError, match="<array>: float pixel values must be finite, got NaN"):
+        load_image(np.full((8, 8, 3), np.nan, dtype=np.float32))
+
+
+def test_urls_are_fetched_and_fetch_failures_name_the_url(http_folder, monkeypatch):
+    base, folder = http_folder
+    rgb = _smooth_rgb(40, 56)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    (folder / "photo.png").write_bytes(buffer.getvalue())
+    assert (np.asarray(load_image(f"{base}/photo.png")) == rgb).all()
+    assert (np.asarray(load_image({"bytes": None, "path": f"{base}/photo.png"})) == rgb).all()  # a datasets entry
+    with pytest.raises(ImageDecodeError, match=rf"{re.escape(base)}/missing.png: cannot fetch the URL \(HTTP 404"):
+        load_image(f"{base}/missing.png")
+    (folder / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageDecodeError, match="empty download"):
+        load_image(f"{base}/empty.png")
+    monkeypatch.setenv("HF_FER_URL_MAX_BYTES", "100")
+    with pytest.raises(ImageDecodeError, match=r"photo.png: download too large .*limit 100"):
+        load_image(f"{base}/photo.png")
+    with pytest.raises(ImageDecodeError, match="http://127.0.0.1:9/x.png: cannot fetch the URL"):
+        load_image("http://127.0.0.1:9/x.png")  # nothing listens on the discard port
 
 
 def _png16_bytes() -> bytes:

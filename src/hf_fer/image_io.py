@@ -26,6 +26,9 @@ Policies (documented here because callers rely on them):
 * **draft_size**: JPEG only, off by default: decode with JPEG's DCT scaling (1/2, 1/4, 1/8) at the smallest
   scale whose long side is still at least ``draft_size``, and stop there (no resampling). For callers that resize
   again anyway (the face pipeline's detector works at 640 px): most of a full decode's cost, without its pixels.
+* **URLs**: a ``http://`` / ``https://`` string is fetched (as ``transformers``' own ``load_image`` does), with
+  a timeout (:data:`URL_TIMEOUT_ENV`, default 30 s) and a size cap (:data:`URL_MAX_BYTES_ENV`, default 100 MB),
+  then decoded like bytes; a failed fetch is an :class:`ImageDecodeError` naming the URL and the HTTP status.
 * **Truncated files are errors**, even when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on
   elsewhere in the process: padding a half-decoded photo with grey would silently change predictions
   and training data.
@@ -51,10 +54,16 @@ __all__ = [
     "load_image",
     "resolve_max_pixels",
     "max_size_for",
+    "is_url",
+    "fetch_url",
 ]
 
 DEFAULT_MAX_PIXELS: int = 200_000_000
 MAX_PIXELS_ENV = "HF_FER_MAX_IMAGE_PIXELS"
+URL_TIMEOUT_ENV = "HF_FER_URL_TIMEOUT"
+URL_MAX_BYTES_ENV = "HF_FER_URL_MAX_BYTES"
+_DEFAULT_URL_TIMEOUT = 30.0
+_DEFAULT_URL_MAX_BYTES = 100 * 1024 * 1024
 
 # PIL settings are process globals; the rare moments this module changes one are serialised.
 _PIL_GLOBALS_LOCK = threading.Lock()
@@ -140,9 +149,9 @@ def load_image(
     """Decode one image to a PIL image of ``mode`` (``"RGB"``, ``"L"`` or ``"RGBA"``).
 
     Args:
-        source: a file path, encoded bytes, a ``datasets`` image entry (``{"bytes", "path"}``), a PIL
-            image, a numpy array (``HxW`` or ``HxWxC`` with C in 1/3/4, RGB order; uint8, bool, uint16 or
-            float in [0, 1]) or a torch tensor (``CxHxW`` or ``HxW``, torchvision's layout; same dtypes).
+        source: a file path, an http(s) URL, encoded bytes, a ``datasets`` image entry (``{"bytes", "path"}``),
+            a PIL image, a numpy array (``HxW`` or ``HxWxC`` with C in 1/3/4, RGB order, or ``CxHxW`` when the
+            last axis cannot be channels; uint8, bool, uint16 or float in [0, 1]) or a torch tensor (``CxHxW`` or ``HxW``, torchvision's layout; same dtypes).
         max_pixels: pixel-count limit (see :func:`resolve_max_pixels`).
         max_size: if given, the long side of the result is at most this (reduced while decoding).
         draft_size: JPEG files/bytes only: decode at the smallest DCT scale (1/2, 1/4, 1/8) whose long side is
@@ -169,6 +178,9 @@ def load_image(
         if data is None and not path:
             raise ImageDecodeError(name or "<image entry>", "empty image entry (no bytes and no path)")
         source = data if data is not None else path
+    if is_url(source):
+        name = name or source
+        source = fetch_url(source, name=name)
     if isinstance(source, (str, os.PathLike)):
         name = name or os.fspath(source)
         return _load_path(Path(source), name, limit, max_size, mode, draft_size)
@@ -187,7 +199,42 @@ def load_image(
     if isinstance(source, np.ndarray):
         name = name or "<array>"
         return _finish(_image_from_array(source, name, limit), max_size, mode, None)
-    raise TypeError(f"cannot load an image from {type(source).__name__}: expected a path, bytes, PIL image, numpy array or tensor")
+    raise TypeError(f"cannot load an image from {type(source).__name__}: expected a path, URL, bytes, PIL image, numpy array or tensor")
+
+
+def is_url(source: Any) -> bool:
+    """Whether ``source`` is an ``http://`` or ``https://`` URL string (what :func:`load_image` fetches)."""
+    return isinstance(source, str) and source[:8].lower().startswith(("http://", "https://"))
+
+
+def fetch_url(url: str, *, name: str | None = None, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
+    """The bytes at ``url`` (http/https), read with a timeout and at most ``max_bytes``; every failure is an
+    :class:`ImageDecodeError` naming the URL (HTTP status, network error, too large, empty)."""
+    import urllib.error
+    import urllib.request
+
+    name = name or url
+    timeout = float(os.environ.get(URL_TIMEOUT_ENV, _DEFAULT_URL_TIMEOUT)) if timeout is None else timeout
+    max_bytes = int(os.environ.get(URL_MAX_BYTES_ENV, _DEFAULT_URL_MAX_BYTES)) if max_bytes is None else max_bytes
+    request = urllib.request.Request(url, headers={"User-Agent": "hf_fer"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise ImageDecodeError(name, f"download too large ({int(declared)} bytes; limit {max_bytes}, {URL_MAX_BYTES_ENV})")
+            data = response.read(max_bytes + 1)
+    except ImageDecodeError:
+        raise
+    except urllib.error.HTTPError as error:
+        raise ImageDecodeError(name, f"cannot fetch the URL (HTTP {error.code} {error.reason})") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise ImageDecodeError(name, f"cannot fetch the URL ({reason})") from None
+    if len(data) > max_bytes:
+        raise ImageDecodeError(name, f"download too large (over {max_bytes} bytes, {URL_MAX_BYTES_ENV})")
+    if not data:
+        raise ImageDecodeError(name, "empty download (0 bytes)")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -369,6 +416,8 @@ def _tensor_to_hwc(torch, tensor, name: str) -> np.ndarray:
 
 
 def _image_from_array(array: np.ndarray, name: str, limit) -> Image.Image:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # CxHxW (torchvision's layout) where the layout cannot be HxWxC
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -381,7 +430,9 @@ def _image_from_array(array: np.ndarray, name: str, limit) -> Image.Image:
     elif array.dtype == np.uint16:
         array = _scale_to_uint8(array, "I;16")
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        if not np.isfinite(array).all():
+            raise ImageDecodeError(name, "float pixel values must be finite, got NaN or infinity")
+        if array.min() < 0 or array.max() > 1:
             raise ImageDecodeError(name, f"float pixel values must lie in [0, 1], got {np.nanmin(array):g}..{np.nanmax(array):g}")
         array = np.rint(array.astype(np.float64) * 255).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.integer):

@@ -60,6 +60,7 @@ class FaceResult:
     exception: BaseException | None = None  # what caused ``error`` (re-raised for a single input)
     image: Any = None  # the decoded PIL image, only when asked (annotation)
     scale: tuple[float, float] = (1.0, 1.0)  # displayed pixels per decoded pixel (x, y); > 1 when downscaled at decode
+    fetched: bytes | None = field(default=None, repr=False)  # a URL input's bytes (a finer re-decode reuses them)
 
     @property
     def num_faces(self) -> int:
@@ -293,6 +294,9 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                 if key in options and len(options[key]) != len(inputs):
                     raise ValueError(f"{key}: expected one entry per input ({len(inputs)}), got {len(options[key])}")
             return list(self._stream(inputs, batch_size, options))
+        if not isinstance(inputs, Iterable):
+            raise TypeError(f"{TASK}: cannot read an image from {type(inputs).__name__}: expected a path, URL, bytes, PIL "
+                            "image, numpy array or tensor, or a list/iterator of them")
         return self._stream(inputs, batch_size, options)
 
     @staticmethod
@@ -381,7 +385,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         results: list[FaceResult] = [entry[0] for entry in decoded]
         tensors: list[torch.Tensor | None] = [entry[1] for entry in decoded]
         # index -> input, for images decoded below full size (see _align)
-        drafted: dict[int, Any] = {index: images[index] for index, entry in enumerate(decoded) if entry[2]}
+        drafted: dict[int, Any] = {index: entry[0].fetched if entry[0].fetched is not None else images[index]
+                                   for index, entry in enumerate(decoded) if entry[2]}
         resized: list[torch.Tensor | None] = [entry[3] for entry in decoded]  # already at the detector's size
         del decoded
         timings.images += len(images)
@@ -521,9 +526,13 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
         ``draft``: long side to decode JPEGs at (DCT scaling); photos larger than ``max_image_size`` are reduced
         while decoding. Coordinates are reported in pixels of the full-size displayed image in both cases."""
-        from ..image_io import ImageDecodeError, load_image
+        from ..image_io import ImageDecodeError, fetch_url, is_url, load_image
 
         try:
+            if isinstance(item, dict) and item.get("bytes") is None and is_url(item.get("path")):
+                item = item["path"]  # a `datasets` entry pointing at a URL
+            if is_url(item):  # fetched once: the header read, the decode and a finer re-decode all use the bytes
+                item = fetch_url(item, name=name)
             displayed = _displayed_size(item) if (self.max_image_size or draft) else None
             reduce = displayed is not None and self.max_image_size is not None and max(displayed) > self.max_image_size
             # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
@@ -544,7 +553,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         # A view of the pixels only when they are ours: a caller's own PIL image (returned as is by load_image) is
         # copied, as before, so that nothing the caller does to it later can reach the results.
         tensor = _image_to_tensor(image) if image is not item else torch.from_numpy(np.array(image)).permute(2, 0, 1)
-        return FaceResult(name=name, size=size, image=kept, scale=scale), tensor, None if resize is None else resize(tensor)
+        result = FaceResult(name=name, size=size, image=kept, scale=scale, fetched=item if drafted and isinstance(item, bytes) else None)
+        return result, tensor, None if resize is None else resize(tensor)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:
         """All faces of one image in one warp. ``redecode(zoom)``: for images decoded below full size, called when a

@@ -41,7 +41,15 @@ class VideoFrame:
 
 
 def is_video_source(source: str | os.PathLike) -> bool:
+    """A video file (by extension) or a stream; an http(s) URL whose path names an image file is a photo."""
     text = str(source)
+    if text.lower().startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        from ..predict import IMAGE_EXTENSIONS
+
+        if urlsplit(text).path.lower().endswith(IMAGE_EXTENSIONS):
+            return False
     return text.lower().endswith(VIDEO_EXTENSIONS) or text.startswith(STREAM_PREFIXES)
 
 
