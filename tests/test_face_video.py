@@ -79,6 +79,28 @@ def test_predict_video_ids_stable_and_annotated_video(video, tmp_path, capsys):
     assert len(frames) == 10 and frames[0].shape == (432, 640, 3)
 
 
+def test_a_video_that_opens_but_has_no_frame_is_reported_and_coordinates_are_rounded(video, tmp_path, capsys):
+    """A Matroska file cut right after its header opens with PyAV but decodes no frame: reported, never silent.
+    Boxes and landmarks come out rounded to 2 decimals (never float32 noise such as 131.49000549316406)."""
+    import av
+
+    from hf_fer.cli import main
+
+    whole = make_video(tmp_path / "whole.mkv", 5, size=(320, 240))
+    data = whole.read_bytes()
+    headless = tmp_path / "headless.mkv"
+    headless.write_bytes(data[: data.index(bytes.fromhex("1F43B675")) + 8])  # cut inside the first Cluster
+    with av.open(str(headless)) as container:  # what makes this case: it opens, and no frame decodes
+        assert sum(1 for _ in container.decode(video=0)) == 0
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(headless), str(video), "--every-n-frames", "100", "--output", str(out), "--quiet"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0] == {"file": str(headless), "error": f"{headless}: no video frame could be decoded"}
+    assert "skipped 1 unreadable file(s) of 3" in capsys.readouterr().err
+    values = [v for r in records[1:] for f in r["faces"] for v in [*f["box"].values(), *sum(f["landmarks"], [])]]
+    assert values and all(v == round(v, 2) for v in values)
+
+
 def test_iou_tracker_by_hand():
     from hf_fer.faces.video import IoUTracker
 

@@ -156,8 +156,13 @@ def predict_records(pipe, files: Sequence[str], *, batch_size: int, top_k: int |
         if is_video_source(file):
             yield from flush()
             try:
-                yield from predict_video(pipe, file, every_n_frames=every_n_frames, fps=fps, batch_size=batch_size,
-                                         top_k=top_k, detect=detect, smoothing=smoothing, return_images=keep_images)
+                frames = 0
+                for frames, record in enumerate(predict_video(pipe, file, every_n_frames=every_n_frames, fps=fps,
+                                                              batch_size=batch_size, top_k=top_k, detect=detect,
+                                                              smoothing=smoothing, return_images=keep_images), 1):
+                    yield record
+                if not frames:  # opened, but not one frame decoded: say so rather than print nothing
+                    yield {"file": file, "error": f"{file}: no video frame could be decoded"}
             except Exception as error:  # noqa: BLE001 — one bad video never sinks the run
                 import av
 

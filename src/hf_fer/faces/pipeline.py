@@ -160,7 +160,9 @@ def _image_to_tensor(image) -> torch.Tensor:
 
 
 def _round_list(values: torch.Tensor, digits: int) -> list:
-    return torch.round(values * 10**digits).div(10**digits).tolist()
+    """Rounded to ``digits`` decimals as Python floats (rounded in float64: a float32 605.81 would print as
+    605.8099975585938)."""
+    return torch.round(values.double(), decimals=digits).tolist()
 
 
 class FacialExpressionRecognitionPipeline(Pipeline):
