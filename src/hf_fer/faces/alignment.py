@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -300,43 +301,56 @@ def warp_affine(image: torch.Tensor, matrices: torch.Tensor, output_size: tuple[
     n = matrices.shape[0]
     if n == 0:
         return torch.zeros(0, c, out_h, out_w, dtype=image.dtype, device=image.device)
-    inv = _invert_affine(matrices.to(torch.float64))  # crop pixel -> image pixel, [N, 2, 3]
+    # The small matrix algebra (N 3x3 maps) runs in numpy float64: microseconds there, tens of torch ops otherwise.
+    forward = matrices.detach().to("cpu", torch.float64).numpy().reshape(n, 2, 3)
+    inverse_linear = np.linalg.inv(forward[:, :, :2])
+    inv = np.concatenate([inverse_linear, -(inverse_linear @ forward[:, :, 2:])], axis=2)  # crop pixel -> image pixel
     # Only pixels the samples touch are converted to float (faces are usually small in a big photo): per face, the
     # bounding box of its output corners' sources (an affine map's extremes) with one pixel of slack for the
     # bilinear neighbours. Either one region around all faces (sampled by stacking the N grids along its height) or,
     # when smaller, one window per face, all of the largest face's size, moved inside the image (a batch of N).
     # Samples outside a window are then outside the image too, so the zero padding is unchanged.
-    corners = torch.tensor([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]],
-                           dtype=torch.float64, device=inv.device)
-    reach = corners @ inv.transpose(1, 2)  # [N, 4, 2]
-    lo, hi = reach.amin(dim=1).floor() - 1, reach.amax(dim=1).ceil() + 2  # [N, 2]
-    limit = torch.tensor([w, h], dtype=torch.float64, device=inv.device)
-    lo_c = torch.minimum(lo.clamp_min(0), limit - 1)
-    hi_c = torch.maximum(torch.minimum(hi, limit), lo_c + 1)
-    union = (hi_c.amax(0) - lo_c.amin(0)).clamp_min(1)
-    window = (hi_c - lo_c).amax(0).clamp_min(1)
+    corners = np.array([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]], dtype=np.float64)
+    reach = corners @ inv.transpose(0, 2, 1)  # [N, 4, 2]
+    lo, hi = np.floor(reach.min(axis=1)) - 1, np.ceil(reach.max(axis=1)) + 2  # [N, 2]
+    limit = np.array([w, h], dtype=np.float64)
+    lo_c = np.minimum(np.maximum(lo, 0), limit - 1)
+    hi_c = np.maximum(np.minimum(hi, limit), lo_c + 1)
+    union = np.maximum(hi_c.max(axis=0) - lo_c.min(axis=0), 1)
+    window = np.maximum((hi_c - lo_c).max(axis=0), 1)
     per_face = n > 1 and float(n * window.prod()) < float(union.prod())
     if per_face:
         rw, rh = int(window[0]), int(window[1])
-        origins = torch.minimum(lo_c, limit - window).long()  # [N, 2], windows inside the image
-        x = torch.stack([image[:, y0:y0 + rh, x0:x0 + rw] for x0, y0 in origins.tolist()]).to(torch.float32)
+        origins = np.minimum(lo_c, limit - window).astype(np.int64)  # [N, 2], windows inside the image
+        x = torch.empty(n, c, rh, rw, dtype=torch.float32, device=image.device)
+        for face, (x0, y0) in enumerate(origins.tolist()):
+            x[face].copy_(image[:, y0:y0 + rh, x0:x0 + rw])  # gathered and converted in one pass
     else:
-        x0, y0 = (int(v) for v in lo_c.amin(0))
-        x1, y1 = (int(v) for v in hi_c.amax(0))
+        x0, y0 = (int(v) for v in lo_c.min(axis=0))
+        x1, y1 = (int(v) for v in hi_c.max(axis=0))
         rw, rh = x1 - x0, y1 - y0
-        origins = torch.tensor([[x0, y0]], dtype=torch.int64, device=inv.device).expand(n, 2)
+        origins = np.array([[x0, y0]] * n, dtype=np.int64)
         x = image[:, y0:y1, x0:x1].to(torch.float32)[None]
     # theta for affine_grid (align_corners=False): output-normalised -> output pixel -> image pixel (window frame)
     # -> window-normalised, with pixel = ((u + 1) * size - 1) / 2 and u = (2 * pixel + 1) / size - 1.
-    to_pixel = torch.tensor([[out_w / 2, 0, (out_w - 1) / 2], [0, out_h / 2, (out_h - 1) / 2], [0, 0, 1]],
-                            dtype=torch.float64, device=inv.device)
-    org = origins.to(torch.float64)
-    to_norm = torch.zeros(n, 2, 3, dtype=torch.float64, device=inv.device)
+    to_pixel = np.array([[out_w / 2, 0, (out_w - 1) / 2], [0, out_h / 2, (out_h - 1) / 2], [0, 0, 1]], dtype=np.float64)
+    org = origins.astype(np.float64)
+    to_norm = np.zeros((n, 2, 3), dtype=np.float64)
     to_norm[:, 0, 0], to_norm[:, 1, 1] = 2 / rw, 2 / rh
     to_norm[:, 0, 2] = (1 - 2 * org[:, 0]) / rw - 1
     to_norm[:, 1, 2] = (1 - 2 * org[:, 1]) / rh - 1
-    theta = to_norm @ _to_3x3(inv) @ to_pixel  # [N, 2, 3]
-    grid = F.affine_grid(theta.to(torch.float32), [n, 1, out_h, out_w], align_corners=False).to(x.device)
+    inv_3x3 = np.zeros((n, 3, 3), dtype=np.float64)
+    inv_3x3[:, :2], inv_3x3[:, 2, 2] = inv, 1.0
+    theta = to_norm @ inv_3x3 @ to_pixel  # [N, 2, 3]
+    # affine_grid's sampling grid (align_corners=False: output pixel centres at (2i + 1) / size - 1), computed in
+    # float64 by broadcasting (a batched float32 matmul of this odd shape costs ~100 us on CPU).
+    u = (2 * np.arange(out_w, dtype=np.float64) + 1) / out_w - 1
+    v = (2 * np.arange(out_h, dtype=np.float64) + 1) / out_h - 1
+    grid = np.empty((n, out_h, out_w, 2), dtype=np.float32)
+    for axis in range(2):
+        grid[..., axis] = (theta[:, axis, 0, None, None] * u[None, None, :] + theta[:, axis, 1, None, None] * v[None, :, None]
+                           + theta[:, axis, 2, None, None])
+    grid = torch.from_numpy(grid).to(x.device)
     if per_face:
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     else:
