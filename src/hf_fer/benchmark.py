@@ -732,6 +732,29 @@ def cpu_summary() -> str:
     return f"torch CPU capability {capability}; flags: {' '.join(cpu_flags()) or 'n/a'}"
 
 
+@dataclass(frozen=True)
+class _TensorLayout:
+    """Shape, strides (memory format), dtype and device of a forward's input tensor: enough to replay the call."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, value):
+        if isinstance(value, torch.Tensor):
+            return cls(tuple(value.shape), tuple(value.stride()), value.dtype, value.device)
+        return value
+
+    @staticmethod
+    def make(value):
+        """A tensor of that layout filled with N(0, 1) values (a convolution's speed does not depend on the values)."""
+        if isinstance(value, _TensorLayout):
+            return torch.empty_strided(value.shape, value.stride, dtype=value.dtype, device=value.device).normal_()
+        return value
+
+
 class _ForwardTimer:
     """Wall and process-CPU time spent inside a module's forward (pre/post hooks): overhead = end-to-end - forwards.
 
@@ -741,7 +764,7 @@ class _ForwardTimer:
         self.module = module
         self.total = self.cpu = 0.0
         self.calls = 0
-        self.capture = False  # keep each call's inputs (for replay_alone)
+        self.capture = False  # note each call's input shapes and layouts (for replay_alone)
         self._replaying = False  # the replay's own calls are not counted
         self.captured: list[tuple[tuple, dict]] = []
         self._start = self._start_cpu = 0.0
@@ -750,9 +773,8 @@ class _ForwardTimer:
     def _pre(self, _module, args, kwargs):
         if self._replaying:
             return
-        if self.capture:
-            self.captured.append((tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args),
-                                  {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}))
+        if self.capture:  # only the layout: copying (or keeping) the tensors would cost the run time and memory
+            self.captured.append((tuple(_TensorLayout.of(a) for a in args), {k: _TensorLayout.of(v) for k, v in kwargs.items()}))
         self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def _post(self, *_):
@@ -775,11 +797,13 @@ class _ForwardTimer:
             return 0.0, 0.0
         self._replaying = True
         totals, cpu = [], []
+        calls = [(tuple(_TensorLayout.make(a) for a in args), {k: _TensorLayout.make(v) for k, v in kwargs.items()})
+                 for args, kwargs in self.captured]
         try:
             with torch.inference_mode():
                 for _ in range(repeats):
                     started, started_cpu = time.perf_counter(), time.process_time()
-                    for args, kwargs in self.captured:
+                    for args, kwargs in calls:
                         self.module(*args, **kwargs)
                     totals.append(time.perf_counter() - started)
                     cpu.append(time.process_time() - started_cpu)
@@ -831,13 +855,13 @@ def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | N
         for _ in range(iterations):
             pipe.timings.__init__()
             detector_timer.reset(), classifier_timer.reset()
-            detector_timer.capture = classifier_timer.capture = True  # copying the inputs happens outside the timed spans
+            detector_timer.capture = classifier_timer.capture = True
             started, started_cpu = time.perf_counter(), time.process_time()
             results = pipe(inputs, batch_size=batch_size)
             total, total_cpu = time.perf_counter() - started, time.process_time() - started_cpu
             detector_timer.capture = classifier_timer.capture = False
             t = pipe.timings
-            # The same forward calls (same inputs, same batches), replayed with nothing else running, right after.
+            # The same forward calls (same batches, shapes and memory layouts), replayed with nothing else running.
             (detector_alone, detector_alone_cpu), (classifier_alone, classifier_alone_cpu) = (
                 detector_timer.replay_alone(), classifier_timer.replay_alone())
             samples.append({"end_to_end": total, "decode": t.decode, "detection": t.detection, "alignment": t.alignment,
@@ -941,8 +965,8 @@ def format_pipeline_report(report: dict, memory: dict | None) -> str:
                      f"{r['classification_per_face_ms']:>7.2f}ms {r['forwards_alone_ms']:>8.1f}ms {r['overhead_percent']:>8.1f}% {r['overhead_excluding_decode_percent']:>9.1f}% {r['end_to_end_cpu_ms']:>9.1f} "
                      f"{r['overhead_cpu_percent']:>12.1f}%")
     lines.append("overhead = end-to-end minus the detector's and the classifier's forward passes (decode, resize, NMS, "
-                 "alignment, preprocessing, output), the forwards timed alone ('fwd alone': the same calls on the same "
-                 "inputs replayed back to back right after the run, so a slowdown of the forwards by work beside them "
+                 "alignment, preprocessing, output), the forwards timed alone ('fwd alone': the same calls, same shapes "
+                 "and memory layouts, replayed back to back right after the run, so a slowdown of the forwards by work beside them "
                  "counts as overhead; '(det fwd)'/'(cls fwd)' are their times inside the pipeline); the CPU overhead "
                  "likewise against the replay's CPU time; target <= 10 %; 'w/o decode' leaves out the decode column too (JPEG "
                  "decoding and the resize to the detector's size, or the wait for them); input 'array' = the photos "
