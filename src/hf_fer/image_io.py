@@ -56,9 +56,12 @@ __all__ = [
     "max_size_for",
     "is_url",
     "fetch_url",
+    "IMAGE_EXTENSIONS",
 ]
 
 DEFAULT_MAX_PIXELS: int = 200_000_000
+#: File extensions taken for images (folders given to ``hf-fer predict``, URLs that name a photo, not a stream).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_PIXELS_ENV = "HF_FER_MAX_IMAGE_PIXELS"
 URL_TIMEOUT_ENV = "HF_FER_URL_TIMEOUT"
 URL_MAX_BYTES_ENV = "HF_FER_URL_MAX_BYTES"

@@ -20,10 +20,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .image_io import IMAGE_EXTENSIONS  # re-exported: part of this module's API
+
 __all__ = ["IMAGE_EXTENSIONS", "collect_inputs", "collect_image_files", "read_boxes_file", "predict_records",
            "build_parser", "main"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False) -> list[str]:

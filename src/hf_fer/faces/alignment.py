@@ -244,19 +244,6 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([linear, shift], dim=2).to(out_dtype)
 
 
-def _to_3x3(m: torch.Tensor) -> torch.Tensor:
-    """[N, 2, 3] affine maps -> [N, 3, 3] homogeneous matrices."""
-    full = torch.zeros(m.shape[0], 3, 3, dtype=m.dtype, device=m.device)
-    full[:, :2] = m
-    full[:, 2, 2] = 1.0
-    return full
-
-
-def _invert_affine(m: torch.Tensor) -> torch.Tensor:
-    """[N, 2, 3] -> [N, 2, 3] inverse affine maps."""
-    return torch.linalg.inv(_to_3x3(m))[:, :2]
-
-
 def box_transforms(boxes: torch.Tensor, margin=0.0, square: bool = False,
                    output_size: tuple[int, int] | list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
     """Affine maps image -> crop for box crops; returns ([N, 2, 3], [out_w, out_h]).

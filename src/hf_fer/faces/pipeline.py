@@ -540,8 +540,9 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         try:
             if isinstance(item, dict) and item.get("bytes") is None and is_url(item.get("path")):
                 item = item["path"]  # a `datasets` entry pointing at a URL
+            fetched = None
             if is_url(item):  # fetched once: the header read, the decode and a finer re-decode all use the bytes
-                item = fetch_url(item, name=name)
+                item = fetched = fetch_url(item, name=name)
             displayed = _displayed_size(item) if (self.max_image_size or draft) else None
             reduce = displayed is not None and self.max_image_size is not None and max(displayed) > self.max_image_size
             # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
@@ -562,7 +563,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         # A view of the pixels only when they are ours: a caller's own PIL image (returned as is by load_image) is
         # copied, as before, so that nothing the caller does to it later can reach the results.
         tensor = _image_to_tensor(image) if image is not item else torch.from_numpy(np.array(image)).permute(2, 0, 1)
-        result = FaceResult(name=name, size=size, image=kept, scale=scale, fetched=item if drafted and isinstance(item, bytes) else None)
+        result = FaceResult(name=name, size=size, image=kept, scale=scale, fetched=fetched if drafted else None)
         return result, tensor, None if resize is None else resize(tensor)
 
     def _align(self, tensor: torch.Tensor, result: FaceResult, alignment: dict, redecode=None) -> torch.Tensor:

@@ -46,7 +46,7 @@ def is_video_source(source: str | os.PathLike) -> bool:
     if text.lower().startswith(("http://", "https://")):
         from urllib.parse import urlsplit
 
-        from ..predict import IMAGE_EXTENSIONS
+        from ..image_io import IMAGE_EXTENSIONS
 
         if urlsplit(text).path.lower().endswith(IMAGE_EXTENSIONS):
             return False
