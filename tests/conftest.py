@@ -215,21 +215,64 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return WorkUnitScheduling(config, log)
 
 
-@pytest.fixture
-def http_folder(tmp_path):
-    """A local HTTP server (a thread) serving ``tmp_path``: the URL prefix and the folder."""
+def _serve_folder(folder, ranges: bool):
+    """A local HTTP server (a thread) serving ``folder``; with ``ranges`` it answers ``Range: bytes=a-b`` requests
+    (206) like real web servers do, which FFmpeg needs to seek in an MP4 whose index is at the end."""
     import functools
     import http.server
+    import io
+    import os
+    import re
     import threading
 
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    handler = functools.partial(QuietHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+        def send_head(self):
+            requested = self.headers.get("Range") if ranges else None
+            path = self.translate_path(self.path)
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", requested or "")
+            if match is None or not os.path.isfile(path):
+                return super().send_head()
+            size = os.path.getsize(path)
+            start = int(match.group(1))
+            end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+            if start >= size:
+                self.send_error(416)
+                return None
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                body = handle.read(end - start + 1)
+            self.send_response(206)
+            self.send_header("Content-Type", self.guess_type(path))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A local HTTP server serving ``tmp_path`` (no range requests, like Python's ``http.server``): the URL prefix
+    and the folder."""
+    server = _serve_folder(tmp_path, ranges=False)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def ranged_http_folder(tmp_path):
+    """Like ``http_folder``, from a server that answers range requests (as nginx, S3 or a CDN do)."""
+    server = _serve_folder(tmp_path, ranges=True)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
     finally:

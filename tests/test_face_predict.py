@@ -168,3 +168,44 @@ def _iou(a, b):
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = width * height
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_annotations_of_same_named_photos_in_different_folders_never_overwrite_each_other(tmp_path, capsys):
+    """``--recursive`` over a/group.jpg and b/group.jpg: the drawings mirror the folders (each photo's own size);
+    a photo with no extension is drawn as ``<name>.png``; nothing half-written is left beside them."""
+    from hf_fer.cli import main
+
+    top = tmp_path / "photos"
+    for folder, photo in (("a", PHOTOS[0]), ("b", PHOTOS[4])):
+        (top / folder).mkdir(parents=True)
+        shutil.copy(photo, top / folder / "group.jpg")
+    shutil.copy(PHOTOS[1], top / "IMG_0001")
+    annotated = tmp_path / "annotated"
+    assert main(["predict", str(top), str(top / "IMG_0001"), "--recursive", "--annotate", str(annotated), "--quiet"]) == 0
+    assert "3 image(s)" in capsys.readouterr().err
+    written = sorted(str(p.relative_to(annotated)) for p in annotated.rglob("*") if p.is_file())
+    assert written == ["IMG_0001.png", "a/group.jpg", "b/group.jpg"], written
+    for name, photo in (("a/group.jpg", PHOTOS[0]), ("b/group.jpg", PHOTOS[4]), ("IMG_0001.png", PHOTOS[1])):
+        assert Image.open(annotated / name).size == Image.open(photo).size, name
+
+
+def test_parquet_results_appear_only_complete_and_a_killed_run_keeps_the_last_file(tmp_path):
+    """Parquet is unreadable until its footer is written: rows go to a side file renamed at close, so the path
+    holds either the previous complete results or the new ones, never a torn file."""
+    import pyarrow.parquet as pq
+
+    from hf_fer.faces.video import ResultWriter
+
+    path = tmp_path / "results.parquet"
+    face = {"box": {"xmin": 1.0, "ymin": 2.0, "xmax": 3.0, "ymax": 4.0}, "detection_score": 0.9, "landmarks": None,
+            "labels": [{"label": "happiness", "score": 0.8}]}
+    with ResultWriter(path, top_k=1) as first:
+        first.write({"file": "old.jpg", "faces": [face]})
+    writer = ResultWriter(path, top_k=1, row_group_size=1)  # every record flushed at once
+    for number in range(3):
+        writer.write({"file": f"new{number}.jpg", "faces": [face]})
+    # Mid-run (a kill here loses only this run): the last complete results are still readable at the path.
+    assert [row["file"] for row in pq.read_table(path).to_pylist()] == ["old.jpg"]
+    writer.close()
+    assert [row["file"] for row in pq.read_table(path).to_pylist()] == ["new0.jpg", "new1.jpg", "new2.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]

@@ -101,6 +101,32 @@ def test_a_video_that_opens_but_has_no_frame_is_reported_and_coordinates_are_rou
     assert values and all(v == round(v, 2) for v in values)
 
 
+def test_a_video_url_is_streamed_and_a_server_that_cannot_seek_is_named(video, http_folder, ranged_http_folder, tmp_path,
+                                                                        capsys):
+    """An MP4 over HTTP is decoded as it streams (PyAV/FFmpeg; its index is at the end, so the server must answer
+    range requests): the same faces as the file. A server without range support gets an error naming the URL."""
+    import shutil
+
+    from hf_fer.cli import main
+
+    shutil.copy(video, tmp_path / "clip.mp4")
+    (ranged_base, _), (plain_base, _) = ranged_http_folder, http_folder
+    outputs = {}
+    for name, source in (("file", str(video)), ("url", f"{ranged_base}/clip.mp4")):
+        outputs[name] = tmp_path / f"{name}.jsonl"
+        assert main(["predict", source, "--every-n-frames", "50", "--output", str(outputs[name]), "--quiet"]) == 0
+    from_file, from_url = ([json.loads(line) for line in outputs[name].read_text().splitlines()] for name in ("file", "url"))
+    assert [r["frame"] for r in from_url] == [0, 50, 100, 150] and all(len(r["faces"]) == 3 for r in from_url)
+    assert [r["faces"] for r in from_url] == [r["faces"] for r in from_file]
+    unseekable = tmp_path / "unseekable.jsonl"
+    assert main(["predict", f"{plain_base}/clip.mp4", str(video), "--every-n-frames", "100", "--output", str(unseekable),
+                 "--quiet"]) == 0
+    failed = json.loads(unseekable.read_text().splitlines()[0])
+    assert failed["file"] == f"{plain_base}/clip.mp4" and failed["error"].startswith(f"{plain_base}/clip.mp4: ")
+    assert "range requests" in failed["error"], failed
+    assert "skipped 1 unreadable file(s) of 3" in capsys.readouterr().err
+
+
 def test_iou_tracker_by_hand():
     from hf_fer.faces.video import IoUTracker
 

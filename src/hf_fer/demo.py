@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def run_photo(image: Path, output: Path, top_k: int = 3) -> list[dict]:
     from transformers import pipeline
 
     import hf_fer
-    from hf_fer.faces.video import draw_faces
+    from hf_fer.faces.video import draw_faces, save_image_atomically
     from hf_fer.image_io import load_image
 
     model = hf_fer.pretrained_path()
@@ -58,8 +59,10 @@ def run_photo(image: Path, output: Path, top_k: int = 3) -> list[dict]:
               f"detection {face['detection_score']:.3f}  {labels}")
     output.mkdir(parents=True, exist_ok=True)
     annotated = output / f"{image.stem}_annotated.png"
-    draw_faces(load_image(image), faces, top_labels=top_k).save(annotated)
-    (output / "faces.json").write_text(json.dumps({"image": str(image), "model": str(model), "faces": faces}, indent=2))
+    save_image_atomically(draw_faces(load_image(image), faces, top_labels=top_k), annotated)
+    temporary = output / ".faces.partial.json"
+    temporary.write_text(json.dumps({"image": str(image), "model": str(model), "faces": faces}, indent=2))
+    os.replace(temporary, output / "faces.json")
     print(f"annotated photo: {annotated}\nfaces as JSON: {output / 'faces.json'}")
     return faces
 

@@ -219,9 +219,30 @@ def _table_rows(record: dict, top_k: int) -> list[list[str]]:
     return rows
 
 
-def _annotated_path(folder: Path, file: str, video: bool) -> Path:
-    stem = Path(file.split("://")[-1]).name or "stream"
-    return folder / (Path(stem).stem + ".mp4" if video else stem)
+#: Extensions an annotated photo keeps (Pillow writes them in RGB); any other input gets ``<name>.png``.
+_ANNOTATION_FORMATS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _annotation_root(files: Sequence[str]) -> str | None:
+    """The deepest folder holding every local input: annotated files mirror the paths below it, so two photos with
+    the same name in different folders (``--recursive``) never overwrite each other's drawing."""
+    folders = [os.path.dirname(os.path.abspath(f)) for f in files if "://" not in f and not f.startswith("/dev/")]
+    try:
+        return os.path.commonpath(folders) if folders else None
+    except ValueError:  # paths on different drives (Windows)
+        return None
+
+
+def _annotated_path(folder: Path, file: str, video: bool, root: str | None = None) -> Path:
+    if "://" in file or file.startswith("/dev/") or root is None:
+        relative = Path(Path(file.split("://")[-1]).name or "stream")
+    else:
+        relative = Path(os.path.relpath(os.path.abspath(file), root))
+    if video:
+        return folder / relative.with_suffix(".mp4")
+    if relative.suffix.lower() not in _ANNOTATION_FORMATS:  # no extension, or a format that cannot hold the drawing
+        relative = relative.with_name(relative.name + ".png")
+    return folder / relative
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .evaluation.inference import load_model_for_inference
     from .faces.pipeline import TASK, FacialExpressionRecognitionPipeline
-    from .faces.video import ResultWriter, VideoAnnotator, draw_faces, is_video_source, video_frame_rate
+    from .faces.video import (ResultWriter, VideoAnnotator, draw_faces, is_video_source, save_image_atomically,
+                              video_frame_rate)
 
     model = args.model
     if model is None:
@@ -276,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = _table_columns(files, pipe.label_names, top_k)
     writer = ResultWriter(args.output, top_k=top_k) if args.output else None
     annotate = Path(args.annotate) if args.annotate else None
+    root = _annotation_root(files)
     annotators: dict[str, VideoAnnotator] = {}
 
     if not args.json and not args.quiet:
@@ -306,12 +329,10 @@ def main(argv: list[str] | None = None) -> int:
                     if annotator is None:
                         rate = video_frame_rate(record["file"]) if not record["file"].startswith("/dev/") else None
                         rate = (rate or 25.0) / args.every_n_frames if args.fps is None else args.fps
-                        annotator = annotators[record["file"]] = VideoAnnotator(_annotated_path(annotate, record["file"], True), rate)
+                        annotator = annotators[record["file"]] = VideoAnnotator(_annotated_path(annotate, record["file"], True, root), rate)
                     annotator.write(drawn)
                 else:
-                    target = _annotated_path(annotate, record["file"], False)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    drawn.save(target)
+                    save_image_atomically(drawn, _annotated_path(annotate, record["file"], False, root))
     finally:
         for annotator in annotators.values():
             annotator.close()

@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "VIDEO_EXTENSIONS", "STREAM_PREFIXES", "VideoFrame", "is_video_source", "iter_video_frames", "IoUTracker",
-    "predict_video", "ResultWriter", "draw_faces", "VideoAnnotator", "LANDMARK_NAMES",
+    "predict_video", "ResultWriter", "draw_faces", "VideoAnnotator", "LANDMARK_NAMES", "save_image_atomically",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
@@ -92,7 +92,7 @@ def iter_video_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         next_time, kept = None, 0
-        for index, frame in enumerate(container.decode(stream)):
+        for index, frame in enumerate(_decoded(container, stream, source)):
             if index % every_n_frames:
                 continue
             seconds = float(frame.time) if frame.time is not None else None
@@ -113,6 +113,27 @@ def iter_video_frames(
                 return
     finally:
         container.close()
+
+
+def _decoded(container, stream, source) -> Iterator:
+    """``container.decode(stream)``, with a read error that says which source failed and after how many frames."""
+    import av
+
+    decoded = 0
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (av.FFmpegError, OSError) as error:
+            hint = ""
+            if not decoded and str(source).lower().startswith(("http://", "https://")):
+                hint = (" (a video file read over HTTP needs a server that answers range requests when its index is "
+                        "at the end, as in most MP4 files; download it first if the server does not)")
+            raise ValueError(f"{source}: reading the video failed after {decoded} frame(s): {error}{hint}") from None
+        decoded += 1
+        yield frame
 
 
 def video_frame_rate(source: str | os.PathLike) -> float | None:
@@ -241,6 +262,23 @@ def predict_video(
         del chunk, results
 
 
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: same folder (same file system) and extension."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def save_image_atomically(image, path: str | os.PathLike) -> None:
+    """``image.save(path)`` through a side file and a rename: a killed run never leaves a truncated image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = partial_path(path)
+    try:
+        image.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class ResultWriter:
     """Streams results to ``.jsonl`` (one line per image/frame, faces nested) or ``.csv`` / ``.parquet`` (one row
     per face, an image with no face or an error gets one row with an empty ``face``). Columns are labelled:
@@ -263,6 +301,9 @@ class ResultWriter:
         self._rows: list[dict] = []
         self._row_group_size = row_group_size
         self._parquet = None
+        # Parquet is readable only once its footer is written: it goes to a side file renamed at close(), so a
+        # killed run never leaves a broken file (or clobbers the last complete one) at ``path``.
+        self._partial = partial_path(self.path)
         self._handle = None
         self._csv = None
         if self.suffix == ".jsonl":
@@ -325,7 +366,7 @@ class ResultWriter:
             return
         schema = self._schema()
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.path, schema)
+            self._parquet = pq.ParquetWriter(self._partial, schema)
         table = pa.Table.from_pylist([{c: row.get(c) for c in self.columns} for row in self._rows], schema=schema)
         self._parquet.write_table(table)
         self._rows.clear()
@@ -336,9 +377,10 @@ class ResultWriter:
             if self._parquet is None:  # nothing written: still leave a valid, empty file
                 import pyarrow.parquet as pq
 
-                pq.write_table(self._schema().empty_table(), self.path)
+                pq.write_table(self._schema().empty_table(), self._partial)
             else:
                 self._parquet.close()
+            os.replace(self._partial, self.path)
         if self._handle is not None:
             self._handle.close()
 
@@ -391,7 +433,8 @@ class VideoAnnotator:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.path), mode="w")
+        self._partial = partial_path(self.path)  # renamed into place by close(): a killed run leaves no broken video
+        self.container = av.open(str(self._partial), mode="w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         rate = max(1, round(fps)) if fps and math.isfinite(fps) else 25
         self.stream = self.container.add_stream(codec, rate=rate)
@@ -417,6 +460,7 @@ class VideoAnnotator:
             for packet in self.stream.encode():
                 self.container.mux(packet)
         self.container.close()
+        os.replace(self._partial, self.path)
 
     def __enter__(self):
         return self
