@@ -121,7 +121,7 @@ then label_K and score_K for each of the --top-k best classes (best first).""",
     parser.add_argument("--top-k", type=int, default=1, help="labels per face (default: 1)")
     parser.add_argument("--output", default=None, metavar="FILE", help="write results to FILE: .jsonl, .csv or .parquet")
     parser.add_argument("--annotate", default=None, metavar="DIR", help="write each input with boxes, landmarks and labels drawn "
-                        "(videos: an annotated video of the sampled frames)")
+                        "(videos: an annotated video of the sampled frames), mirroring the input folders")
     parser.add_argument("--every-n-frames", type=int, default=1, help="videos: use every n-th frame (default: 1)")
     parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
     parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
