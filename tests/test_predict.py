@@ -81,3 +81,19 @@ def test_predict_help_has_examples(capsys):
     assert main(["predict", "--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "--top-k" in out and "--json" in out and "--no-detect" in out and "--every-n-frames" in out
+
+
+def test_bad_arguments_are_argument_errors_before_any_file_is_read(tmp_path, capsys):
+    """A bad --fps or --smoothing is the command's error, said once before the model loads; it used to surface as
+    every video being an 'unreadable file'."""
+    from hf_fer.cli import main
+
+    video = tmp_path / "clip.mp4"  # never opened: the arguments are refused first
+    video.write_bytes(b"not read")
+    for flag, value, message in (("--fps", "-1", "--fps must be positive, got -1.0"),
+                                 ("--fps", "nan", "--fps must be positive, got nan"),
+                                 ("--smoothing", "1.5", "--smoothing must be in [0, 1), got 1.5"),
+                                 ("--every-n-frames", "0", "must be positive")):
+        assert main(["predict", str(video), flag, value]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "hf-fer predict: the shipped" not in err and "skipped" not in err, (flag, err)

@@ -254,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1 or args.every_n_frames < 1:
         raise ValueError(f"--top-k, --batch-size and --every-n-frames must be positive, got {args.top_k}, {args.batch_size}, {args.every_n_frames}")
+    if args.fps is not None and not args.fps > 0:  # checked here, not per video: an argument error is not a bad file
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+    if not 0.0 <= args.smoothing < 1.0:
+        raise ValueError(f"--smoothing must be in [0, 1), got {args.smoothing}")
     if args.no_detect and args.boxes:
         raise ValueError("--no-detect and --boxes exclude each other (--boxes already says where the faces are)")
     files = collect_inputs(args.inputs, recursive=args.recursive)
