@@ -4,10 +4,12 @@ Expected boxes come from the original RetinaFace ONNX model run with onnxruntime
 they are independent of the code under test.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -161,6 +163,24 @@ def test_user_boxes_landmarks_detector_and_no_detect(fer, batched):
     whole = fer(crop, detect=False)
     assert len(whole) == 1 and whole[0]["box"] == {"xmin": 0.0, "ymin": 0.0, "xmax": float(crop.width), "ymax": float(crop.height)}
     assert whole[0]["landmarks"] is None and whole[0]["detection_score"] is None
+
+
+def test_caller_mistakes_are_named_instead_of_silently_changing_the_call(fer, batched):
+    """batch_size=0 used to mean "the default", top_k=0 one label, landmarks without boxes were dropped (faces
+    detected instead), and one box where a list of boxes belongs said "'int' object is not iterable"."""
+    photo = str(PHOTOS[0])
+    for kwargs, message in ((dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+                            (dict(batch_size=2.5), "batch_size must be a positive integer, got 2.5"),
+                            (dict(top_k=0), "top_k must be a positive integer"),
+                            (dict(top_k=-1), "top_k must be a positive integer"),
+                            (dict(landmarks=EXPECTED[PHOTOS[0].name]["faces"][0]["landmarks"]), "landmarks= needs boxes=")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fer(photo, **kwargs)
+    assert len(fer([photo], batch_size=np.int64(1), top_k=np.int64(2))[0][0]["labels"]) == 2  # numpy integers are fine
+    with pytest.raises(ValueError, match=re.escape("boxes must be a list of [xmin, ymin, xmax, ymax]") + ".*got \\[1, 2, 3\\]"):
+        fer(photo, boxes=[1, 2, 3])  # one box, not a list of boxes
+    (reported,) = fer([photo], boxes=[[1, 2, 3]])  # in a list: that input's error entry
+    assert "boxes must be a list of [xmin, ymin, xmax, ymax]" in reported["error"]
 
 
 def test_numpy_and_datasets_column_inputs(fer, batched):

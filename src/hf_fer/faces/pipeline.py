@@ -19,6 +19,7 @@ import io
 import itertools
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
@@ -89,13 +90,23 @@ def _input_name(item: Any, index: int) -> str:
     return f"<input {index}>"
 
 
+def _is_positive_integer(value: Any) -> bool:
+    """An int >= 1 (numpy integers too; not a bool, a float or a string)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _as_box_tensor(boxes: Any) -> torch.Tensor:
     """User boxes: tensor/array [N, 4], list of [x1, y1, x2, y2], or list of {"xmin", "ymin", "xmax", "ymax"} dicts."""
     if isinstance(boxes, torch.Tensor):
         tensor = boxes.detach().to("cpu", torch.float32)
     else:
-        rows = [[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] if isinstance(b, dict) else list(b) for b in boxes]
-        tensor = torch.tensor(rows, dtype=torch.float32) if rows else torch.zeros(0, 4)
+        try:
+            rows = [[b["xmin"], b["ymin"], b["xmax"], b["ymax"]] if isinstance(b, dict) else list(b) for b in boxes]
+            tensor = torch.tensor(rows, dtype=torch.float32) if rows else torch.zeros(0, 4)
+        except (TypeError, ValueError, KeyError) as error:  # e.g. one box [x1, y1, x2, y2] where a list of boxes belongs
+            shown = repr(boxes) if len(repr(boxes)) <= 120 else repr(boxes)[:117] + "..."
+            raise ValueError(f"boxes must be a list of [xmin, ymin, xmax, ymax] (or of dicts with those keys) per "
+                             f"image, got {shown} ({type(error).__name__}: {error})") from None
     tensor = tensor.reshape(-1, 4) if tensor.numel() == 0 else tensor
     if tensor.ndim != 2 or tensor.shape[1] != 4:
         raise ValueError(f"boxes must be [N, 4] (xmin, ymin, xmax, ymax), got shape {tuple(tensor.shape)}")
@@ -275,6 +286,11 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                            ("errors", errors), ("return_images", return_images)):
             if value is not None:
                 params[key] = value
+        if "top_k" in params and not _is_positive_integer(params["top_k"]):
+            raise ValueError(f"top_k must be a positive integer (or None for every label), got {params['top_k']!r}")
+        if "landmarks" in params and "boxes" not in params:
+            raise ValueError("landmarks= needs boxes= for the same faces (they would otherwise be ignored and the "
+                             "faces detected)")
         if "errors" in params and params["errors"] not in ("report", "raise"):
             raise ValueError(f"errors must be 'report' or 'raise', got {params['errors']!r}")
         # Everything runs in __call__'s chunked path; the three dicts are the same options.
@@ -284,12 +300,15 @@ class FacialExpressionRecognitionPipeline(Pipeline):
     def __call__(self, inputs, **kwargs):
         """One input → its list of faces; a list/tuple → a list of results; any other iterable (generator,
         ``datasets`` column) → a generator of results, processed ``batch_size`` inputs at a time."""
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or DEFAULT_BATCH_SIZE
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size is None:  # not `or`: batch_size=0 is an error, not "the default"
+            batch_size = self._batch_size or DEFAULT_BATCH_SIZE
+        if not _is_positive_integer(batch_size):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)
         kwargs.pop("num_workers", None)
         options, _, _ = self._sanitize_parameters(**kwargs)
         options = {**self._preprocess_params, **options}
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
         single = self._is_single(inputs)
         if single:
             options.setdefault("errors", "raise")

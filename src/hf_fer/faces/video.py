@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -233,6 +234,9 @@ def predict_video(
     Frames go through the pipeline ``batch_size`` at a time (the only frames held in memory); the tracker then
     runs in frame order. With ``return_images`` each result also carries ``"image"`` (the PIL frame) for drawing.
     """
+    for argument, value in (("batch_size", batch_size), ("top_k", top_k)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"{argument} must be a positive integer, got {value!r}")
     tracker = IoUTracker(iou_threshold=iou_threshold, max_missed=max_missed, smoothing=smoothing)
     frames = iter_video_frames(source, every_n_frames=every_n_frames, fps=fps, max_frames=max_frames, format=format, options=options)
     name = str(source)
