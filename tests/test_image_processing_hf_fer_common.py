@@ -59,3 +59,22 @@ class MiniXceptionImageProcessingTest(_test_case("mini_xception")):
                           "image has no defined grayscale conversion and is refused with a clear error")
     def test_call_numpy_4_channels(self):
         pass
+
+
+def test_every_processor_takes_grayscale_rgba_and_palette_images():
+    """FER2013/FER+ datasets hold mode-"L" images: every processor turns L/LA/RGBA/P PIL images into RGB first
+    (four of them used to fail with a broadcast error). A gray image gives what its RGB copy gives."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 36, 3), dtype=np.uint8))
+    for arch in ARCHITECTURES:
+        processor = ARCHITECTURES[arch].image_processor_class(**PROCESSOR_KWARGS[arch])
+        gray = processor(photo.convert("L"), return_tensors="pt").pixel_values
+        reference = processor(photo.convert("L").convert("RGB"), return_tensors="pt").pixel_values
+        assert gray.shape == reference.shape and bool((gray == reference).all()), arch
+        for mode in ("LA", "RGBA", "P"):
+            expected = processor(photo.convert(mode).convert("RGB"), return_tensors="pt").pixel_values
+            got = processor(photo.convert(mode), return_tensors="pt").pixel_values
+            assert got.shape == expected.shape and got.numpy() == pytest.approx(expected.numpy()), (arch, mode)

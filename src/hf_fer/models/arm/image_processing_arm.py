@@ -37,6 +37,7 @@ class ArmImageProcessor(TorchvisionBackend):
     do_rescale = True
     rescale_factor = 1 / 255
     do_normalize = True
+    do_convert_rgb = True  # grayscale (FER2013 PNGs), RGBA and palette images become RGB instead of failing
 
 
 __all__ = ["ArmImageProcessor", "ArmImageProcessorKwargs", "FACE_ALIGNMENT"]

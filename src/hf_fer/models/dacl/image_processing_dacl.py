@@ -42,6 +42,7 @@ class DaclImageProcessor(TorchvisionBackend):
     do_rescale = True
     rescale_factor = 1 / 255
     do_normalize = True
+    do_convert_rgb = True  # grayscale (FER2013 PNGs), RGBA and palette images become RGB instead of failing
 
 
 __all__ = ["DaclImageProcessor", "DaclImageProcessorKwargs", "FACE_ALIGNMENT"]

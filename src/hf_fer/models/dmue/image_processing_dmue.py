@@ -39,6 +39,7 @@ class DmueImageProcessor(TorchvisionBackend):
     do_center_crop = True
     do_rescale = True
     do_normalize = True
+    do_convert_rgb = True  # grayscale (FER2013 PNGs), RGBA and palette images become RGB instead of failing
 
 
 __all__ = ["DmueImageProcessor", "DmueImageProcessorKwargs", "FACE_ALIGNMENT"]

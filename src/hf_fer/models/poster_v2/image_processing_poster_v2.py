@@ -40,6 +40,7 @@ class PosterV2ImageProcessor(TorchvisionBackend):
     do_center_crop = False
     do_rescale = True
     do_normalize = True
+    do_convert_rgb = True  # grayscale (FER2013 PNGs), RGBA and palette images become RGB instead of failing
 
 
 __all__ = ["PosterV2ImageProcessor", "PosterV2ImageProcessorKwargs", "FACE_ALIGNMENT"]
