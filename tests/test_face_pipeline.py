@@ -300,3 +300,35 @@ def test_chunks_decoded_ahead_in_a_thread_give_the_same_faces(fer):
             for face, ref in zip(faces, reference):
                 assert {e["label"]: e["score"] for e in face["labels"]} == pytest.approx(
                     {e["label"]: e["score"] for e in ref["labels"]}, abs=1e-5)
+
+
+@pytest.mark.parametrize("problem_type, num_labels", [(None, 3), ("multi_label_classification", 3), (None, 1),
+                                                      ("regression", 2)])
+def test_a_plain_transformers_classifier_scores_like_the_image_classification_pipeline(problem_type, num_labels, tmp_path):
+    """Any transformers image classifier works, local folder in, per-face results out; its scores are those of
+    transformers' own image-classification pipeline (the independent reference): softmax, sigmoid for multi-label
+    and one-logit models, raw values for regression; ``function_to_apply`` overrides like there."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, pipeline
+
+    import hf_fer  # noqa: F401  (registers the task)
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=num_labels, problem_type=problem_type,
+                       id2label={i: f"class{i}" for i in range(num_labels)}, label2id={f"class{i}": i for i in range(num_labels)})
+    folder = tmp_path / "vit"
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    fer = pipeline("facial-expression-recognition", model=str(folder))
+    reference = pipeline("image-classification", model=str(folder))
+    faces = fer(str(PHOTOS[0]))
+    assert len(faces) == 3 and {entry["label"] for entry in faces[0]["labels"]} == set(config.id2label.values())
+    crop = Image.open(PHOTOS[0]).convert("RGB").crop((100, 50, 260, 230))
+    for function in (None, "none", "sigmoid"):
+        kwargs = {} if function is None else {"function_to_apply": function}
+        (face,) = fer(crop, detect=False, **kwargs)
+        expected = reference(crop, top_k=num_labels, **kwargs)
+        assert [entry["label"] for entry in face["labels"]] == [entry["label"] for entry in expected]
+        assert [entry["score"] for entry in face["labels"]] == pytest.approx([entry["score"] for entry in expected], abs=1e-5)
+    with pytest.raises(ValueError, match="function_to_apply must be"):
+        fer(crop, detect=False, function_to_apply="relu")

@@ -90,6 +90,33 @@ def _input_name(item: Any, index: int) -> str:
     return f"<input {index}>"
 
 
+def _default_classification_function(config) -> str:
+    """The scores transformers' image-classification pipeline would give for this config (same rule, same order)."""
+    problem_type, num_labels = getattr(config, "problem_type", None), getattr(config, "num_labels", 2)
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    if problem_type == "single_label_classification" or num_labels > 1:
+        return "softmax"
+    return _classification_function(getattr(config, "function_to_apply", None) or "none")
+
+
+def _classification_function(value: Any) -> str:
+    name = str(getattr(value, "value", value)).lower()  # a string or transformers' ClassificationFunction
+    if name not in ("softmax", "sigmoid", "none"):
+        raise ValueError(f"function_to_apply must be 'softmax', 'sigmoid' or 'none', got {value!r}")
+    return name
+
+
+def _apply_classification_function(logits: torch.Tensor, function: str) -> torch.Tensor:
+    if function == "softmax":
+        return logits.softmax(dim=-1)
+    if function == "sigmoid":
+        return logits.sigmoid()
+    return logits
+
+
 def _is_positive_integer(value: Any) -> bool:
     """An int >= 1 (numpy integers too; not a bool, a float or a string)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
@@ -199,6 +226,9 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
     Call options:
         top_k: labels per face (default: all, best first).
+        function_to_apply: ``"softmax"``, ``"sigmoid"`` or ``"none"`` on the logits; by default chosen from the
+            model's config exactly as transformers' image-classification pipeline does (softmax for single-label
+            classifiers, sigmoid for multi-label or one-logit ones, none for regression).
         detect: ``False`` for inputs that are already aligned face crops (one face per image: the whole image).
         boxes / landmarks: faces you already have; for a list of inputs, one entry per input.
         batch_size: images per detector call and faces per classifier forward (default 8).
@@ -244,6 +274,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         from ..evaluation.inference import ordered_label_names
 
         self.label_names = ordered_label_names(self.model.config.id2label)
+        self.function_to_apply = _default_classification_function(self.model.config)
         self.classify_alone = getattr(self.model.config, "affinity_mode", None) == "batch"
         if self.classify_alone:
             logger.warning("%s: this model's affinity_mode is 'batch' (its output for one image depends on the other images "
@@ -278,7 +309,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         return self._detector
 
     def _sanitize_parameters(self, top_k=None, detect=None, boxes=None, landmarks=None, errors=None, timeout=None,
-                             return_images=None, **unused):
+                             return_images=None, function_to_apply=None, **unused):
         if unused:
             raise TypeError(f"{TASK}: unknown argument(s) {sorted(unused)}")
         params = {}
@@ -286,6 +317,8 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                            ("errors", errors), ("return_images", return_images)):
             if value is not None:
                 params[key] = value
+        if function_to_apply is not None:
+            params["function_to_apply"] = _classification_function(function_to_apply)
         if "top_k" in params and not _is_positive_integer(params["top_k"]):
             raise ValueError(f"top_k must be a positive integer (or None for every label), got {params['top_k']!r}")
         if "landmarks" in params and "boxes" not in params:
@@ -368,7 +401,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
                                           start_index=offset + len(chunk), keep_images=keep_images)
                 results = self.process_images(chunk, boxes=boxes, landmarks=landmarks, detect=detect,
                                               batch_size=batch_size, start_index=offset, keep_images=keep_images,
-                                              decoded=decoded)
+                                              decoded=decoded, function_to_apply=options.get("function_to_apply"))
                 offset += len(chunk)
                 for result in results:
                     if result.error is not None and options["errors"] == "raise":
@@ -397,11 +430,14 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         keep_images: bool = False,
         names: Sequence[str] | None = None,
         decoded: list | None = None,
+        function_to_apply: str | None = None,
     ) -> list[FaceResult]:
         """Raw results (tensors) for a chunk of inputs; a bad input gives ``FaceResult(error=...)``, never an exception.
 
         ``decoded``: what :meth:`decode_images` returned for these inputs (decoded ahead of time), else decoded here.
+        ``function_to_apply``: turns logits into scores (default: ``self.function_to_apply``, from the config).
         """
+        function = _classification_function(function_to_apply) if function_to_apply is not None else self.function_to_apply
         timings = self.timings
         if decoded is None:
             started = time.perf_counter()
@@ -510,7 +546,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         with torch.inference_mode():
             for chunk in pixel_values.split(step):
                 logits = self.model(pixel_values=chunk.to(self.device, self.model.dtype)).logits
-                outputs.append(logits.float().softmax(dim=-1).cpu())
+                outputs.append(_apply_classification_function(logits.float(), function).cpu())
         probabilities = torch.cat(outputs)
         timings.classification += time.perf_counter() - started
 
