@@ -210,6 +210,32 @@ def test_training_forward_moves_centers_by_upstream_rule_not_by_optimizer():
     assert torch.equal(model.center_loss.centers, frozen)  # evaluation never moves the centers
 
 
+def test_compiled_training_steps_match_eager_and_move_the_centers_the_same_way():
+    """Under torch.compile (e.g. Trainer(torch_compile=True)) the forward graph may keep the centers buffer for its
+    backward; the in-place center step then broke backward ("modified by an inplace operation"). Two compiled
+    training steps now give eager's losses and centers, and its gradients up to compiled batch-norm rounding (a
+    4-image batch in training mode amplifies it to about 3 % of a layer's largest gradient, with or without the
+    center step)."""
+    torch.manual_seed(0)
+    eager = DaclForImageClassification(tiny_config()).train()
+    compiled_model = DaclForImageClassification(tiny_config()).train()
+    compiled_model.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_model)
+    pixel_values, labels = synthetic_batch(4)
+    initial = eager.center_loss.centers.clone()
+    losses = {}
+    for key, model in (("eager", eager), ("compiled", compiled)):
+        for _ in range(2):
+            output = model(pixel_values=pixel_values, labels=labels)
+            output.loss.backward()
+            losses.setdefault(key, []).append(output.loss.item())
+    assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-5)
+    torch.testing.assert_close(compiled_model.center_loss.centers, eager.center_loss.centers, atol=1e-4, rtol=1e-4)
+    assert (eager.center_loss.centers - initial).abs().max() > 1e-3  # the centers did move
+    for (name, expected), got in zip(eager.named_parameters(), compiled_model.parameters()):
+        assert (got.grad - expected.grad).abs().max() <= 0.06 * expected.grad.abs().max() + 1e-6, name
+
+
 def test_estimate_centers_is_attention_weighted_mean():
     torch.manual_seed(0)
     model = DaclForImageClassification(tiny_config()).eval()

@@ -168,8 +168,13 @@ class DaclSparseCenterLoss(nn.Module):
     def update_centers(self, features: torch.Tensor, attention_weights: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
         """One step of upstream's center SGD (lr ``center_lr``, no momentum, no decay), over all processes' samples."""
         features, attention_weights, labels = _gather_from_all_processes(features.detach(), attention_weights.detach(), labels)
-        step = self.center_gradient(features, attention_weights, labels)
-        self.centers.sub_((lr * step).to(self.centers.dtype))
+        step = (lr * self.center_gradient(features, attention_weights, labels)).to(self.centers.dtype)
+        if torch.compiler.is_compiling():
+            # A compiled forward may keep the centers buffer itself for its backward pass (to recompute f − c); an
+            # in-place step would invalidate it ("modified by an inplace operation"). A new tensor leaves it intact.
+            self.centers = self.centers - step
+        else:
+            self.centers.sub_(step)
 
 
 class DaclPreTrainedModel(PreTrainedModel):
