@@ -198,3 +198,76 @@ def test_other_reader_errors_are_unwrapped(tmp_path, monkeypatch, capsys):
     assert run_cli(tmp_path / "raw", tmp_path / "out", "raf-db") == 2
     err = capsys.readouterr().err
     assert "raf-db split 'train'" in err and "RuntimeError: label server went away" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 3./4. RAF-DB manual landmark files: the download's *_manu_attri.txt, errors naming file and line
+# ---------------------------------------------------------------------------------------------
+# Hand-written, in the download's format: 5 lines "x y" (eyes, nose tip, mouth corners), then gender, race, age.
+MANU_ATTRI = "41.25\t52.50\n78.00\t50.75\n60.00\t70.00\n45.50\t90.25\n75.00\t91.00\n1\n2\n2\n"
+POINTS = [[41.25, 52.5], [78.0, 50.75], [60.0, 70.0], [45.5, 90.25], [75.0, 91.0]]
+
+
+def test_read_manu_attri_by_hand(tmp_path):
+    from hf_fer.data.face_alignment import read_raf_db_manual_landmarks
+
+    assert read_raf_db_manual_landmarks(write(tmp_path / "a_manu_attri.txt", MANU_ATTRI)).tolist() == POINTS
+    # pairs in the subject's order (mirror) are put in ArcFace order; trailing blank lines are fine
+    mirrored = "78 50.75\n41.25 52.5\n60 70\n75 91\n45.5 90.25\n\n"
+    assert read_raf_db_manual_landmarks(write(tmp_path / "b_manual.txt", mirrored)).tolist() == POINTS
+    bad = {
+        "c.txt": ("41.25 52.5\n78 50.75\nabc 70\n45.5 90.25\n75 91\n", r"c\.txt:3: landmark 'abc 70' is not two numbers"),
+        "d.txt": ("41.25 52.5\n78 50.75\n60 70\n", r"d\.txt: expected 5 landmark lines .* got 3 line"),
+        "e.txt": ("41.25 52.5\n78 50.75\n60 70\n45.5 90.25\n75 91\n10 20\n", r"e\.txt:6: expected one attribute value"),
+        "f.txt": ("41.25 52.5\n78\n60 70\n45.5 90.25\n75 91\n", r"f\.txt:2: expected a landmark line 'x y', got '78'"),
+    }
+    for name, (text, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            read_raf_db_manual_landmarks(write(tmp_path / name, text))
+
+
+def _smooth_image(path: Path, shift: int) -> np.ndarray:
+    """A smooth 140x140 RGB image (bilinear warps of it differ by little between libraries)."""
+    y, x = np.mgrid[0:140, 0:140].astype(np.float64)
+    pixels = np.stack([x * 1.5 + shift, y * 1.5, (x + y) * 0.8 + 2 * shift], axis=-1).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels.astype(np.float64)
+
+
+def test_align_reads_manu_attri_files_and_reports_fallbacks(tmp_path, capsys):
+    from skimage import transform
+
+    from hf_fer.faces.alignment import RAFDB_ALIGNMENT
+
+    basic = tmp_path / "raw" / "basic"
+    (basic / "Image" / "original").mkdir(parents=True)
+    manual = basic / "Annotation" / "manual"
+    originals = {}
+    landmark_files = {
+        "train_00001": ("_manu_attri.txt", MANU_ATTRI),
+        "train_00002": ("_manual.txt", "".join(f"{x} {y}\n" for x, y in POINTS)),  # hf_fer's earlier name still works
+        "train_00003": ("_manu_attri.txt", MANU_ATTRI.replace("60.00\t70.00", "abc\t70.00")),
+        "test_00001": ("_manu_attri.txt", MANU_ATTRI),
+        "test_00002": None,  # no landmark file: the detector stands in, and the report says why
+    }
+    for index, (stem, landmark) in enumerate(landmark_files.items()):
+        originals[stem] = _smooth_image(basic / "Image" / "original" / f"{stem}.png", 10 * index)
+        if landmark is not None:
+            write(manual / f"{stem}{landmark[0]}", landmark[1])
+    write(basic / "EmoLabel" / "list_patition_label.txt", "".join(f"{stem}.png {k % 7 + 1}\n" for k, stem in enumerate(landmark_files)))
+    out = tmp_path / "out"
+    assert run_cli(tmp_path / "raw", out, "raf-db", "--align") == 0
+    printed = capsys.readouterr().out
+    assert "landmarks shipped with the benchmark: 3" in printed
+    assert "detector used for 1 image(s) with no landmark file Annotation/manual/<image>{_manu_attri.txt" in printed
+
+    report = json.loads((out / "validation_report.json").read_text())
+    details = [row["detail"] for row in report["issues"]["unreadable_image"]]
+    assert any("train_00003_manu_attri.txt:3: landmark 'abc 70.00' is not two numbers" in d for d in details), details
+    dataset = datasets.load_from_disk(str(out))
+    assert dataset["train"].num_rows == 2
+    template = np.array(RAFDB_ALIGNMENT["template"])
+    tform = transform.SimilarityTransform.from_estimate(np.array(POINTS), template)
+    for row, stem in zip(dataset["train"], ["train_00001", "train_00002"]):
+        expected = transform.warp(originals[stem], tform.inverse, output_shape=(100, 100), order=1, preserve_range=True)
+        assert np.abs(np.asarray(row["image"].convert("RGB"), dtype=np.float64) - expected).mean() < 2.0

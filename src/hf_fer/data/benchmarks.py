@@ -1037,6 +1037,8 @@ def build_benchmark(
         description += ". " + _FERPLUS_NOTE
     if aligner is not None:
         used = ", ".join(f"{source}: {count}" for source, count in sorted(aligner.sources.items())) or "no image"
+        if aligner.fallbacks:  # shipped landmarks expected but not found: say so, or a wrong layout goes unnoticed
+            used += " (detector used for " + ", ".join(f"{count} image(s) with {why}" for why, count in sorted(aligner.fallbacks.items())) + ")"
         description += f". Faces aligned by hf_fer (face_alignment {json.dumps(aligner.alignment)}); landmarks from {used}"
         report.notes.append(f"aligned faces; landmarks from {used}")
     for split_dataset in dataset.values():
