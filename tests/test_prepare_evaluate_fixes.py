@@ -271,3 +271,30 @@ def test_align_reads_manu_attri_files_and_reports_fallbacks(tmp_path, capsys):
     for row, stem in zip(dataset["train"], ["train_00001", "train_00002"]):
         expected = transform.warp(originals[stem], tform.inverse, output_shape=(100, 100), order=1, preserve_range=True)
         assert np.abs(np.asarray(row["image"].convert("RGB"), dtype=np.float64) - expected).mean() < 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. evaluate skips a None image (and reports its row) like undecodable bytes
+# ---------------------------------------------------------------------------------------------
+def test_evaluate_skips_a_none_image_with_its_row(tmp_path, capsys):
+    import test_evaluation_fixtures as fx
+    from hf_fer.cli import main as cli_main
+    from hf_fer.data.synthetic import make_synthetic_fer
+    from hf_fer.labels import get_label_names
+
+    names = get_label_names("fer2013")
+    clean = make_synthetic_fer(8, image_size=32, seed=3, label_space="fer2013")
+    images = list(clean.cast_column("image", datasets.Image(decode=False))["image"])
+    images[2] = None
+    images[5] = {"bytes": b"not an image", "path": "broken.png"}
+    dataset = datasets.Dataset.from_dict({"image": images, "label": clean["label"]}, features=clean.features)
+    datasets.DatasetDict({"test": dataset}).save_to_disk(str(tmp_path / "data"))
+    with fx.toy_architecture():
+        model_dir = fx.save_toy_model(tmp_path / "model", id2label=dict(enumerate(names)))
+        assert cli_main(["evaluate", "--model", str(model_dir), "--dataset", str(tmp_path / "data"), "--batch-size", "4",
+                         "--output-dir", str(tmp_path / "eval"), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    assert [s["index"] for s in results["skipped_images"]] == [2, 5]
+    assert "no image" in results["skipped_images"][0]["error"] and "empty" in results["skipped_images"][0]["error"]
+    assert results["num_samples"] == 6
+    assert "row 2" in capsys.readouterr().err
