@@ -298,3 +298,47 @@ def test_evaluate_skips_a_none_image_with_its_row(tmp_path, capsys):
     assert "no image" in results["skipped_images"][0]["error"] and "empty" in results["skipped_images"][0]["error"]
     assert results["num_samples"] == 6
     assert "row 2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. hf-fer convert stages its output and moves it in when complete
+# ---------------------------------------------------------------------------------------------
+HDF5 = Path(__file__).parent / "fixtures" / "mini_xception" / "emotion_model.hdf5"
+
+
+def test_convert_never_leaves_a_half_written_folder(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from hf_fer import conversion
+
+    out = tmp_path / "converted"
+    conversion.convert_original_checkpoint("mini_xception", HDF5, out, dataset="raf-db", verbose=False)
+    weights = load_file(out / "model.safetensors")
+    config = (out / "config.json").read_text()
+    write(out / "README.md", "my notes")
+    write(out / "model-00001-of-00002.safetensors", b"stale shard of an earlier save")
+    pid = _dead_pid()
+    killed = write(tmp_path / f".converted.hf_fer-partial-{pid}-0000abcd" / "model.safetensors", b"half").parent
+
+    real = conversion.save_with_remote_code
+
+    def crash_after_the_weights(model, processor, folder):
+        real(model, None, folder)  # weights, config and code written, the image processor not yet
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(conversion, "save_with_remote_code", crash_after_the_weights)
+    with pytest.raises(OSError, match="No space left"):
+        conversion.convert_original_checkpoint("mini_xception", HDF5, out, dataset="fer2013", verbose=False)
+    with pytest.raises(OSError):  # a new folder: nothing at all appears
+        conversion.convert_original_checkpoint("mini_xception", HDF5, tmp_path / "new", verbose=False)
+    assert not (tmp_path / "new").exists()
+    assert (out / "config.json").read_text() == config and (out / "preprocessor_config.json").is_file()
+    assert not killed.exists() and leftovers(tmp_path) == []
+
+    monkeypatch.setattr(conversion, "save_with_remote_code", real)
+    conversion.convert_original_checkpoint("mini_xception", HDF5, out, dataset="fer2013", verbose=False)
+    assert json.loads((out / "config.json").read_text())["hf_fer_dataset"] == "fer2013"
+    assert (out / "README.md").read_text() == "my notes"  # other files of the folder are kept
+    assert not (out / "model-00001-of-00002.safetensors").exists()  # weights of the earlier save are not
+    assert load_file(out / "model.safetensors").keys() == weights.keys()
+    assert leftovers(tmp_path) == []

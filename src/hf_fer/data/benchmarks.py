@@ -55,6 +55,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .._staging import recover_interrupted, staging_folder, swap_into_place
 from ..labels import BENCHMARKS, canonical_name, get_label_names
 from ..labels import benchmark_key as _labels_benchmark_key  # alias resolution lives with the label spaces
 from .validation import DuplicateTracker, ValidationReport, inspect_image_bytes
@@ -1068,65 +1069,6 @@ def _check_output(output: Path, overwrite: bool) -> bool:
     return True
 
 
-# A run builds into ``.<output>.hf_fer-partial-<pid>-<id>`` next to the output and swaps it in when complete;
-# the old output waits in ``.<output>.hf_fer-old-<pid>-<id>`` for the instant between the two renames.
-_PARTIAL_TAG, _OLD_TAG = "hf_fer-partial", "hf_fer-old"
-
-
-def _work_folder(output: Path, tag: str) -> Path:
-    return output.parent / f".{output.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt" or pid <= 0:  # os.kill(pid, 0) is not a probe on Windows
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, under another user
-        return True
-    return True
-
-
-def _recover_interrupted(output: Path) -> None:
-    """Clean up after a run of ``prepare-dataset`` that was killed (its process is gone).
-
-    A partial build is deleted. An old output set aside is put back if the new one never arrived (a kill
-    between the two renames), otherwise deleted: nothing a killed run leaves behind loses the old dataset.
-    """
-    if not output.parent.is_dir():
-        return
-    prefix = f".{output.name}."
-    with os.scandir(output.parent) as entries:
-        leftovers = sorted(Path(e.path) for e in entries if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False))
-    for path in leftovers:
-        tag, pid, _ = (path.name[len(prefix):].rsplit("-", 2) + ["", ""])[:3]
-        if tag not in (_PARTIAL_TAG, _OLD_TAG) or not pid.isdigit() or _pid_alive(int(pid)):
-            continue  # not ours, or a run still in progress
-        if tag == _OLD_TAG and not output.exists():
-            os.rename(path, output)
-            print(f"restored {output} from {path.name} (left by an interrupted prepare-dataset)", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _swap_into_place(built: Path, output: Path) -> None:
-    """Move the complete ``built`` folder to ``output``: old aside, new in, old deleted (each step a rename)."""
-    aside = None
-    if output.exists():
-        aside = _work_folder(output, _OLD_TAG)
-        os.rename(output, aside)
-    try:
-        os.rename(built, output)
-    except BaseException:
-        if aside is not None:
-            os.rename(aside, output)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def prepare_dataset(
     benchmark: str,
     raw_dir: str | os.PathLike,
@@ -1152,10 +1094,10 @@ def prepare_dataset(
     ``push_to_hub`` also uploads the ``DatasetDict`` to that Hub dataset repo (the report stays local).
     """
     output = Path(output).expanduser()
-    _recover_interrupted(output)
+    recover_interrupted(output)
     replacing = _check_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
-    work = _work_folder(output, _PARTIAL_TAG)
+    work = staging_folder(output)
     staged = work / "dataset"
     try:
         # Arrow cache and saved copy on the output's disk (the cache is as large as the dataset); both go with ``work``.
@@ -1174,7 +1116,7 @@ def prepare_dataset(
             )
         dataset.save_to_disk(str(staged))
         report.write_json(staged / "validation_report.json", strict=strict)
-        _swap_into_place(staged, output)
+        swap_into_place(staged, output)
         if push_to_hub:
             dataset.push_to_hub(push_to_hub, private=private, commit_message=f"Add {report.benchmark} prepared with hf_fer")
         del dataset
