@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import subprocess
@@ -271,6 +272,23 @@ def test_align_reads_manu_attri_files_and_reports_fallbacks(tmp_path, capsys):
     for row, stem in zip(dataset["train"], ["train_00001", "train_00002"]):
         expected = transform.warp(originals[stem], tform.inverse, output_shape=(100, 100), order=1, preserve_range=True)
         assert np.abs(np.asarray(row["image"].convert("RGB"), dtype=np.float64) - expected).mean() < 2.0
+
+
+def test_align_affectnet_csv_with_a_bom_uses_its_landmarks_and_reports_fallbacks(tmp_path, capsys):
+    """A CSV saved with a BOM (Excel) hid the facial_landmarks columns: every image silently went to the detector."""
+    points = np.full((68, 2), [60.0, 70.0])
+    points[36:42], points[42:48], points[30], points[48], points[54] = POINTS
+    landmarks = ";".join(f"{v:.2f}" for v in points.reshape(-1))
+    rows = []
+    for index, (name, marks) in enumerate([("1/a.png", landmarks), ("1/b.png", landmarks), ("2/c.png", "")]):
+        (tmp_path / "raw" / "Manually_Annotated_Images" / name).parent.mkdir(parents=True, exist_ok=True)
+        _smooth_image(tmp_path / "raw" / "Manually_Annotated_Images" / name, 10 * index)
+        rows.append(f'{name},"{marks}",{index + 1}\n')
+    write(tmp_path / "raw" / "training.csv", codecs.BOM_UTF8 + ("subDirectory_filePath,facial_landmarks,expression\n" + "".join(rows)).encode())
+    assert run_cli(tmp_path / "raw", tmp_path / "out", "affectnet-8", "--align") == 0
+    printed = capsys.readouterr().out
+    assert "landmarks shipped with the benchmark: 2" in printed
+    assert "detector used for 1 image(s) with no usable facial_landmarks" in printed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,21 +186,22 @@ class DatasetAligner:
 
 def _affectnet_landmarks(raw_dir: Path) -> dict[str, np.ndarray]:
     """``subDirectory_filePath`` → 5 points, from the ``facial_landmarks`` column of training.csv / validation.csv."""
+    from .benchmarks import _read_text_lines  # UTF-8 (BOM dropped), a bad byte named by file, line and offset
+
     table: dict[str, np.ndarray] = {}
     for name in ("training.csv", "validation.csv"):
         for path in list(raw_dir.glob(name)) + list(raw_dir.glob(f"*/{name}")):
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                columns = {c.lower(): c for c in reader.fieldnames or []}
-                if "facial_landmarks" not in columns or "subdirectory_filepath" not in columns:
-                    continue
-                for row in reader:
-                    try:
-                        values = [float(v) for v in row[columns["facial_landmarks"]].replace(",", ";").split(";") if v.strip()]
-                        if len(values) == 136:
-                            table[row[columns["subdirectory_filepath"]].strip()] = landmarks_68_to_5(np.array(values))
-                    except ValueError:
-                        continue  # the detector takes over for this image
+            reader = csv.DictReader(_read_text_lines(path))
+            columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+            if "facial_landmarks" not in columns or "subdirectory_filepath" not in columns:
+                continue
+            for row in reader:
+                try:
+                    values = [float(v) for v in (row[columns["facial_landmarks"]] or "").replace(",", ";").split(";") if v.strip()]
+                    if len(values) == 136:
+                        table[(row[columns["subdirectory_filepath"]] or "").strip()] = landmarks_68_to_5(np.array(values))
+                except ValueError:
+                    continue  # the detector takes over for this image (counted in the report)
     return table
 
 
@@ -232,7 +233,8 @@ def align_raw_benchmark(raw, alignment: dict, aligner: DatasetAligner | None = N
     """
     aligner = aligner or DatasetAligner(alignment)
     benchmark = raw.benchmark
-    affectnet = _affectnet_landmarks(raw.raw_dir) if benchmark.startswith("affectnet") and raw.layout == "affectnet-csv" else {}
+    affectnet_csv = benchmark.startswith("affectnet") and raw.layout == "affectnet-csv"
+    affectnet = _affectnet_landmarks(raw.raw_dir) if affectnet_csv else {}
 
     def wrap(example) -> object:
         landmarks: Callable[[], np.ndarray | None] = lambda: None
@@ -249,11 +251,13 @@ def align_raw_benchmark(raw, alignment: dict, aligner: DatasetAligner | None = N
                     landmarks = lambda: read_raf_db_manual_landmarks(manual)  # noqa: E731
                 else:
                     fallback = "no landmark file Annotation/manual/<image>{" + ",".join(RAF_DB_MANUAL_SUFFIXES) + "}"
-        elif affectnet:
+        elif affectnet_csv:
             key = "/".join(Path(example.file_name).parts[-2:])
             points = affectnet.get(key)
             if points is not None:
                 landmarks = lambda: points  # noqa: E731
+            else:
+                fallback = "no usable facial_landmarks (136 numbers) in training.csv/validation.csv"
 
         def read_aligned() -> bytes:
             if fallback is not None:  # counted even if the detector then finds no face
