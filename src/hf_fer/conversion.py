@@ -524,7 +524,7 @@ def convert_original_checkpoint(
         alignment = training_alignment(arch, dataset)
         if alignment is not None:
             image_processor.face_alignment = alignment
-    save_with_remote_code(model, image_processor, output)
+    save_staged(model, image_processor, output)
     if verbose:
         print(class_order_line(model.config, "--dataset " + dataset if dataset else "--id2label" if id2label is not None else None))
         where = f" (under {state_dict.container_key!r}" + (", 'module.' prefix stripped)" if state_dict.stripped_prefix else ")") if state_dict is not None and state_dict.container_key else ""
@@ -603,6 +603,36 @@ def save_with_remote_code(model, image_processor, output: str | os.PathLike) -> 
     if image_processor is not None:
         image_processor.__class__.register_for_auto_class("AutoImageProcessor")
         image_processor.save_pretrained(output)
+
+
+def save_staged(model, image_processor, output: str | os.PathLike) -> Path:
+    """:func:`save_with_remote_code` into a temporary folder beside ``output``, then moved into place.
+
+    A kill or an error while saving never leaves a half-written model where ``output`` is: a new folder appears
+    with one rename; into an existing one the files move one by one with ``os.replace``, ``config.json`` last.
+    A killed run's ``.<output>.hf_fer-partial-*`` folder is deleted by the next run.
+    """
+    import shutil
+
+    from ._staging import publish_files, recover_interrupted, staging_folder
+
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"output {output} exists and is not a folder")
+    staged = staging_folder(output)
+    try:
+        save_with_remote_code(model, image_processor, staged)
+        if output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        if output.exists():
+            publish_files(staged, output)
+        else:
+            os.rename(staged, output)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return output
 
 
 def main(argv: list[str] | None = None) -> int:

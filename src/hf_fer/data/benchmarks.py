@@ -36,6 +36,7 @@ RAF-DB/AffectNet layouts, SFEW's Train/Val); the report records where each split
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import io
 import itertools
@@ -43,7 +44,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +55,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .._staging import recover_interrupted, staging_folder, swap_into_place
 from ..labels import BENCHMARKS, canonical_name, get_label_names
 from ..labels import benchmark_key as _labels_benchmark_key  # alias resolution lives with the label spaces
 from .validation import DuplicateTracker, ValidationReport, inspect_image_bytes
@@ -204,27 +205,51 @@ def _find_file(root: Path, names: Sequence[str], max_depth: int = 2) -> Path | N
     return None
 
 
+def _text_lines(path: Path, handle) -> Iterator[str]:
+    """Decode a binary file handle line by line as UTF-8 (a leading BOM is dropped).
+
+    Decoding per line, instead of through a text handle, lets a bad byte be reported with its file, line
+    and byte offset; inside ``Dataset.from_generator`` a bare ``UnicodeDecodeError`` names none of them.
+    """
+    offset = 0
+    for number, raw in enumerate(handle, 1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw, offset = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BenchmarkError(
+                f"{path}:{number}: not UTF-8 text: byte 0x{raw[error.start]:02x} at byte offset {offset + error.start} "
+                f"of the file ({error.reason}); expected a UTF-8 (or ASCII) file"
+            ) from None
+        offset += len(raw)
+
+
+def _read_text_lines(path: Path) -> Iterator[str]:
+    """UTF-8 lines of a label/annotation text file, with a precise error on a non-UTF-8 byte."""
+    with open(path, "rb") as handle:
+        yield from _text_lines(path, handle)
+
+
 def _open_csv(path: Path) -> Iterator[dict[str, str]]:
     """Stream a CSV file as dicts with stripped, lower-case header names (``" Usage"`` -> ``"usage"``).
 
     Each dict also carries ``__line__`` (line number, for messages) and ``__fields__``/``__expected__``
     (field counts of the row and of the header), so readers can report malformed rows precisely.
     """
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = [h.strip().lower() for h in next(reader)]
-        except StopIteration:
-            raise BenchmarkError(f"{path}: empty file") from None
-        for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            yield dict(zip(header, row)) | {"__line__": str(reader.line_num), "__fields__": str(len(row)), "__expected__": str(len(header))}
+    reader = csv.reader(_read_text_lines(path))
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise BenchmarkError(f"{path}: empty file") from None
+    for row in reader:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        yield dict(zip(header, row)) | {"__line__": str(reader.line_num), "__fields__": str(len(row)), "__expected__": str(len(header))}
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        return [h.strip().lower() for h in next(csv.reader(handle), [])]
+    return [h.strip().lower() for h in next(csv.reader(_read_text_lines(path)), [])]
 
 
 def _require_columns(path: Path, required: Sequence[str]) -> list[str]:
@@ -444,30 +469,29 @@ def _raf_db_list(raw_dir: Path, benchmark: str) -> RawBenchmark:
     def reader(split: str) -> Callable[[ValidationReport], Iterator[RawExample]]:
         def read(report: ValidationReport) -> Iterator[RawExample]:
             label_name = _relative(label_file, raw_dir)
-            with open(label_file, encoding="utf-8") as handle:
-                for line_number, line in enumerate(handle, 1):
-                    fields = line.split()
-                    if not fields:
-                        continue
-                    where = f"{label_name}:{line_number}"
-                    if len(fields) != 2:
-                        if split == "train":  # report each bad line once, not once per split
-                            report.add_issue("malformed_row", None, where, f"expected '<image> <label>', got {line.strip()!r}")
-                        continue
-                    name, label = fields
-                    row_split = name.split("_", 1)[0].lower()
-                    if row_split not in ("train", "test"):
-                        if split == "train":
-                            report.add_issue("malformed_row", None, where, f"image name {name!r} starts with neither 'train' nor 'test'")
-                        continue
-                    if row_split != split:
-                        continue
-                    path = image_path(name)
-                    relative = _relative(path, raw_dir)
-                    if not label.isdigit() or not 1 <= int(label) <= len(names):
-                        report.add_issue("label_out_of_range", split, relative, f"{where}: label {label!r} outside 1..{len(names)}")
-                        continue
-                    yield RawExample(relative, int(label) - 1, _file_reader(path))
+            for line_number, line in enumerate(_read_text_lines(label_file), 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                where = f"{label_name}:{line_number}"
+                if len(fields) != 2:
+                    if split == "train":  # report each bad line once, not once per split
+                        report.add_issue("malformed_row", None, where, f"expected '<image> <label>', got {line.strip()!r}")
+                    continue
+                name, label = fields
+                row_split = name.split("_", 1)[0].lower()
+                if row_split not in ("train", "test"):
+                    if split == "train":
+                        report.add_issue("malformed_row", None, where, f"image name {name!r} starts with neither 'train' nor 'test'")
+                    continue
+                if row_split != split:
+                    continue
+                path = image_path(name)
+                relative = _relative(path, raw_dir)
+                if not label.isdigit() or not 1 <= int(label) <= len(names):
+                    report.add_issue("label_out_of_range", split, relative, f"{where}: label {label!r} outside 1..{len(names)}")
+                    continue
+                yield RawExample(relative, int(label) - 1, _file_reader(path))
 
         return read
 
@@ -956,10 +980,14 @@ def _build_splits(
                 writer_batch_size=_WRITER_BATCH_SIZE,
             )
         except datasets.exceptions.DatasetGenerationError as error:
-            # datasets wraps whatever our readers raised; surface the reader's own message.
+            # datasets wraps whatever our readers raised; surface the reader's own message (it names the
+            # file and line) instead of "An error occurred while generating the dataset".
             cause = error.__cause__ or error.__context__
             if isinstance(cause, BenchmarkError):
                 raise cause from None
+            if isinstance(cause, Exception):
+                raise BenchmarkError(f"{raw.benchmark} split '{split}' ({raw.split_sources.get(split, raw.layout)}): "
+                                     f"{type(cause).__name__}: {cause}") from cause
             raise
 
 
@@ -1010,6 +1038,8 @@ def build_benchmark(
         description += ". " + _FERPLUS_NOTE
     if aligner is not None:
         used = ", ".join(f"{source}: {count}" for source, count in sorted(aligner.sources.items())) or "no image"
+        if aligner.fallbacks:  # shipped landmarks expected but not found: say so, or a wrong layout goes unnoticed
+            used += " (detector used for " + ", ".join(f"{count} image(s) with {why}" for why, count in sorted(aligner.fallbacks.items())) + ")"
         description += f". Faces aligned by hf_fer (face_alignment {json.dumps(aligner.alignment)}); landmarks from {used}"
         report.notes.append(f"aligned faces; landmarks from {used}")
     for split_dataset in dataset.values():
@@ -1027,15 +1057,16 @@ class PreparedDataset:
     report_path: Path
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
+def _check_output(output: Path, overwrite: bool) -> bool:
+    """Refuse an output we may not replace; ``True`` when it holds something (replaced only once the new one is complete)."""
     if not output.exists() or (output.is_dir() and not any(output.iterdir())):
-        return
+        return output.exists()
     ours = output.is_dir() and ((output / "dataset_dict.json").exists() or (output / "validation_report.json").exists())
     if not overwrite:
         raise BenchmarkError(f"output {output} already exists and is not empty (pass --overwrite to replace a dataset written before)")
     if not ours:
         raise BenchmarkError(f"output {output} exists and does not look like a prepared dataset; refusing to overwrite it")
-    shutil.rmtree(output)
+    return True
 
 
 def prepare_dataset(
@@ -1053,30 +1084,44 @@ def prepare_dataset(
 ) -> PreparedDataset:
     """Convert a raw benchmark, save it to ``output`` (``save_to_disk``) and write ``output/validation_report.json``.
 
-    With ``strict=True`` any validation issue raises :class:`StrictValidationError` after the report
-    is written, and the dataset itself is not saved. ``push_to_hub`` also uploads the ``DatasetDict``
-    to that Hub dataset repo (the report stays local).
+    The dataset is built in a temporary folder next to ``output`` and renamed into place only when complete,
+    so an error, ``--strict`` failing or a kill leaves a dataset written before untouched (a killed run leaves
+    a ``.<output>.hf_fer-partial-*`` folder that the next run deletes).
+
+    With ``strict=True`` any validation issue raises :class:`StrictValidationError` after the report is
+    written (to ``output/validation_report.json``, or ``output/validation_report.rejected.json`` when
+    ``output`` holds a dataset written before, which is kept), and the dataset itself is not saved.
+    ``push_to_hub`` also uploads the ``DatasetDict`` to that Hub dataset repo (the report stays local).
     """
     output = Path(output).expanduser()
-    _check_output(output, overwrite)
+    recover_interrupted(output)
+    replacing = _check_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to the output (same disk; the Arrow cache is as large as the dataset) and drop it after.
-    with tempfile.TemporaryDirectory(prefix=".hf_fer_build_", dir=output.parent) as cache_dir:
-        dataset, report = build_benchmark(benchmark, raw_dir, layout=layout, cache_dir=cache_dir, progress=progress, align=align)
+    work = staging_folder(output)
+    staged = work / "dataset"
+    try:
+        # Arrow cache and saved copy on the output's disk (the cache is as large as the dataset); both go with ``work``.
+        dataset, report = build_benchmark(benchmark, raw_dir, layout=layout, cache_dir=work / "cache", progress=progress, align=align)
         report_path = output / "validation_report.json"
         if strict and report.num_issues:
+            if (output / "dataset_dict.json").exists():  # keep the old dataset and the report that goes with it
+                report_path = output / "validation_report.rejected.json"
             report.write_json(report_path, strict=True)
+            kept = f"; the dataset already in {output} was kept" if replacing and report_path.name != "validation_report.json" else ""
             raise StrictValidationError(
                 f"--strict: {report.num_issues} validation issue(s) in {raw_dir} ("
                 + ", ".join(f"{k}: {n}" for k, n in report.issue_counts.items() if n)
-                + f"); dataset not written, see {report_path}",
+                + f"); dataset not written{kept}, see {report_path}",
                 report,
             )
-        dataset.save_to_disk(str(output))
-        report.write_json(report_path, strict=strict)
+        dataset.save_to_disk(str(staged))
+        report.write_json(staged / "validation_report.json", strict=strict)
+        swap_into_place(staged, output)
         if push_to_hub:
             dataset.push_to_hub(push_to_hub, private=private, commit_message=f"Add {report.benchmark} prepared with hf_fer")
         del dataset
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return PreparedDataset(datasets.load_from_disk(str(output)), report, output, report_path)
 
 

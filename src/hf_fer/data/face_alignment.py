@@ -3,12 +3,14 @@
 The same code as the face pipeline (:func:`hf_fer.faces.align_faces`) makes the crops, so a model trained on an
 aligned dataset sees at training time what the pipeline gives it at inference time. Where the landmarks come from:
 
-- RAF-DB: ``Annotation/manual/<image>_manual.txt`` (5 manual points) for the *original* images
-  (``Image/original/``; the dataset's own ``Image/aligned/`` faces are replaced by ours);
+- RAF-DB: the 5 manual points of ``Annotation/manual/<image>_manu_attri.txt`` (the download's name; the points
+  are followed by gender/race/age lines), ``<image>_manu_ldmk.txt`` or ``<image>_manual.txt``, for the *original*
+  images (``Image/original/``; the dataset's own ``Image/aligned/`` faces are replaced by ours);
 - AffectNet (``training.csv`` / ``validation.csv``): the ``facial_landmarks`` column (68 iBUG points) reduced to 5;
 - everything else (and images whose landmarks are missing): the shipped RetinaFace, most confident face.
 
-What was used is counted per source and written into the dataset's info and the validation report.
+What was used is counted per source (and why the detector stood in for shipped landmarks) and written into the
+dataset's info and the validation report, which ``prepare-dataset`` prints.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 __all__ = ["ALIGNMENT_PRESETS", "resolve_dataset_alignment", "landmarks_68_to_5", "order_five_points",
-           "read_raf_db_manual_landmarks", "DatasetAligner", "align_raw_benchmark"]
+           "read_raf_db_manual_landmarks", "RAF_DB_MANUAL_SUFFIXES", "DatasetAligner", "align_raw_benchmark"]
 
 
 def _presets() -> dict[str, dict]:
@@ -101,12 +103,39 @@ def landmarks_68_to_5(points: np.ndarray) -> np.ndarray:
     return order_five_points(five)
 
 
+#: Names of RAF-DB's per-image manual landmark file in ``Annotation/manual/``, in the order they are looked for: the
+#: download's ``<image>_manu_attri.txt`` (5 points, then gender/race/age lines), ``<image>_manu_ldmk.txt``, and
+#: ``<image>_manual.txt`` (5 points only), which hf_fer read before.
+RAF_DB_MANUAL_SUFFIXES = ("_manu_attri.txt", "_manu_ldmk.txt", "_manual.txt")
+
+
 def read_raf_db_manual_landmarks(path: str | os.PathLike) -> np.ndarray:
-    """RAF-DB ``Annotation/manual/*_manual.txt``: 5 lines ``x y`` (eye centres, nose tip, mouth corners)."""
-    values = [float(v) for v in Path(path).read_text().split()]
-    if len(values) != 10:
-        raise ValueError(f"{path}: expected 5 landmark lines 'x y', got {len(values)} numbers")
-    return order_five_points(np.array(values, dtype=np.float32).reshape(5, 2))
+    """A RAF-DB ``Annotation/manual/`` file: 5 lines ``x y`` (eye centres, nose tip, mouth corners), then optionally
+    one value per line (``*_manu_attri.txt``: gender, race, age), which are not landmarks and are skipped.
+
+    Errors name the file and line: the image is then reported as not aligned, not given wrong points.
+    """
+    from .benchmarks import _read_text_lines
+
+    path = Path(path)
+    rows = [(number, line.split()) for number, line in enumerate(_read_text_lines(path), 1) if line.strip()]
+    if len(rows) < 5:
+        raise ValueError(f"{path}: expected 5 landmark lines 'x y' (then optional attribute lines), got {len(rows)} line(s)")
+    points = []
+    for number, fields in rows[:5]:
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{number}: expected a landmark line 'x y', got {' '.join(fields)!r}")
+        try:
+            x, y = float(fields[0]), float(fields[1])
+        except ValueError:
+            raise ValueError(f"{path}:{number}: landmark {' '.join(fields)!r} is not two numbers 'x y'") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise ValueError(f"{path}:{number}: landmark {' '.join(fields)!r} is not finite")
+        points.append((x, y))
+    for number, fields in rows[5:]:
+        if len(fields) != 1:  # a 6th point, or another format: refuse rather than guess which 5 are meant
+            raise ValueError(f"{path}:{number}: expected one attribute value per line after the 5 landmark lines, got {' '.join(fields)!r}")
+    return order_five_points(np.array(points, dtype=np.float32))
 
 
 @dataclass
@@ -116,6 +145,8 @@ class DatasetAligner:
     alignment: dict
     detector: object | None = None
     sources: Counter = field(default_factory=Counter)
+    #: why the detector was used where the benchmark ships landmarks (reason -> images), for the report
+    fallbacks: Counter = field(default_factory=Counter)
 
     def _detect(self, image: torch.Tensor):
         if self.detector is None:
@@ -155,21 +186,22 @@ class DatasetAligner:
 
 def _affectnet_landmarks(raw_dir: Path) -> dict[str, np.ndarray]:
     """``subDirectory_filePath`` → 5 points, from the ``facial_landmarks`` column of training.csv / validation.csv."""
+    from .benchmarks import _read_text_lines  # UTF-8 (BOM dropped), a bad byte named by file, line and offset
+
     table: dict[str, np.ndarray] = {}
     for name in ("training.csv", "validation.csv"):
         for path in list(raw_dir.glob(name)) + list(raw_dir.glob(f"*/{name}")):
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                columns = {c.lower(): c for c in reader.fieldnames or []}
-                if "facial_landmarks" not in columns or "subdirectory_filepath" not in columns:
-                    continue
-                for row in reader:
-                    try:
-                        values = [float(v) for v in row[columns["facial_landmarks"]].replace(",", ";").split(";") if v.strip()]
-                        if len(values) == 136:
-                            table[row[columns["subdirectory_filepath"]].strip()] = landmarks_68_to_5(np.array(values))
-                    except ValueError:
-                        continue  # the detector takes over for this image
+            reader = csv.DictReader(_read_text_lines(path))
+            columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+            if "facial_landmarks" not in columns or "subdirectory_filepath" not in columns:
+                continue
+            for row in reader:
+                try:
+                    values = [float(v) for v in (row[columns["facial_landmarks"]] or "").replace(",", ";").split(";") if v.strip()]
+                    if len(values) == 136:
+                        table[(row[columns["subdirectory_filepath"]] or "").strip()] = landmarks_68_to_5(np.array(values))
+                except ValueError:
+                    continue  # the detector takes over for this image (counted in the report)
     return table
 
 
@@ -186,8 +218,11 @@ def _raf_db_original(file_name: str, raw_dir: Path) -> tuple[Path, Path | None] 
     original = root / "Image" / "original" / f"{stem}{suffix}"
     if not original.is_file():
         return None
-    manual = root / "Annotation" / "manual" / f"{stem}_manual.txt"
-    return original, manual if manual.is_file() else None
+    manual = root / "Annotation" / "manual"
+    for landmark_suffix in RAF_DB_MANUAL_SUFFIXES:
+        if (manual / f"{stem}{landmark_suffix}").is_file():
+            return original, manual / f"{stem}{landmark_suffix}"
+    return original, None
 
 
 def align_raw_benchmark(raw, alignment: dict, aligner: DatasetAligner | None = None):
@@ -198,25 +233,35 @@ def align_raw_benchmark(raw, alignment: dict, aligner: DatasetAligner | None = N
     """
     aligner = aligner or DatasetAligner(alignment)
     benchmark = raw.benchmark
-    affectnet = _affectnet_landmarks(raw.raw_dir) if benchmark.startswith("affectnet") and raw.layout == "affectnet-csv" else {}
+    affectnet_csv = benchmark.startswith("affectnet") and raw.layout == "affectnet-csv"
+    affectnet = _affectnet_landmarks(raw.raw_dir) if affectnet_csv else {}
 
     def wrap(example) -> object:
         landmarks: Callable[[], np.ndarray | None] = lambda: None
         read = example.read_bytes
+        fallback = None
         if benchmark == "raf-db":
             found = _raf_db_original(example.file_name, raw.raw_dir)
-            if found is not None:
+            if found is None:
+                fallback = "no Image/original/ file"
+            else:
                 original, manual = found
                 read = original.read_bytes
                 if manual is not None:
                     landmarks = lambda: read_raf_db_manual_landmarks(manual)  # noqa: E731
-        elif affectnet:
+                else:
+                    fallback = "no landmark file Annotation/manual/<image>{" + ",".join(RAF_DB_MANUAL_SUFFIXES) + "}"
+        elif affectnet_csv:
             key = "/".join(Path(example.file_name).parts[-2:])
             points = affectnet.get(key)
             if points is not None:
                 landmarks = lambda: points  # noqa: E731
+            else:
+                fallback = "no usable facial_landmarks (136 numbers) in training.csv/validation.csv"
 
         def read_aligned() -> bytes:
+            if fallback is not None:  # counted even if the detector then finds no face
+                aligner.fallbacks[fallback] += 1
             return aligner(read(), example.file_name, landmarks())
 
         return replace(example, read_bytes=read_aligned)

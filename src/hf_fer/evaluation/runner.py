@@ -362,10 +362,17 @@ def evaluate_model(
                     dropped_unmapped += 1
                     continue
                 where = entry.get("path") if isinstance(entry, dict) else None
+                # An empty cell or an entry of another type is bad data like undecodable bytes: skip and list it.
+                if entry is None:
+                    skipped.append({"index": index, "path": None, "error": f"no image (column {image_column!r} is empty)"})
+                    continue
                 try:
                     image = load_image(entry, max_size=decode_max_size, name=f"{where or 'image'} (row {index})")
                 except ImageDecodeError as error:
                     skipped.append({"index": index, "path": where, "error": error.reason})
+                    continue
+                except TypeError as error:
+                    skipped.append({"index": index, "path": where, "error": f"not an image entry: {error}"})
                     continue
                 images.append(image)
                 labels.append(int(label))
