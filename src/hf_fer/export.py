@@ -3,8 +3,8 @@
 ``hf-fer export --model M --format onnx --output DIR`` (and :func:`export_model`) writes into ``DIR``:
 
 * ``model.onnx``: logits for ``pixel_values [batch, C, H, W]``, batch dimension dynamic (dynamo exporter,
-  opset :data:`DEFAULT_OPSET`). ``--quantize int8`` also writes ``model_int8.onnx``: ONNX Runtime static
-  quantization (QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
+  opset :data:`DEFAULT_OPSET`; it writes none below :data:`MIN_OPSET`). ``--quantize int8`` also writes
+  ``model_int8.onnx``: ONNX Runtime static quantization (QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
   convolutions kept in float, and the convolutions adding the most quantization noise kept in float when int8
   disagrees with fp32 on held-out calibration images: :func:`quantize_onnx_int8`). ``--quantize int8-dynamic``
   writes it with the linear layers' MatMuls in dynamic int8 instead (the transformers; no calibration set:
@@ -17,7 +17,13 @@
   versions, the attention implementation used and the graph optimisation that ran (``graph_optimization``:
   optimiser and fused-operator counts, or ``null``).
 * ``config.json`` and ``preprocessor_config.json``: labels and preprocessing, so the folder describes itself
-  (:class:`hf_fer.onnx.OnnxClassifier` needs nothing else).
+  (:class:`hf_fer.onnx.OnnxClassifier` needs nothing else), and the code files their ``auto_map`` names
+  (``configuration_*.py``...), so ``AutoConfig``/``AutoImageProcessor.from_pretrained(DIR, trust_remote_code=True)``
+  load it without hf_fer (:func:`copy_remote_code`).
+
+Parity is measured with PyTorch run on the same batches as the exported file, so a model whose logits depend on the
+rest of the batch (ARM ``affinity_mode="batch"``, what ``hf-fer convert --arch arm`` writes) exports too; the report's
+``batch_dependence`` says so, with a warning pointing at ``model.calibrate_affinity()`` for batch-independent logits.
 
 The export fails (:class:`ExportParityError`, nothing written to ``DIR``) when fp32 logits differ by more than
 :data:`FP32_TOLERANCE` or int8 top-1 agreement is under :data:`INT8_MIN_AGREEMENT`; the rejected files are

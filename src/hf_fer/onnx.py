@@ -7,9 +7,9 @@
     classifier(["a.jpg", pil_image], top_k=1)         # one list per image
 
 Images are decoded with PIL and preprocessed with NumPy from the folder's ``preprocessor_config.json``
-(grayscale when the model has one input channel, resize with the saved PIL filter, ConvNext's ``crop_pct``, optional centre crop,
-rescale, normalise), so inference itself needs neither
-PyTorch nor transformers' image processors. Labels come from the folder's ``config.json``. The images must
+(grayscale when the model has one input channel, resize with the saved PIL filter, ConvNext's ``crop_pct``,
+optional centre crop, rescale, normalise), so inference itself needs neither PyTorch nor transformers' image
+processors. Labels come from the folder's ``config.json``. The images must
 already be face crops, as for ``pipeline("image-classification")``; use the face pipeline to find faces.
 """
 from __future__ import annotations
