@@ -3,8 +3,8 @@
 ``hf-fer export --model M --format onnx --output DIR`` (and :func:`export_model`) writes into ``DIR``:
 
 * ``model.onnx``: logits for ``pixel_values [batch, C, H, W]``, batch dimension dynamic (dynamo exporter,
-  opset :data:`DEFAULT_OPSET`). ``--quantize int8`` also writes ``model_int8.onnx``: ONNX Runtime static
-  quantization (QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
+  opset :data:`DEFAULT_OPSET`; it writes none below :data:`MIN_OPSET`). ``--quantize int8`` also writes
+  ``model_int8.onnx``: ONNX Runtime static quantization (QDQ format, int8 per-channel weights, uint8 activations calibrated on user images, depthwise
   convolutions kept in float, and the convolutions adding the most quantization noise kept in float when int8
   disagrees with fp32 on held-out calibration images: :func:`quantize_onnx_int8`). ``--quantize int8-dynamic``
   writes it with the linear layers' MatMuls in dynamic int8 instead (the transformers; no calibration set:
@@ -17,7 +17,13 @@
   versions, the attention implementation used and the graph optimisation that ran (``graph_optimization``:
   optimiser and fused-operator counts, or ``null``).
 * ``config.json`` and ``preprocessor_config.json``: labels and preprocessing, so the folder describes itself
-  (:class:`hf_fer.onnx.OnnxClassifier` needs nothing else).
+  (:class:`hf_fer.onnx.OnnxClassifier` needs nothing else), and the code files their ``auto_map`` names
+  (``configuration_*.py``...), so ``AutoConfig``/``AutoImageProcessor.from_pretrained(DIR, trust_remote_code=True)``
+  load it without hf_fer (:func:`copy_remote_code`).
+
+Parity is measured with PyTorch run on the same batches as the exported file, so a model whose logits depend on the
+rest of the batch (ARM ``affinity_mode="batch"``, what ``hf-fer convert --arch arm`` writes) exports too; the report's
+``batch_dependence`` says so, with a warning pointing at ``model.calibrate_affinity()`` for batch-independent logits.
 
 The export fails (:class:`ExportParityError`, nothing written to ``DIR``) when fp32 logits differ by more than
 :data:`FP32_TOLERANCE` or int8 top-1 agreement is under :data:`INT8_MIN_AGREEMENT`; the rejected files are
@@ -38,8 +44,10 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -53,6 +61,7 @@ TORCH_EXPORT_FILE = "model.pt2"
 REPORT_FILE = "parity_report.json"
 FORMATS = ("onnx", "torch-export")
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18+; lower ones go through a best-effort version converter
 FP32_TOLERANCE = 1e-4  # max |logit difference| allowed between an fp32 export and PyTorch
 INT8_MIN_AGREEMENT = 0.99  # top-1 agreement required between the int8 model and PyTorch fp32
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
@@ -171,8 +180,6 @@ def load_images(source: str | os.PathLike | Sequence | None, num_images: int, se
         except Exception as error:  # one bad image never sinks the set
             failures.append(f"{item}: {error}")
     if failures:
-        import warnings
-
         warnings.warn(f"skipped {len(failures)} unreadable image(s): " + "; ".join(failures[:5]), stacklevel=2)
     if not images:
         raise ValueError(f"no readable images in {source!r}")
@@ -236,12 +243,37 @@ def onnx_logits(session_or_path, pixel_values: np.ndarray, batch_size: int = 16)
     return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0] for batch in _batches(pixel_values, batch_size)])
 
 
-def _compare_file(reference: np.ndarray, run) -> dict:
-    """Compare at batch 16 over the whole set and at batch 1 on the first images (the batch axis is dynamic)."""
-    entry = compare_logits(reference, run(16))
-    single = compare_logits(reference[:4], run(1)[:4]) if len(reference) > 1 else entry
-    entry["max_abs_logit_diff"] = max(entry["max_abs_logit_diff"], single["max_abs_logit_diff"])
-    entry["batch_sizes_checked"] = [1, 16]
+PARITY_BATCH = 16  # the parity set is run this many images at a time...
+SINGLE_IMAGES = 4  # ...and its first images also one at a time (batch 1)
+
+
+def reference_logits(model: torch.nn.Module, pixel_values: torch.Tensor, batch_size: int) -> np.ndarray:
+    """PyTorch logits computed ``batch_size`` images at a time: the batches the exported file is run on, so a model
+    whose logits depend on the rest of the batch (ARM ``affinity_mode="batch"``) is compared like with like."""
+    wrapped = LogitsOnly(model.eval())
+    with torch.no_grad():
+        return torch.cat([wrapped(batch) for batch in pixel_values.split(batch_size)]).float().numpy()
+
+
+def batch_dependence(model: torch.nn.Module, pixel_values: torch.Tensor, batch_size: int = PARITY_BATCH) -> float | None:
+    """Max |logit difference| of the first images run alone vs inside a batch of ``batch_size`` (``None`` with one
+    image): above rounding, an image's logits depend on the other images of its batch."""
+    if len(pixel_values) < 2:
+        return None
+    count = min(SINGLE_IMAGES, len(pixel_values))
+    alone = reference_logits(model, pixel_values[:count], 1)
+    in_batch = reference_logits(model, pixel_values[:batch_size], batch_size)[:count]
+    return float(np.abs(alone - in_batch).max())
+
+
+def _compare_file(references: dict[int, np.ndarray], run) -> dict:
+    """Compare at batch :data:`PARITY_BATCH` over the whole set and at batch 1 on the first images (the batch axis is dynamic), each
+    against PyTorch run on the same batches (``references[batch_size]``)."""
+    entry = compare_logits(references[PARITY_BATCH], run(PARITY_BATCH))
+    if len(references[PARITY_BATCH]) > 1:
+        single = compare_logits(references[1], run(1)[:len(references[1])])
+        entry["max_abs_logit_diff"] = max(entry["max_abs_logit_diff"], single["max_abs_logit_diff"])
+    entry["batch_sizes_checked"] = [1, PARITY_BATCH]
     return entry
 
 
@@ -272,14 +304,13 @@ def verify_export(output_dir: str | os.PathLike, model: torch.nn.Module, pixel_v
     raises :class:`ExportParityError` with the numbers on failure. :func:`export_model` runs it before
     publishing a folder; run it again after editing or copying an exported file."""
     output_dir = Path(output_dir)
-    with torch.no_grad():
-        reference = LogitsOnly(model.eval())(pixel_values).float().numpy()
+    references = {PARITY_BATCH: reference_logits(model, pixel_values, PARITY_BATCH), 1: reference_logits(model, pixel_values[:SINGLE_IMAGES], 1)}
     report: dict = {}
     array = pixel_values.numpy()
     for key, name in (("fp32", ONNX_FILE), ("int8", INT8_FILE)):
         if (output_dir / name).exists():
             session = onnx_session(output_dir / name)
-            entry = _compare_file(reference, lambda b, session=session: onnx_logits(session, array[:4] if b == 1 else array, b))
+            entry = _compare_file(references, lambda b, session=session: onnx_logits(session, array[:SINGLE_IMAGES] if b == 1 else array, b))
             report[key] = {"file": name, **entry}
             check_parity(report, key, tolerance, min_agreement)
     if (output_dir / TORCH_EXPORT_FILE).exists():
@@ -287,10 +318,10 @@ def verify_export(output_dir: str | os.PathLike, model: torch.nn.Module, pixel_v
 
         def run(batch_size):
             with torch.no_grad():
-                values = pixel_values[:4] if batch_size == 1 else pixel_values
+                values = pixel_values[:SINGLE_IMAGES] if batch_size == 1 else pixel_values
                 return torch.cat([program(b) for b in values.split(batch_size)]).float().numpy()
 
-        report["torch-export"] = {"file": TORCH_EXPORT_FILE, **_compare_file(reference, run)}
+        report["torch-export"] = {"file": TORCH_EXPORT_FILE, **_compare_file(references, run)}
         check_parity(report, "torch-export", tolerance)
     if not report:
         raise FileNotFoundError(f"{output_dir}: no exported model ({ONNX_FILE}, {INT8_FILE} or {TORCH_EXPORT_FILE})")
@@ -301,8 +332,6 @@ def verify_export(output_dir: str | os.PathLike, model: torch.nn.Module, pixel_v
 
 
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    import warnings
-
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -701,6 +730,8 @@ def export_model(
         raise ValueError(f"--quantize {quantize} is implemented for --format onnx (ONNX Runtime quantization)")
     if optimize and format != "onnx":
         raise ValueError("--optimize (ONNX Runtime transformer fusions) applies to --format onnx")
+    if format == "onnx" and opset < MIN_OPSET:
+        raise ValueError(opset_error(opset))
     output_dir = Path(output_dir).expanduser()
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
@@ -726,6 +757,10 @@ def export_model(
         label_space = "raf-db"
     parity_images = load_images(parity_dataset, num_parity_images, seed=1234, label_space=label_space)
     pixel_values = _pixel_values(image_processor, parity_images)
+    dependence = batch_dependence(model, pixel_values)
+    batch_dependent = dependence is not None and dependence > tolerance
+    if batch_dependent:
+        warnings.warn(batch_dependence_note(model, dependence), stacklevel=2)
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
@@ -737,6 +772,11 @@ def export_model(
         "parity_images": {"source": "synthetic faces (seed 1234)" if parity_dataset is None else str(parity_dataset),
                           "count": len(parity_images)},
         "versions": _versions(),
+        # logits of the first parity images alone vs inside their batch: above tolerance, an image's logits depend on
+        # the rest of its batch (ARM affinity_mode="batch"); the exported file then does too, and is compared with
+        # PyTorch run on the same batches
+        "batch_dependence": {"max_abs_logit_diff_alone_vs_in_batch": dependence, "batch_dependent": batch_dependent,
+                             "note": batch_dependence_note(model, dependence) if batch_dependent else None},
     }
     files: dict[str, Path] = {}
     try:
@@ -749,6 +789,8 @@ def export_model(
 
                 proto = onnx.load(str(staging / ONNX_FILE), load_external_data=False)
                 report["opset"] = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+                if report["opset"] != opset:
+                    raise ValueError(f"--opset {opset}: the exporter wrote opset {report['opset']} instead")
                 report["exporter"] = "torch.onnx.export(dynamo=True)"
                 files["fp32"] = staging / ONNX_FILE
                 if quantize == "int8-dynamic":  # transformers: int8 linear layers, no calibration set
@@ -775,6 +817,7 @@ def export_model(
         model.config.save_pretrained(staging)
         image_processor.save_pretrained(staging)
         _complete_preprocessor_config(staging / "preprocessor_config.json", image_processor)
+        report["remote_code_files"] = copy_remote_code(staging, model, image_processor)
         try:
             report["parity"] = verify_export(staging, model, pixel_values, tolerance, min_agreement)
         except ExportParityError as error:
@@ -794,6 +837,67 @@ def export_model(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(output_dir=output_dir, files={k: output_dir / v.name for k, v in files.items()}, report=report)
+
+
+def opset_error(opset: int) -> str:
+    return (f"--opset {opset}: torch.onnx's dynamo exporter writes opset {MIN_OPSET} or later (older opsets go through a "
+            f"best-effort converter that fails on these graphs and keeps {MIN_OPSET}); pass --opset {MIN_OPSET} or higher")
+
+
+def batch_dependence_note(model: torch.nn.Module, dependence: float | None) -> str:
+    """Why a model's logits depend on its batch, and how to make them not (ARM: :meth:`calibrate_affinity`)."""
+    note = (f"an image's logits depend on the other images in its batch (max |logit diff| {dependence:.3g} between the "
+            "first parity images run alone and in a batch); the exported model keeps that behaviour")
+    if getattr(model.config, "affinity_mode", None) == "batch":
+        note += ("; ARM affinity_mode='batch' (converted upstream checkpoints): call model.calibrate_affinity(batches) "
+                 "on representative faces and save it before exporting for batch-independent logits")
+    return note
+
+
+def copy_remote_code(folder: Path, *objects) -> list[str]:
+    """Copy the code files named by the ``auto_map`` of ``folder``'s ``config.json``/``preprocessor_config.json``
+    (self-contained remote code, found beside the classes of ``objects``), so the folder loads with
+    ``AutoConfig``/``AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)`` without hf_fer.
+    Entries whose file cannot be found are dropped with a warning, never left dangling. Returns the files copied."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    directories = []
+    for obj in objects:
+        module = sys.modules.get(type(obj).__module__)
+        if getattr(module, "__file__", None) and Path(module.__file__).parent not in directories:
+            directories.append(Path(module.__file__).parent)
+    copied: list[str] = []
+
+    def copy_module(module_name: str) -> bool:
+        source = next((d / f"{module_name}.py" for d in directories if (d / f"{module_name}.py").is_file()), None)
+        if source is None:
+            return False
+        for path in (source, *map(Path, get_relative_import_files(str(source)))):
+            if path.name not in copied:
+                shutil.copyfile(path, folder / path.name)
+                copied.append(path.name)
+        return True
+
+    for name in ("config.json", "preprocessor_config.json"):
+        path = folder / name
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        auto_map = data.get("auto_map") or {}
+        kept = {}
+        for auto_class, reference in auto_map.items():
+            references = [r for r in (reference if isinstance(reference, (list, tuple)) else [reference]) if r]
+            # "repo--module.Class" points at code in another Hub repository: it stays as it is
+            if all("--" in r or copy_module(r.rsplit(".", 1)[0]) for r in references):
+                kept[auto_class] = reference
+            else:
+                warnings.warn(f"{path}: auto_map[{auto_class!r}] = {reference!r} names code that was not found beside "
+                              f"the model's classes ({', '.join(map(str, directories))}); entry dropped", stacklevel=3)
+        if kept != auto_map:
+            if kept:
+                data["auto_map"] = kept
+            else:
+                data.pop("auto_map")
+            _write_json(path, data)
+    return sorted(copied)
 
 
 PREPROCESSING_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
@@ -835,7 +939,10 @@ def build_parser(prog: str = "hf-fer export") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.format == "onnx" and args.opset < MIN_OPSET:
+        parser.error(opset_error(args.opset))
     try:
         result = export_model(args.model, args.output, format=args.format, quantize=args.quantize,
                               calibration_dataset=args.calibration_dataset, parity_dataset=args.parity_dataset,
@@ -854,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     if optimization:
         fused = ", ".join(f"{op} x{count}" for op, count in optimization["fused_operators"].items()) or "nothing matched"
         print(f"ONNX Runtime transformer fusions ({optimization['model_type']}): {fused}")
+    if result.report["batch_dependence"]["batch_dependent"]:
+        print(f"note: {result.report['batch_dependence']['note']}")
     attention = result.report.get("attention_implementation")
     print(f"wrote {result.output_dir} ({', '.join(sorted(p.name for p in result.output_dir.iterdir()))})"
           + (f"; attention exported as {attention!r}" if attention else ""))

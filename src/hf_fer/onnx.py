@@ -7,9 +7,9 @@
     classifier(["a.jpg", pil_image], top_k=1)         # one list per image
 
 Images are decoded with PIL and preprocessed with NumPy from the folder's ``preprocessor_config.json``
-(grayscale when the model has one input channel, resize with the saved PIL filter, optional centre crop,
-rescale, normalise), so inference itself needs neither
-PyTorch nor transformers' image processors. Labels come from the folder's ``config.json``. The images must
+(grayscale when the model has one input channel, resize with the saved PIL filter, ConvNext's ``crop_pct``,
+optional centre crop, rescale, normalise), so inference itself needs neither PyTorch nor transformers' image
+processors. Labels come from the folder's ``config.json``. The images must
 already be face crops, as for ``pipeline("image-classification")``; use the face pipeline to find faces.
 """
 from __future__ import annotations
@@ -47,22 +47,38 @@ class ImagePreprocessor:
         self.do_rescale = config.get("do_rescale", True)
         self.rescale_factor = float(config.get("rescale_factor", 1 / 255))
         self.do_normalize = config.get("do_normalize", True)
+        # ConvNext's rule (transformers ConvNextImageProcessor): below 384 px the short side goes to
+        # shortest_edge / crop_pct, then a shortest_edge square is cropped from the centre; from 384 px it warps to a square
+        self.crop_pct = config.get("crop_pct")
+        processor_type = str(config.get("image_processor_type") or "")
+        if self.crop_pct is not None and not processor_type.startswith("ConvNext"):
+            raise ValueError(f"preprocessor_config.json: crop_pct is implemented for ConvNext image processors only, "
+                             f"got image_processor_type {processor_type!r}")
         self.mean = np.asarray(config.get("image_mean", [0.5, 0.5, 0.5]), np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(config.get("image_std", [0.5, 0.5, 0.5]), np.float32).reshape(-1, 1, 1)
         # One mean/std value = a grayscale model (mini-Xception): PIL's "L" is the BT.601 luma it was trained on.
         self.grayscale = len(self.mean) == 1
 
     def _resized(self, image):
-        width, height = image.size
         if "height" in self.size and "width" in self.size:
-            new_height, new_width = int(self.size["height"]), int(self.size["width"])
-        elif "shortest_edge" in self.size:  # short side to the target, aspect ratio kept (transformers' rule)
-            edge = int(self.size["shortest_edge"])
-            short, long = (width, height) if width <= height else (height, width)
-            new_short, new_long = edge, int(edge * long / short)
-            new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
-        else:
+            return image.resize((int(self.size["width"]), int(self.size["height"])), resample=self.resample)
+        if "shortest_edge" not in self.size:
             raise ValueError(f"preprocessor_config.json: unsupported size {self.size}")
+        edge = int(self.size["shortest_edge"])
+        if self.crop_pct is None:
+            return self._shortest_edge_resized(image, edge)
+        if edge >= 384:
+            return image.resize((edge, edge), resample=self.resample)
+        image = self._shortest_edge_resized(image, int(edge / self.crop_pct))
+        top, left = (image.height - edge) // 2, (image.width - edge) // 2
+        return image.crop((left, top, left + edge, top + edge))
+
+    def _shortest_edge_resized(self, image, edge: int):
+        """Short side to ``edge``, aspect ratio kept (transformers' rule)."""
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = edge, int(edge * long / short)
+        new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
         return image.resize((new_width, new_height), resample=self.resample)
 
     def __call__(self, images: Sequence) -> np.ndarray:
@@ -75,16 +91,20 @@ class ImagePreprocessor:
             array = np.asarray(image, dtype=np.float32)
             array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # CHW
             if self.do_center_crop:
-                crop_height, crop_width = int(self.crop_size["height"]), int(self.crop_size["width"])
-                height, width = array.shape[1:]
-                top, left = int(round((height - crop_height) / 2.0)), int(round((width - crop_width) / 2.0))
-                array = array[:, max(top, 0):max(top, 0) + crop_height, max(left, 0):max(left, 0) + crop_width]
+                array = _center_crop(array, int(self.crop_size["height"]), int(self.crop_size["width"]))
             if self.do_rescale:
                 array = array * np.float32(self.rescale_factor)
             if self.do_normalize:
                 array = (array - self.mean) / self.std
             batch.append(array.astype(np.float32))
         return np.ascontiguousarray(np.stack(batch))
+
+
+def _center_crop(array: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:
+    """Centre crop of a ``[C, H, W]`` array, the top/left offsets rounded down as in transformers' ``center_crop``."""
+    height, width = array.shape[1:]
+    top, left = max((height - crop_height) // 2, 0), max((width - crop_width) // 2, 0)
+    return array[:, top:top + crop_height, left:left + crop_width]
 
 
 class OnnxClassifier:
