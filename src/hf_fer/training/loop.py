@@ -237,10 +237,12 @@ def evaluate_model(accelerator, model, dataloader, label_names: list[str]) -> di
         outputs = model(pixel_values=batch["pixel_values"])
         logits = outputs.logits.float()
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
-        preds, refs, loss = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss))
-        predictions.append(preds.cpu())
-        references.append(refs.cpu())
-        losses.append(loss.cpu())
+        valid = batch.get("valid", torch.ones_like(batch["labels"], dtype=torch.bool)).long()  # 0: unreadable image, left out
+        preds, refs, loss, valid = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss, valid))
+        valid = valid.cpu().bool()
+        predictions.append(preds.cpu()[valid])
+        references.append(refs.cpu()[valid])
+        losses.append(loss.cpu()[valid])
     predictions_np = torch.cat(predictions).numpy()
     references_np = torch.cat(references).numpy()
     from ..evaluation.metrics import compute_metrics
