@@ -85,6 +85,26 @@ def test_out_of_range_labels_are_refused_at_load_naming_split_count_and_rows(spl
         load_fer_dataset(data, id2label=dict(enumerate(sorted(RAF))), label_map="auto")
 
 
+def test_training_checks_only_the_splits_it_uses_and_orders_them_like_its_train_split(tmp_path):
+    from hf_fer.training import recipe_from_dict
+    from hf_fer.training.loop import _load_data
+
+    rows = ["happiness", "fear", "anger"]
+    good = _split(rows, RAF)
+    unlabelled = datasets.Dataset.from_dict({"image": good["image"], "label": [-1, -1, -1]}, features=good.features)
+    data = datasets.DatasetDict({"fit": _split(rows, RAF[::-1]), "dev": good, "holdout": good, "unlabelled": unlabelled})
+    data.save_to_disk(str(tmp_path / "data"))
+    recipe = recipe_from_dict({"model": {"arch": "mini_xception"},
+                               "data": {"train_split": "fit", "validation_split": "dev", "test_split": "holdout"}})
+    train, validation, test, _ = _load_data(recipe, str(tmp_path / "data"), None)
+    assert train.features["label"].names == RAF[::-1] == validation.features["label"].names == test.features["label"].names
+    assert [RAF[::-1][i] for i in validation["label"]] == rows
+    with pytest.raises(DatasetLoadError, match=r"split 'unlabelled': 3 of 3 labels"):
+        load_fer_dataset(str(tmp_path / "data"))
+    with pytest.raises(DatasetLoadError, match=r"split 'train' not found .* available splits: \['fit', 'dev', 'holdout', 'unlabelled'\]"):
+        load_fer_dataset(str(tmp_path / "data"), splits=["train", "dev"])
+
+
 # ---------------------------------------------------------------------------------------------- `labels` column
 
 

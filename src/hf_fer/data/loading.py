@@ -176,14 +176,15 @@ def _relabel(ds: datasets.Dataset, label_column: str, lookup: np.ndarray | None,
     return relabelled.select_columns(order)
 
 
-def align_split_labels(dataset: datasets.DatasetDict, label_column: str = "label") -> datasets.DatasetDict:
-    """Give every split the class order of the training split (``train``, else the first one).
+def align_split_labels(dataset: datasets.DatasetDict, label_column: str = "label", reference: str | None = None) -> datasets.DatasetDict:
+    """Give every split the class order of the training split (``reference``; default ``train``, else the first one).
 
     A validation/test split saved with another ``ClassLabel`` order but the same classes is remapped by name (one
     log line says so): used as-is, its indices would mean other classes and every metric, and the model selected on
     them, would be silently wrong. Splits with other class names are an error showing both lists.
     """
-    reference = "train" if "train" in dataset else next(iter(dataset), None)
+    if reference not in dataset:
+        reference = "train" if "train" in dataset else next(iter(dataset), None)
     if reference is None or not isinstance(dataset[reference].features.get(label_column), datasets.ClassLabel):
         return dataset
     names = list(dataset[reference].features[label_column].names)
@@ -262,6 +263,7 @@ def load_fer_dataset(
     id2label: Mapping[int, str] | None = None,
     label_map: str = "strict",
     split: str | None = None,
+    splits: list[str] | None = None,
     drop_unmapped: bool = False,
     cache_dir: str | None = None,
     synthetic_options: Mapping[str, Any] | None = None,
@@ -279,6 +281,9 @@ def load_fer_dataset(
             :class:`LabelMismatchError` shows both lists. ``"auto"``: labels are remapped by name into the
             model's order (the label column becomes ``ClassLabel(names=model names)``).
         split: return only this split (a ``Dataset``) instead of the ``DatasetDict``.
+        splits: keep (and check) only these splits, those present; the first (the training split) must exist
+            and gives the class order of the others. Training passes its train/validation/test splits, so an
+            unlabelled split it does not use is no error.
         drop_unmapped: with ``label_map="auto"``, drop examples of classes the model lacks (e.g. contempt
             when evaluating a 7-class model on AffectNet-8) instead of raising; a warning gives counts.
         cache_dir: ``datasets`` cache directory for imagefolder / Hub loading.
@@ -300,13 +305,19 @@ def load_fer_dataset(
         raise DatasetLoadError(f"split {split!r} not found in {source}; available splits: {list(dataset)}")
     if split is not None:
         dataset = datasets.DatasetDict({split: dataset[split]})
+    reference = None
+    if splits:
+        reference = splits[0]
+        if reference not in dataset:
+            raise DatasetLoadError(f"split {reference!r} not found in {source}; available splits: {list(dataset)}")
+        dataset = datasets.DatasetDict({name: dataset[name] for name in dict.fromkeys(splits) if name in dataset})
     label_column = _label_column(dataset)
     if label_column == "labels":  # one name downstream: training, evaluation and the samplers read `label`
         dataset = dataset.rename_column("labels", "label")
         label_column = "label"
     if label_column is not None:
         check_label_range(dataset, label_column)
-        dataset = align_split_labels(dataset, label_column)
+        dataset = align_split_labels(dataset, label_column, reference)
     if id2label is not None:
         if label_column is None:
             first = next(iter(dataset.values()))

@@ -194,9 +194,10 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
     options = {"num_train": synthetic.num_train, "num_validation": synthetic.num_validation, "num_test": synthetic.num_test,
                "image_size": synthetic.image_size, "seed": synthetic.seed, "label_space": synthetic.label_space,
                "difficulty": synthetic.difficulty, "train_difficulty": synthetic.train_difficulty}
-    data = load_fer_dataset(dataset, id2label=id2label, label_map=recipe.data.label_map, synthetic_options=options if dataset == "synthetic" else None)
-    if recipe.data.train_split not in data:
-        raise RecipeError(f"dataset {dataset} has no split {recipe.data.train_split!r} (splits: {list(data)})")
+    used = [name for name in (recipe.data.train_split, recipe.data.validation_split, recipe.data.test_split) if name]
+    # Only the splits the recipe uses are checked (an unlabelled split it ignores is fine); a missing train split is an error.
+    data = load_fer_dataset(dataset, id2label=id2label, label_map=recipe.data.label_map, splits=used,
+                            synthetic_options=options if dataset == "synthetic" else None)
     train = data[recipe.data.train_split]
     validation_name = recipe.data.validation_split
     if validation_name and validation_name in data:
