@@ -44,11 +44,14 @@ def _names(split: datasets.Dataset) -> list[str]:
 # ---------------------------------------------------------------------------------------------- class order per split
 
 
-def test_held_out_splits_with_another_class_order_get_the_train_order():
+def test_held_out_splits_with_another_class_order_get_the_train_order(caplog):
     rows = ["happiness", "surprise", "neutral", "anger", "fear"]
     data = datasets.DatasetDict({"train": _split(rows, RAF), "validation": _split(rows[::-1], RAF[::-1]),
                                  "test": _split(rows[1:], RAF[::-1])})
-    loaded = load_fer_dataset(data)
+    with caplog.at_level(logging.WARNING):
+        loaded = load_fer_dataset(data)
+    said = [r.getMessage() for r in caplog.records if "remapping the labels of" in r.getMessage()]
+    assert len(said) == 2 and "remapping the labels of 'test' to the order of 'train' by name" in said[1]
     for name in ("validation", "test"):
         assert loaded[name].features["label"].names == RAF  # train's order, not the split's own
     # Indices now mean train's classes and still name the same expressions (checked against the rows we wrote).

@@ -206,8 +206,8 @@ def align_split_labels(dataset: datasets.DatasetDict, label_column: str = "label
             )
         lookup = None if own_keys == keys else np.asarray([keys.index(key) for key in own_keys], dtype=np.int64)
         if lookup is not None:
-            logger.warning("split %r has the class order %s, split %r has %s: its labels are remapped by name to %r's order",
-                           split, own, reference, names, reference)
+            logger.warning("split %r has the class order %s and split %r %s: remapping the labels of %r to the order of %r by name",
+                           split, own, reference, names, split, reference)
         aligned[split] = _relabel(ds, label_column, lookup, names)
     return datasets.DatasetDict(aligned)
 
