@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from ..labels import benchmark_of, canonical_name, label_mapping
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetLoadError", "LabelMismatchError", "SYNTHETIC_DEFAULTS", "load_fer_dataset", "check_label_names", "dataset_label_names"]
+__all__ = ["DatasetLoadError", "LabelMismatchError", "SYNTHETIC_DEFAULTS", "load_fer_dataset", "check_label_names", "dataset_label_names",
+           "check_label_range", "align_split_labels"]
 
 #: Split sizes and rendering options of ``source="synthetic"`` (override with ``synthetic_options``). ``difficulty`` is
 #: the held-out splits' (and the training split's unless ``train_difficulty``, a name or a mix, is given).
@@ -96,24 +98,118 @@ def _load_source(source: str, cache_dir: str | None, synthetic_options: Mapping[
         raise DatasetLoadError(f"could not load Hub dataset {source!r}{hint}: {type(error).__name__}: {error}") from error
 
 
-def _label_column(dataset: datasets.DatasetDict) -> str:
-    first = next(iter(dataset.values()))
+def _label_column(dataset: datasets.DatasetDict) -> str | None:
+    """The label column every split has (``label``, or ``labels``), ``None`` when no split has one.
+
+    A column present in some splits but not others is an error naming the split: a test split without labels
+    would otherwise fail (or be scored wrongly) only at the end of a training run.
+    """
     for name in ("label", "labels"):
-        if name in first.column_names:
+        having = [split for split, ds in dataset.items() if name in ds.column_names]
+        if having:
+            missing = [split for split in dataset if split not in having]
+            if missing:
+                raise DatasetLoadError(f"split {missing[0]!r} has no {name!r} column (split {having[0]!r} has one); "
+                                       f"columns of {missing[0]!r}: {dataset[missing[0]].column_names}")
             return name
-    raise DatasetLoadError(f"no 'label' column; columns are {first.column_names}")
+    return None
 
 
 def dataset_label_names(dataset: datasets.Dataset | datasets.DatasetDict, label_column: str = "label") -> list[str]:
-    """Ordered class names of a dataset's ``ClassLabel`` column (a clear error when it is not one)."""
-    first = next(iter(dataset.values())) if isinstance(dataset, datasets.DatasetDict) else dataset
-    feature = first.features.get(label_column)
-    if not isinstance(feature, datasets.ClassLabel):
-        raise LabelMismatchError(
-            f"column {label_column!r} is {feature!r}, not a ClassLabel: its class names cannot be checked against the model; "
-            "prepare the data with `hf-fer prepare-dataset` or cast the column to ClassLabel(names=[...])"
-        )
-    return list(feature.names)
+    """Ordered class names of a dataset's ``ClassLabel`` column (a clear error when it is not one).
+
+    For a ``DatasetDict`` every split must have the same names in the same order (:func:`load_fer_dataset` aligns
+    them): the names of one split are not the meaning of another's indices.
+    """
+    splits = dataset.items() if isinstance(dataset, datasets.DatasetDict) else [(None, dataset)]
+    names: list[str] | None = None
+    for split, ds in splits:
+        feature = ds.features.get(label_column)
+        if not isinstance(feature, datasets.ClassLabel):
+            where = f"split {split!r}: " if split is not None else ""
+            raise LabelMismatchError(
+                f"{where}column {label_column!r} is {feature!r}, not a ClassLabel: its class names cannot be checked against the model; "
+                "prepare the data with `hf-fer prepare-dataset` or cast the column to ClassLabel(names=[...])"
+            )
+        if names is None:
+            names = list(feature.names)
+        elif list(feature.names) != names:
+            raise LabelMismatchError(f"split {split!r} has the label names {list(feature.names)}, another split has {names}; "
+                                     "load the data with load_fer_dataset to align them")
+    return names or []
+
+
+def check_label_range(dataset: datasets.DatasetDict, label_column: str = "label", max_rows: int = 5) -> None:
+    """Every label of every split is a class index of its ``ClassLabel`` (no -1, no None, nothing >= the class count).
+
+    A bad label otherwise surfaces as ``Target -1 is out of bounds`` after a whole training epoch (test split) or from
+    ``np.bincount`` (class-balanced sampler), naming neither the split nor the row. Vectorised over the label column.
+    """
+    for split, ds in dataset.items():
+        feature = ds.features.get(label_column)
+        if not isinstance(feature, datasets.ClassLabel) or len(ds) == 0:
+            continue
+        column = ds.with_format("arrow")[label_column]
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)  # nulls become NaN
+        bad = np.flatnonzero(~((values >= 0) & (values < feature.num_classes)))
+        if len(bad):
+            shown = ", ".join(f"{int(row)} ({'None' if np.isnan(values[row]) else int(values[row])})" for row in bad[:max_rows])
+            raise DatasetLoadError(
+                f"split {split!r}: {len(bad)} of {len(ds)} labels in column {label_column!r} are not class indices 0..{feature.num_classes - 1} "
+                f"of {list(feature.names)}; first rows (label): {shown}{' ...' if len(bad) > max_rows else ''}. "
+                "Fix or drop these rows (e.g. dataset.filter) before training or evaluating"
+            )
+
+
+def _name_keys(names: list[str]) -> list[str]:
+    """Comparable class names: canonical expression names when all of them are, else lower-cased."""
+    return _canonical(names) or [str(n).lower() for n in names]
+
+
+def _relabel(ds: datasets.Dataset, label_column: str, lookup: np.ndarray | None, names: list[str]) -> datasets.Dataset:
+    """``ds`` with labels ``lookup[label]`` and ``ClassLabel(names)``; only the label column is rewritten (no image copy)."""
+    values = np.asarray(ds.with_format("arrow")[label_column].to_numpy(zero_copy_only=False), dtype=np.int64)
+    if lookup is not None:
+        values = lookup[values]
+    order = ds.column_names
+    relabelled = ds.remove_columns(label_column).add_column(label_column, values, feature=datasets.ClassLabel(names=list(names)))
+    return relabelled.select_columns(order)
+
+
+def align_split_labels(dataset: datasets.DatasetDict, label_column: str = "label", reference: str | None = None) -> datasets.DatasetDict:
+    """Give every split the class order of the training split (``reference``; default ``train``, else the first one).
+
+    A validation/test split saved with another ``ClassLabel`` order but the same classes is remapped by name (one
+    log line says so): used as-is, its indices would mean other classes and every metric, and the model selected on
+    them, would be silently wrong. Splits with other class names are an error showing both lists.
+    """
+    if reference not in dataset:
+        reference = "train" if "train" in dataset else next(iter(dataset), None)
+    if reference is None or not isinstance(dataset[reference].features.get(label_column), datasets.ClassLabel):
+        return dataset
+    names = list(dataset[reference].features[label_column].names)
+    keys = _name_keys(names)
+    aligned = {}
+    for split, ds in dataset.items():
+        feature = ds.features.get(label_column)
+        if not isinstance(feature, datasets.ClassLabel):
+            raise LabelMismatchError(f"split {split!r}: column {label_column!r} is {feature!r}, not a ClassLabel like split {reference!r}'s")
+        own = list(feature.names)
+        if own == names:
+            aligned[split] = ds
+            continue
+        own_keys = _name_keys(own)
+        if len(own_keys) != len(keys) or sorted(own_keys) != sorted(keys) or len(set(keys)) != len(keys):
+            raise LabelMismatchError(
+                f"split {split!r} has other classes than split {reference!r}:\n"
+                f"{split} labels: {list(enumerate(own))}\n{reference} labels: {list(enumerate(names))}"
+            )
+        lookup = None if own_keys == keys else np.asarray([keys.index(key) for key in own_keys], dtype=np.int64)
+        if lookup is not None:
+            logger.warning("split %r has the class order %s and split %r %s: remapping the labels of %r to the order of %r by name",
+                           split, own, reference, names, split, reference)
+        aligned[split] = _relabel(ds, label_column, lookup, names)
+    return datasets.DatasetDict(aligned)
 
 
 def _canonical(names: list[str]) -> list[str] | None:
@@ -167,6 +263,7 @@ def load_fer_dataset(
     id2label: Mapping[int, str] | None = None,
     label_map: str = "strict",
     split: str | None = None,
+    splits: list[str] | None = None,
     drop_unmapped: bool = False,
     cache_dir: str | None = None,
     synthetic_options: Mapping[str, Any] | None = None,
@@ -184,12 +281,17 @@ def load_fer_dataset(
             :class:`LabelMismatchError` shows both lists. ``"auto"``: labels are remapped by name into the
             model's order (the label column becomes ``ClassLabel(names=model names)``).
         split: return only this split (a ``Dataset``) instead of the ``DatasetDict``.
+        splits: keep (and check) only these splits, those present; the first (the training split) must exist
+            and gives the class order of the others. Training passes its train/validation/test splits, so an
+            unlabelled split it does not use is no error.
         drop_unmapped: with ``label_map="auto"``, drop examples of classes the model lacks (e.g. contempt
             when evaluating a 7-class model on AffectNet-8) instead of raising; a warning gives counts.
         cache_dir: ``datasets`` cache directory for imagefolder / Hub loading.
         synthetic_options: overrides of :data:`SYNTHETIC_DEFAULTS` for ``source="synthetic"``.
 
-    The label column is ``label`` (``labels`` is accepted) and must be a ``ClassLabel``.
+    The label column is ``label`` (a ``labels`` column is renamed to ``label``) and must be a ``ClassLabel``. Every
+    split's labels must be class indices (:func:`check_label_range`), and every split gets the training split's class
+    order (:func:`align_split_labels`).
     """
     if label_map not in ("strict", "auto"):
         raise ValueError(f"label_map must be 'strict' or 'auto', got {label_map!r}")
@@ -203,8 +305,23 @@ def load_fer_dataset(
         raise DatasetLoadError(f"split {split!r} not found in {source}; available splits: {list(dataset)}")
     if split is not None:
         dataset = datasets.DatasetDict({split: dataset[split]})
+    reference = None
+    if splits:
+        reference = splits[0]
+        if reference not in dataset:
+            raise DatasetLoadError(f"split {reference!r} not found in {source}; available splits: {list(dataset)}")
+        dataset = datasets.DatasetDict({name: dataset[name] for name in dict.fromkeys(splits) if name in dataset})
+    label_column = _label_column(dataset)
+    if label_column == "labels":  # one name downstream: training, evaluation and the samplers read `label`
+        dataset = dataset.rename_column("labels", "label")
+        label_column = "label"
+    if label_column is not None:
+        check_label_range(dataset, label_column)
+        dataset = align_split_labels(dataset, label_column, reference)
     if id2label is not None:
-        label_column = _label_column(dataset)
+        if label_column is None:
+            first = next(iter(dataset.values()))
+            raise DatasetLoadError(f"no 'label' column; columns are {first.column_names}")
         model_names = [id2label[i] if i in id2label else id2label[str(i)] for i in sorted(int(k) for k in id2label)]
         dataset_names = dataset_label_names(dataset, label_column)
         if not check_label_names(dataset_names, model_names):

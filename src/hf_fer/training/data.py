@@ -6,6 +6,7 @@ uninterrupted single-process run.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
-from ..image_io import load_image, max_size_for
+from ..image_io import ImageDecodeError, load_image, max_size_for
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["build_train_transform", "ProcessorGeometry", "TrainingImages", "EvalImages", "EpochSampler", "collate", "decode_row_image"]
 
@@ -183,7 +186,13 @@ def decode_row_image(entry, index: int, max_size: int | None = None):
 
 
 class TrainingImages(Dataset):
-    """A ``datasets.Dataset`` view yielding augmented ``pixel_values`` with per-(epoch, index) seeds."""
+    """A ``datasets.Dataset`` view yielding augmented ``pixel_values`` with per-(epoch, index) seeds.
+
+    An unreadable image does not end the run: it is reported once (its ``ImageDecodeError``) and its place is taken
+    by the next readable row (wrapping around), with the augmentation seed of its own index. The substitute depends
+    only on the data, so batches keep their size (no batch of one for BatchNorm heads, no empty batch stalling a
+    distributed step) and a resumed or multi-process run sees exactly the batches of an uninterrupted one.
+    """
 
     def __init__(self, dataset, transform, seed: int, label_column: str = "label", image_column: str = "image",
                  max_size: int | None = None):
@@ -191,6 +200,7 @@ class TrainingImages(Dataset):
         self.label_column, self.image_column = label_column, image_column
         self.max_size = max_size if max_size is not None else getattr(transform, "decode_max_size", None)
         self.epoch = 0
+        self.unreadable: dict[int, str] = {}  # row -> reason, found so far by this process
 
     def set_training_epoch(self, epoch: int) -> None:  # not `set_epoch`: Accelerate would drive it with its own counter
         self.epoch = epoch
@@ -198,9 +208,23 @@ class TrainingImages(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _readable_row(self, index: int):
+        """``(row, image)`` of ``index``, or of the next readable row when its image cannot be decoded."""
+        count = len(self.dataset)
+        for step in range(count):
+            candidate = (index + step) % count
+            if candidate in self.unreadable:
+                continue
+            row = self.dataset[candidate]
+            try:
+                return row, decode_row_image(row[self.image_column], candidate, self.max_size)
+            except ImageDecodeError as error:
+                self.unreadable[candidate] = error.reason
+                logger.warning("%s; training goes on without it (the next readable row takes its place)", error)
+        raise ImageDecodeError(f"training split ({count} rows)", "no row has a readable image")
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.dataset[int(index)]
-        image = decode_row_image(row[self.image_column], int(index), self.max_size)
+        row, image = self._readable_row(int(index))
         sample_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + int(index)) % (2**63 - 1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed)
@@ -209,28 +233,50 @@ class TrainingImages(Dataset):
 
 
 class EvalImages(Dataset):
-    """Deterministic evaluation view: the model's own image processor, nothing else."""
+    """Deterministic evaluation view: the model's own image processor, nothing else.
+
+    Every row yields ``valid``: an unreadable image is reported once and yields a blank image with ``valid=False``,
+    which the evaluation leaves out of every metric. A placeholder rather than a shorter batch keeps batch shapes
+    equal across processes, as Accelerate's gathering of the last, padded batch expects.
+    """
 
     def __init__(self, dataset, image_processor, label_column: str = "label", image_column: str = "image"):
         self.dataset, self.image_processor = _undecoded(dataset, image_column), image_processor
         self.label_column, self.image_column = label_column, image_column
         self.max_size = max_size_for(image_processor)
+        self.unreadable: dict[int, str] = {}  # row -> reason, found so far by this process
+        self._blank: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _pixel_values(self, image) -> torch.Tensor:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.dataset[int(index)]
-        image = decode_row_image(row[self.image_column], int(index), self.max_size)
-        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-        return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
+        try:
+            image = decode_row_image(row[self.image_column], int(index), self.max_size)
+        except ImageDecodeError as error:
+            if int(index) not in self.unreadable:
+                logger.warning("%s; left out of the evaluation", error)
+            self.unreadable[int(index)] = error.reason
+            if self._blank is None:
+                from PIL import Image
+
+                self._blank = torch.zeros_like(self._pixel_values(Image.new("RGB", (64, 64))))
+            return {"pixel_values": self._blank, "labels": int(row[self.label_column]), "valid": False}
+        return {"pixel_values": self._pixel_values(image), "labels": int(row[self.label_column]), "valid": True}
 
 
 def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {
+    batch = {
         "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
         "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
     }
+    if "valid" in rows[0]:  # evaluation rows: False marks an unreadable image, left out of the metrics
+        batch["valid"] = torch.tensor([r["valid"] for r in rows], dtype=torch.bool)
+    return batch
 
 
 class EpochSampler(Sampler[int]):

@@ -194,9 +194,10 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
     options = {"num_train": synthetic.num_train, "num_validation": synthetic.num_validation, "num_test": synthetic.num_test,
                "image_size": synthetic.image_size, "seed": synthetic.seed, "label_space": synthetic.label_space,
                "difficulty": synthetic.difficulty, "train_difficulty": synthetic.train_difficulty}
-    data = load_fer_dataset(dataset, id2label=id2label, label_map=recipe.data.label_map, synthetic_options=options if dataset == "synthetic" else None)
-    if recipe.data.train_split not in data:
-        raise RecipeError(f"dataset {dataset} has no split {recipe.data.train_split!r} (splits: {list(data)})")
+    used = [name for name in (recipe.data.train_split, recipe.data.validation_split, recipe.data.test_split) if name]
+    # Only the splits the recipe uses are checked (an unlabelled split it ignores is fine); a missing train split is an error.
+    data = load_fer_dataset(dataset, id2label=id2label, label_map=recipe.data.label_map, splits=used,
+                            synthetic_options=options if dataset == "synthetic" else None)
     train = data[recipe.data.train_split]
     validation_name = recipe.data.validation_split
     if validation_name and validation_name in data:
@@ -237,10 +238,12 @@ def evaluate_model(accelerator, model, dataloader, label_names: list[str]) -> di
         outputs = model(pixel_values=batch["pixel_values"])
         logits = outputs.logits.float()
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
-        preds, refs, loss = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss))
-        predictions.append(preds.cpu())
-        references.append(refs.cpu())
-        losses.append(loss.cpu())
+        valid = batch.get("valid", torch.ones_like(batch["labels"], dtype=torch.bool)).long()  # 0: unreadable image, left out
+        preds, refs, loss, valid = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss, valid))
+        valid = valid.cpu().bool()
+        predictions.append(preds.cpu()[valid])
+        references.append(refs.cpu()[valid])
+        losses.append(loss.cpu()[valid])
     predictions_np = torch.cat(predictions).numpy()
     references_np = torch.cat(references).numpy()
     from ..evaluation.metrics import compute_metrics

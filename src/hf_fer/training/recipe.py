@@ -377,6 +377,27 @@ def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Recipe:
     return recipe
 
 
+def _resolve_config_file(value: str, recipe_path: Path) -> str:
+    """A relative ``model.config_file`` as the recipe means it, whatever the current directory.
+
+    Looked up next to the recipe, then in the folders above it (the repository's recipes write paths from its root,
+    ``modeling_configs/<arch>/<name>.json``), then in the current directory (the old behaviour). A ``.json`` found
+    nowhere is an error listing where it was looked for; anything else (a Hub id) is left as written.
+    """
+    relative = Path(value).expanduser()
+    if relative.is_absolute():
+        return str(relative)
+    folder = recipe_path.resolve().parent
+    candidates = [base / relative for base in (folder, *folder.parents)] + [Path.cwd() / relative]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    if relative.suffix == ".json":
+        raise RecipeError(f"{recipe_path}: model.config_file {value!r} not found next to the recipe ({folder}), in the folders "
+                          f"above it, or in the current directory ({Path.cwd()})")
+    return value
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read and validate a YAML recipe; ``overrides`` are ``dotted.key=value`` strings (YAML values)."""
     path = Path(path)
@@ -386,7 +407,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
-    for override in overrides or []:
+    model = values.get("model") if isinstance(values, dict) else None
+    if isinstance(model, dict) and isinstance(model.get("config_file"), str):
+        model["config_file"] = _resolve_config_file(model["config_file"], path)
+    for override in overrides or []:  # command-line values stay relative to the current directory
         key, sep, raw = override.partition("=")
         if not sep:
             raise RecipeError(f"override {override!r}: expected dotted.key=value")
