@@ -204,3 +204,21 @@ def test_hub_style_dataset_folder_gives_the_same_predictions(reference, dataset_
     index = predict_dataset(repo, tmp_path / "out", **OPTIONS)
     assert index["dataset"]["split"] == "test" and index["num_errors"] == 1
     _assert_same_predictions(read_predictions(tmp_path / "out").to_pydict(), reference.table)
+
+
+def test_an_unlabelled_dataset_is_predicted(dataset_dir, reference, tmp_path):
+    """Batch prediction reads only the images: a test split whose labels are -1 (unlabelled, as Hub test splits
+    often are) is predicted like the labelled one, while training and evaluation refuse such labels."""
+    import datasets
+
+    from hf_fer.batch_predict import predict_dataset, read_predictions
+    from hf_fer.data.loading import DatasetLoadError, load_fer_dataset
+
+    labelled = datasets.load_from_disk(str(dataset_dir))
+    unlabelled = labelled.cast_column("image", datasets.Image(decode=False)).map(lambda row: {"label": -1})
+    folder = tmp_path / "unlabelled"
+    unlabelled.cast_column("image", datasets.Image()).save_to_disk(str(folder))
+    with pytest.raises(DatasetLoadError, match="are not class indices"):
+        load_fer_dataset(str(folder))
+    predict_dataset(folder, tmp_path / "out", **OPTIONS)
+    _assert_same_predictions(read_predictions(tmp_path / "out").to_pydict(), reference.table)

@@ -207,7 +207,7 @@ def open_source(values: str | os.PathLike | Sequence[str | os.PathLike] | Any, *
                 except Exception as error:
                     raise BatchPredictError(f"could not load {path} as a datasets repository folder: {error}") from error
             else:
-                loaded = load_fer_dataset(values[0])
+                loaded = load_fer_dataset(values[0], check_labels=False)  # images only: unlabelled rows are fine
             data, split = _pick_split(loaded, split, values[0])
             description = values[0]
         else:

@@ -166,7 +166,7 @@ def load_images(source: str | os.PathLike | Sequence | None, num_images: int, se
         else:
             from .data.loading import load_fer_dataset
 
-            loaded = load_fer_dataset(str(source))
+            loaded = load_fer_dataset(str(source), check_labels=False)  # images only
             split = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
             column = "image" if "image" in split.column_names else next(
                 (n for n, f in split.features.items() if type(f).__name__ == "Image"), None)

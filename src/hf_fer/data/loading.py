@@ -267,6 +267,7 @@ def load_fer_dataset(
     drop_unmapped: bool = False,
     cache_dir: str | None = None,
     synthetic_options: Mapping[str, Any] | None = None,
+    check_labels: bool = True,
 ) -> datasets.DatasetDict | datasets.Dataset:
     """Load a FER dataset and make sure its label order is the model's.
 
@@ -288,6 +289,8 @@ def load_fer_dataset(
             when evaluating a 7-class model on AffectNet-8) instead of raising; a warning gives counts.
         cache_dir: ``datasets`` cache directory for imagefolder / Hub loading.
         synthetic_options: overrides of :data:`SYNTHETIC_DEFAULTS` for ``source="synthetic"``.
+        check_labels: ``False`` for callers that read only the images (batch prediction, export calibration): an
+            unlabelled split (labels -1, as Hub test splits often have) is then no error and labels are left as they are.
 
     The label column is ``label`` (a ``labels`` column is renamed to ``label``) and must be a ``ClassLabel``. Every
     split's labels must be class indices (:func:`check_label_range`), and every split gets the training split's class
@@ -315,7 +318,7 @@ def load_fer_dataset(
     if label_column == "labels":  # one name downstream: training, evaluation and the samplers read `label`
         dataset = dataset.rename_column("labels", "label")
         label_column = "label"
-    if label_column is not None:
+    if label_column is not None and check_labels:
         check_label_range(dataset, label_column)
         dataset = align_split_labels(dataset, label_column, reference)
     if id2label is not None:
