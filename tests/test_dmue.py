@@ -175,6 +175,27 @@ def test_missing_classes_give_finite_terms_in_train_and_eval_mode():
     assert model.aux_branches[2][0].conv1.weight.grad.abs().sum() > 0  # branch of an absent class still trains
 
 
+def test_one_image_branches_on_1x1_maps_train_with_running_statistics():
+    """At <= 32 px the stage-4 maps are 1x1, and a class branch given one image used to fail inside BatchNorm
+    ("Expected more than 1 value per channel"), or not, depending on the labels drawn. Such a call now uses the
+    branch's running statistics (as the neck does for one sample): here by hand, against the branch in eval mode."""
+    model = training_model(dropout_prob=0.0).train()
+    pixel_values, labels = small_batch([0, 0, 3, 1, 3], image_size=32)  # class 1 alone: branch 1's latent call
+    outputs = model(pixel_values=pixel_values, labels=labels, epoch=7)
+    assert torch.isfinite(outputs.loss)
+    outputs.loss.backward()
+    assert model.aux_branches[1][0].conv1.weight.grad.abs().sum() > 0
+    assert all(module.training for module in model.modules())  # the eval switch is undone
+    shared_map = model._shared_trunk(pixel_values, output_hidden_states=False)[0][labels == 1]
+    branch = model.aux_branches[1]
+    with torch.no_grad():
+        got = model._run_branch(branch, shared_map)
+        branch.eval()
+        expected = branch(shared_map)
+        branch.train()
+    torch.testing.assert_close(got, expected)
+
+
 def test_single_class_batch_skips_that_branch(eval_model):
     model = eval_model
     pixel_values, labels = small_batch([2, 2, 2], image_size=32)

@@ -371,6 +371,19 @@ class DmueForImageClassification(DmuePreTrainedModel):
             return neck(features)
         return F.batch_norm(features, None, None, neck.weight, neck.bias, True, 0.0, neck.eps)
 
+    def _run_branch(self, branch: nn.Module, shared_map: torch.Tensor) -> torch.Tensor:
+        """A stage-4 copy on a subset of the batch. One image whose stage-4 map is 1x1 (inputs of at most 32 px) has
+        no batch statistics, so that call uses the running ones, as the neck does for one sample; upstream crashes
+        there ("Expected more than 1 value per channel"), or not, depending on the labels of the batch."""
+        height, width = shared_map.shape[-2:]
+        if not (self.training and shared_map.shape[0] == 1 and (height + 1) // 2 * ((width + 1) // 2) == 1):
+            return branch(shared_map)
+        branch.train(False)
+        try:
+            return branch(shared_map)
+        finally:
+            branch.train(True)
+
     def _check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
         if labels.dim() != 1 or labels.shape[0] != batch_size:
             raise ValueError(f"labels must have shape [{batch_size}] (one class index per image), got {list(labels.shape)}")
@@ -394,7 +407,7 @@ class DmueForImageClassification(DmuePreTrainedModel):
             others, members = labels != excluded, labels == excluded
 
             if others.any():  # branch c learns to classify every sample that is not of class c
-                branch_features = self.pooler(branch(shared_map[others]))
+                branch_features = self.pooler(self._run_branch(branch, shared_map[others]))
                 branch_logits = head(self._apply_neck(self.dropout(branch_features), updates_running_stats=False))
                 branch_targets = labels[others] - (labels[others] > excluded).long()
                 aux_gram = F.normalize(branch_logits @ branch_logits.T, dim=1)
@@ -408,7 +421,7 @@ class DmueForImageClassification(DmuePreTrainedModel):
 
             if members.any():  # ... and reads the latent distribution of the samples of class c
                 with torch.no_grad():
-                    latent = head(self._apply_neck(self.pooler(branch(shared_map[members])), updates_running_stats=False))
+                    latent = head(self._apply_neck(self.pooler(self._run_branch(branch, shared_map[members])), updates_running_stats=False))
                 soft_targets[members] = self._latent_distribution(latent, excluded).to(soft_targets.dtype)
             else:
                 latent = logits.new_zeros(0, num_labels - 1)
