@@ -99,7 +99,15 @@ def test_resume_refuses_a_changed_recipe_and_names_the_fields(runs):
     # fewer steps than the checkpoint has already done: it used to exit "successfully" having done nothing
     with pytest.raises(RecipeError, match=r"total_steps: checkpoint 8, now 2.*already at step 3, at or past the 2 steps"):
         train(_recipe(), "synthetic", output, quiet=True, resume=True, max_steps=2)
-    assert json.loads((output / "checkpoints" / "step_3" / "training_state.json").read_text())  # untouched, still resumable
+    # the same for a checkpoint of an older version, which did not record its settings
+    state_file = output / "checkpoints" / "step_3" / "training_state.json"
+    document = json.loads(state_file.read_text())
+    trainer = json.loads(document["payload"]["trainer"]["json"])
+    del trainer["run"]
+    document["payload"]["trainer"]["json"] = json.dumps(trainer)
+    state_file.write_text(json.dumps(document))
+    with pytest.raises(RecipeError, match=r"cannot resume .*step_3: the checkpoint is already at step 3, at or past the 2 steps"):
+        train(_recipe(), "synthetic", output, quiet=True, resume=True, max_steps=2)
     assert not (output / "last").exists()
 
 

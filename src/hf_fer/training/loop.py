@@ -249,18 +249,23 @@ def _check_resumable(state: TrainerState, run: dict[str, Any], checkpoint: Path)
     Called with the checkpoint's trainer state loaded and nothing else yet, so a changed optimizer is reported here
     rather than failing inside ``optimizer.load_state_dict``.
     """
-    if not state.run or state.finished:  # written before runs recorded their settings / nothing left to do
+    if state.finished:  # nothing left to do
         return
-    changed = run_differences(state.run, run)
+    changed = run_differences(state.run, run) if state.run else []  # older checkpoints did not record their settings
+    reached = run["total_steps"] <= state.global_step
+    if not changed and not reached:
+        return
+    problems = []
     if changed:
-        steps_changed = state.run.get("total_steps") != run["total_steps"]
-        raise RecipeError(
-            f"cannot resume {checkpoint} with other settings than the run that wrote it: " + "; ".join(changed)
-            + (" (total_steps comes from --max-steps, else training.max_steps, else training.epochs x steps per epoch)" if steps_changed else "")
-            + (f". The checkpoint is already at step {state.global_step}, at or past the {run['total_steps']} steps now asked for"
-               if run["total_steps"] <= state.global_step else "")
-            + ". Resume with the original recipe and options, or start a new run (another --output, or --force without --resume)."
-        )
+        problems.append("other settings than the run that wrote it: " + "; ".join(changed) + (
+            " (total_steps comes from --max-steps, else training.max_steps, else training.epochs x steps per epoch)"
+            if state.run.get("total_steps") != run["total_steps"] else ""))
+    if reached:
+        problems.append(f"the checkpoint is already at step {state.global_step}, at or past the {run['total_steps']} steps now asked for")
+    raise RecipeError(
+        f"cannot resume {checkpoint}: " + ". And ".join(problems)
+        + ". Resume with the original recipe and options, or start a new run (another --output, or --force without --resume)."
+    )
 
 
 def _keeping_torch_rng(loader):
@@ -451,7 +456,8 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
     lambdas = build_lr_lambdas(settings.scheduler, sources, steps_per_epoch, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     state = TrainerState()
-    run = {"recipe": recipe.to_dict(), "dataset": dataset, "num_processes": accelerator.num_processes, "total_steps": total_steps}
+    run = {"recipe": recipe.to_dict(), "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+           "num_processes": accelerator.num_processes, "total_steps": total_steps}
     state.run = run
     sam = wrap_sam(optimizer, settings.sam)
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer_state": state}
