@@ -189,24 +189,32 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path):
 
 def test_two_processes_share_weights_and_count_every_eval_sample_once(tmp_path):
     values = json.loads(json.dumps(TINY_ARM))
-    values["training"].update(epochs=1, checkpoint_every_steps=None)
+    values["training"].update(epochs=1, checkpoint_every_steps=1)  # 96 faces / (2 x 16): 3 steps
     recipe = write_recipe(tmp_path, values)
     # The command: accelerate 1.x itself would run `--cpu` jobs as ONE process; hf_fer re-launches N gloo ranks.
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_FER_RANK_CHECKSUMS=str(tmp_path / "ranks"))
     env.pop("ACCELERATE_USE_CPU", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", "synthetic",
-         "--output", str(tmp_path / "ddp"), "--quiet", "--no-sample-predictions"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
+
+    def launch(*extra, **more_env):
+        return subprocess.run(
+            [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+             "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", "synthetic",
+             "--output", str(tmp_path / "ddp"), "--quiet", "--no-sample-predictions", *extra],
+            cwd=REPO, env=dict(env, **more_env), capture_output=True, text=True, timeout=900,
+        )
+
+    # killed in step 3, then resumed from the mid-epoch step_2 (gloo ranks run on device cpu:<rank>, which loading once refused)
+    result = launch(HF_FER_FAULT_POINT="mid_step:3")
+    assert result.returncode != 0 and (tmp_path / "ddp" / "checkpoints" / "step_2").is_dir(), result.stdout[-3000:] + result.stderr[-5000:]
+    result = launch("--resume", "--force")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "launching 2 CPU processes" in result.stderr
+    assert "resumed from" in result.stdout and "(step 2, epoch 0, batch 2)" in result.stdout, result.stdout
     ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "ranks").glob("rank*.json"))]
     assert len(ranks) == 2 and ranks[0]["num_processes"] == 2
     assert ranks[0]["checksums"] == ranks[1]["checksums"]
     results = json.loads((tmp_path / "ddp" / "training_results.json").read_text())
-    assert results["num_processes"] == 2
+    assert results["num_processes"] == 2 and results["status"] == "finished" and results["global_step"] == 3
     # 37 validation faces over 2 processes x batch 16: uneven last batch, each sample counted exactly once
     assert results["history"][-1]["num_samples"] == 37
     assert sum(results["history"][-1]["per_class"][name]["support"] for name in results["history"][-1]["label_names"]) == 37

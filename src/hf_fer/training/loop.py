@@ -58,6 +58,8 @@ class TrainerState:
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False  # the final evaluation, publication and checkpoint are done
+    epoch_losses: list[float] = field(default_factory=list)  # training losses of ``epoch`` so far (its history's train_loss)
+    run: dict[str, Any] = field(default_factory=dict)  # what the results depend on (recipe, dataset, steps): checked on resume
 
     def state_dict(self) -> dict[str, Any]:
         return {"json": json.dumps(self.__dict__)}
@@ -211,6 +213,80 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
         train, validation = split["train"], split["test"]
     test = data[recipe.data.test_split] if recipe.data.test_split and recipe.data.test_split in data else None
     return train, validation, test, note
+
+
+# Recipe fields that may change between a run and its resumption: they do not change the trained weights or metrics.
+RESUMABLE_CHANGES = {
+    "description", "source", "data.num_workers", "training.checkpoint_every_steps", "training.keep_checkpoints",
+    "training.log_every_steps", "training.report_to", "training.find_unused_parameters",
+}
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(values, dict) and values:
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: values}
+
+
+def run_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``field: checkpoint X, now Y`` for every result-changing setting that differs (see RESUMABLE_CHANGES)."""
+    # JSON round trip: the saved side went through it (tuples became lists)
+    old, new = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key.split(".")[0] == "recipe" and key.split(".", 1)[-1] in RESUMABLE_CHANGES:
+            continue
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            changed.append(f"{key}: checkpoint {old.get(key, '<unset>')!r}, now {new.get(key, '<unset>')!r}")
+    return changed
+
+
+def _check_resumable(state: TrainerState, run: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse to continue a checkpoint under settings that would give another result than the uninterrupted run.
+
+    Called with the checkpoint's trainer state loaded and nothing else yet, so a changed optimizer is reported here
+    rather than failing inside ``optimizer.load_state_dict``.
+    """
+    if state.finished:  # nothing left to do
+        return
+    changed = run_differences(state.run, run) if state.run else []  # older checkpoints did not record their settings
+    reached = run["total_steps"] <= state.global_step
+    if not changed and not reached:
+        return
+    problems = []
+    if changed:
+        problems.append("other settings than the run that wrote it: " + "; ".join(changed) + (
+            " (total_steps comes from --max-steps, else training.max_steps, else training.epochs x steps per epoch)"
+            if state.run.get("total_steps") != run["total_steps"] else ""))
+    if reached:
+        problems.append(f"the checkpoint is already at step {state.global_step}, at or past the {run['total_steps']} steps now asked for")
+    raise RecipeError(
+        f"cannot resume {checkpoint}: " + ". And ".join(problems)
+        + ". Resume with the original recipe and options, or start a new run (another --output, or --force without --resume)."
+    )
+
+
+def _keeping_torch_rng(loader):
+    """Iterate ``loader`` leaving the global torch RNG as it was before the iteration started.
+
+    Creating a DataLoader iterator draws its base seed from the global torch RNG. An uninterrupted run drew it
+    at the start of the epoch, before a mid-epoch checkpoint saved the RNG state; a run resumed from that
+    checkpoint must not draw it again, or every later dropout mask is shifted. (The base seed only seeds
+    worker processes, and augmentations are seeded per sample: it changes nothing else.)
+    """
+    state = torch.get_rng_state()
+    iterator = iter(loader)
+    try:
+        first = next(iterator)  # accelerate's loaders create the underlying iterator here
+    except StopIteration:
+        return
+    finally:
+        torch.set_rng_state(state)
+    yield first
+    yield from iterator
 
 
 def latest_checkpoint(output: str | Path) -> Path | None:
@@ -371,11 +447,21 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
     model, optimizer, train_loader, validation_loader = accelerator.prepare(model, optimizer, train_loader, validation_loader)
 
     batches_per_epoch = len(train_loader)
+    if batches_per_epoch == 0:
+        raise RecipeError(
+            f"the training split {recipe.data.train_split!r} has {len(train_data)} images, fewer than one batch: "
+            f"training.batch_size {settings.batch_size} x {accelerator.num_processes} process(es) with data.drop_last: "
+            f"{recipe.data.drop_last}, so an epoch has no batch and training would never advance. Lower training.batch_size"
+            + (" or set data.drop_last: false" if recipe.data.drop_last else "") + "."
+        )
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / settings.gradient_accumulation_steps))
     total_steps = max_steps or settings.max_steps or steps_per_epoch * settings.epochs
     lambdas = build_lr_lambdas(settings.scheduler, sources, steps_per_epoch, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     state = TrainerState()
+    run = {"recipe": recipe.to_dict(), "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+           "num_processes": accelerator.num_processes, "total_steps": total_steps}
+    state.run = run
     sam = wrap_sam(optimizer, settings.sam)
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer_state": state}
     if settings.checkpoint_every_steps or resume:
@@ -393,7 +479,7 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
         elif not checkpoint.is_dir():
             raise FileNotFoundError(f"checkpoint {checkpoint} not found")
         else:
-            load_checkpoint(accelerator, checkpoint, **stateful)
+            load_checkpoint(accelerator, checkpoint, **stateful, check=lambda: _check_resumable(state, run, checkpoint))
             accelerator.print(f"resumed from {checkpoint} (step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
             if state.finished:
                 accelerator.print(f"the run in {output} had already finished: nothing to do")
@@ -418,8 +504,12 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
         if hasattr(unwrapped, "set_epoch"):
             unwrapped.set_epoch(epoch)
         model.train()
-        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
-        running = []
+        if state.batches_in_epoch:  # resumed mid-epoch
+            loader = _keeping_torch_rng(accelerator.skip_first_batches(train_loader, state.batches_in_epoch))
+        else:
+            loader = train_loader
+            state.epoch_losses = []
+        running = state.epoch_losses
         checkpoint_after_epoch = False
         for batch in loader:
             with accelerator.accumulate(model):

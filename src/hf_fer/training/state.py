@@ -11,7 +11,7 @@
   reader never sees a half-written file) and the staging folder is removed. A run killed after the
   commit point is completed by the next run (:func:`finish_pending_publish`); one killed before it
   leaves the previous state untouched.
-* **Lock**: ``O/training.lock`` (PID + host) makes a second run into the same folder fail fast.
+* **Lock**: ``O/training.lock`` (PID, process start, host) makes a second run into the same folder fail fast.
 * **Faults**: ``HF_FER_FAULT_POINT=name[:n[:action]]`` makes the n-th pass through a named point
   (:func:`fault_point`) SIGKILL the process (``kill``, the default), raise ``ENOSPC`` (``enospc``) or wait
   for the file named by ``HF_FER_FAULT_RELEASE`` (``pause``). Tests use it to interrupt a run at exact
@@ -237,15 +237,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def acquire_lock(output: Path, force: bool = False) -> Path:
-    """Create ``output/training.lock`` (PID, host); fail fast if another run holds it.
+def process_start(pid: int) -> str | None:
+    """An identity of process ``pid`` that a later process reusing the PID does not share (boot id + start
+    time in clock ticks, from /proc), or None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
 
-    ``force`` breaks a stale lock: one whose process (on this host) is gone. A lock whose process
-    is alive is never broken; one from another host is broken only with ``force`` (its PID cannot be checked).
+
+def _holder_alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote the lock ``holder`` (on this host) still runs.
+
+    A PID alone is not enough: after a container restart PIDs are handed out again from 1, so a dead run's PID
+    routinely belongs to a live process — often the new run itself. The recorded start identity tells them apart.
+    """
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return False
+    recorded = holder.get("process_start")
+    if recorded is None:  # a lock written before start identities were recorded
+        return pid != os.getpid()  # this process takes the lock once: its own PID in an old lock is a reused one
+    current = process_start(pid)
+    return current is None or current == recorded
+
+
+def acquire_lock(output: Path, force: bool = False) -> Path:
+    """Create ``output/training.lock`` (PID, process start identity, host); fail fast if another run holds it.
+
+    ``force`` breaks a stale lock: one whose process (on this host) is gone, or whose PID now belongs to
+    another process (a reused PID). A lock whose process is alive is never broken; one from another host is
+    broken only with ``force`` (its PID cannot be checked).
     """
     output.mkdir(parents=True, exist_ok=True)
     lock = output / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    me = {"pid": os.getpid(), "process_start": process_start(os.getpid()), "host": socket.gethostname(),
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -254,9 +283,11 @@ def acquire_lock(output: Path, force: bool = False) -> Path:
                 holder = json.loads(lock.read_text() or "{}")
             except (OSError, ValueError):
                 holder = {}
+            if not isinstance(holder, dict):
+                holder = {}
             pid, host = holder.get("pid"), holder.get("host")
             same_host = host == me["host"]
-            alive = same_host and isinstance(pid, int) and _pid_alive(pid)
+            alive = same_host and _holder_alive(holder)
             if alive or not same_host and host is not None and not force:
                 raise OutputLockedError(
                     f"{output} is in use by another training run (PID {pid} on host {host}, started {holder.get('started')}; "
@@ -265,7 +296,8 @@ def acquire_lock(output: Path, force: bool = False) -> Path:
                 )
             if not force:
                 raise OutputLockedError(
-                    f"{output} holds a stale lock ({lock}: PID {pid} on host {host} is not running — a killed run?). "
+                    f"{output} holds a stale lock ({lock}: PID {pid} on host {host} is not running, or is "
+                    "now another process — a killed run?). "
                     "Pass --force to break it (add --resume to continue that run)."
                 )
             print(f"breaking the stale lock {lock} of PID {pid} on host {host} (--force)", flush=True)
@@ -426,8 +458,18 @@ def save_checkpoint(accelerator, output: Path, step: int, keep: int, *, model, o
     return final
 
 
-def load_checkpoint(accelerator, checkpoint: Path, *, model, optimizer, scheduler, trainer_state) -> None:
-    """Restore what :func:`save_checkpoint` wrote. Only our safetensors/JSON files are read: nothing is unpickled."""
+def load_device(device: torch.device | str) -> str:
+    """The device string safetensors accepts: gloo CPU ranks run on ``cpu:<rank>``, which it refuses; CPU is CPU."""
+    device = torch.device(device)
+    return "cpu" if device.type == "cpu" else str(device)
+
+
+def load_checkpoint(accelerator, checkpoint: Path, *, model, optimizer, scheduler, trainer_state, check=None) -> None:
+    """Restore what :func:`save_checkpoint` wrote. Only our safetensors/JSON files are read: nothing is unpickled.
+
+    ``check`` (optional) runs once the trainer state is restored and before anything else is, so it can refuse
+    the checkpoint (e.g. a changed recipe) before a mismatched optimizer state fails to load.
+    """
     from safetensors.torch import load_model
 
     checkpoint = Path(checkpoint)
@@ -443,10 +485,12 @@ def load_checkpoint(accelerator, checkpoint: Path, *, model, optimizer, schedule
         raise TrainingStateError(
             f"{checkpoint} was written by {state['num_processes']} process(es); resume it with the same number (this run has {accelerator.num_processes})"
         )
-    load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"), device=str(accelerator.device))
+    trainer_state.load_state_dict(state["trainer"])
+    if check is not None:
+        check()
+    load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"), device=load_device(accelerator.device))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    trainer_state.load_state_dict(state["trainer"])
     scaler = getattr(accelerator, "scaler", None)
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
