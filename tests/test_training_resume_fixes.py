@@ -172,3 +172,25 @@ def test_force_breaks_a_lock_whose_pid_was_reused(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_dataset_or_config_file_at_another_path_is_no_reason_to_refuse_a_resume(caplog):
+    """A preempted job resumed on another machine may mount the data (or the repository) elsewhere: said, not
+    refused; a changed batch size still is."""
+    import logging
+
+    import pytest
+
+    from hf_fer.training.loop import RecipeError, TrainerState, _check_resumable
+
+    saved = {"recipe": {"model": {"config_file": "/old/repo/modeling_configs/arm/synthetic.json"},
+                        "training": {"batch_size": 16}}, "dataset": "/mnt/a/rafdb", "num_processes": 1, "total_steps": 10}
+    state = TrainerState(global_step=4, run=saved)
+    moved = {**saved, "dataset": "/mnt/b/rafdb",
+             "recipe": {**saved["recipe"], "model": {"config_file": "/new/repo/modeling_configs/arm/synthetic.json"}}}
+    with caplog.at_level(logging.WARNING, logger="hf_fer.training.loop"):
+        _check_resumable(state, moved, "ckpt")
+    assert "/mnt/b/rafdb" in caplog.text
+    changed = {**moved, "recipe": {**moved["recipe"], "training": {"batch_size": 8}}}
+    with pytest.raises(RecipeError, match="recipe.training.batch_size: checkpoint 16, now 8"):
+        _check_resumable(state, changed, "ckpt")

@@ -219,6 +219,7 @@ def _load_data(recipe: Recipe, dataset: str, id2label: dict[int, str] | None):
 RESUMABLE_CHANGES = {
     "description", "source", "data.num_workers", "training.checkpoint_every_steps", "training.keep_checkpoints",
     "training.log_every_steps", "training.report_to", "training.find_unused_parameters",
+    "model.config_file",  # a path (the repository may move); what it says is checked when the checkpoint's weights load
 }
 
 
@@ -253,6 +254,11 @@ def _check_resumable(state: TrainerState, run: dict[str, Any], checkpoint: Path)
     if state.finished:  # nothing left to do
         return
     changed = run_differences(state.run, run) if state.run else []  # older checkpoints did not record their settings
+    # The dataset's path may change (a preempted job resumed on another machine mounts it elsewhere): said, not refused.
+    moved = [line for line in changed if line.startswith("dataset:")]
+    changed = [line for line in changed if not line.startswith("dataset:")]
+    for line in moved:
+        logger.warning("resuming %s with the dataset at another path (%s): it must hold the same data", checkpoint, line)
     reached = run["total_steps"] <= state.global_step
     if not changed and not reached:
         return
