@@ -143,3 +143,15 @@ def test_onnx_classifier_runs_a_convnext_export_like_the_pipeline(tmp_path):
 def test_crop_pct_of_an_unknown_processor_is_refused():
     with pytest.raises(ValueError, match=r"crop_pct is implemented for ConvNext image processors only, got image_processor_type 'PoolFormerImageProcessor'"):
         ImagePreprocessor({"size": {"shortest_edge": 64}, "crop_pct": 0.9, "image_processor_type": "PoolFormerImageProcessor"})
+
+
+def test_the_cli_says_a_model_is_batch_dependent_once(batch_arm_export, tmp_path, capsys, recwarn):
+    """`hf-fer export` prints the batch-dependence note as one `note:` line (it also came as a warning on stderr)."""
+    from hf_fer.cli import main
+
+    _, _, result = batch_arm_export
+    model_folder = result.output_dir.parent / "model"
+    assert main(["export", "--model", str(model_folder), "--output", str(tmp_path / "onnx"), "--num-parity-images", "4"]) == 0
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("depend on the other images in its batch") == 1
+    assert not [w for w in recwarn if "depend on the other images" in str(w.message)]

@@ -944,12 +944,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "onnx" and args.opset < MIN_OPSET:
         parser.error(opset_error(args.opset))
     try:
-        result = export_model(args.model, args.output, format=args.format, quantize=args.quantize,
+        with warnings.catch_warnings():  # the batch-dependence warning is printed once, as the `note:` line below
+            warnings.filterwarnings("ignore", message=".*logits depend on")
+            result = export_model(args.model, args.output, format=args.format, quantize=args.quantize,
                               calibration_dataset=args.calibration_dataset, parity_dataset=args.parity_dataset,
-                              num_parity_images=args.num_parity_images, num_calibration_images=args.num_calibration_images,
-                              opset=args.opset, overwrite=args.overwrite, min_agreement=args.min_agreement,
-                              int8_op_types=None if args.int8_ops == ["all"] else args.int8_ops,
-                              calibration_method=args.calibration_method, optimize=args.optimize)
+                                  num_parity_images=args.num_parity_images, num_calibration_images=args.num_calibration_images,
+                                  opset=args.opset, overwrite=args.overwrite, min_agreement=args.min_agreement,
+                                  int8_op_types=None if args.int8_ops == ["all"] else args.int8_ops,
+                                  calibration_method=args.calibration_method, optimize=args.optimize)
     except ExportParityError as error:
         print(f"hf-fer export: {error}")
         return 1
