@@ -195,3 +195,14 @@ def test_benchmark_errors_are_plain_text(monkeypatch):
     (mode,) = report["results"][0]["modes"]
     assert mode["status"] == "error" and mode["reason"] == "RuntimeError: compiler exploded"
     assert "\x1b" not in benchmark.format_report(report) and "compiler exploded" in benchmark.format_report(report)
+
+
+def test_no_subcommand_is_a_usage_error(capsys):
+    """`hf-fer` alone prints the usage to stderr and exits 2 (it exited 0, so a script's typo went unnoticed);
+    `hf-fer --help` still exits 0."""
+    from hf_fer_cli import main
+
+    assert main([]) == 2
+    assert "usage: hf-fer <subcommand>" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "usage: hf-fer <subcommand>" in capsys.readouterr().out

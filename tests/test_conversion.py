@@ -246,3 +246,42 @@ def test_deflate_bomb_is_refused_quickly_without_inflating(tmp_path):
         load_upstream_checkpoint(path)
     assert time.perf_counter() - started < 2
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 100 * 2**20
+
+
+def test_disguised_pickles_are_refused_in_one_line_and_nothing_runs(tmp_path):
+    """Two ways past a naive pre-scan: a malicious legacy pickle with a harmless torch zip appended (zipfile sees
+    the zip, torch.load reads the pickle), and STACK_GLOBAL taking its names from the memo behind decoy strings.
+    Both are named as unsafe in one line (torch's own multi-line advice to retry with weights_only=False is not
+    passed on) and nothing is executed."""
+    marker = tmp_path / "pwned"
+    Exploit.marker = marker
+    benign = tmp_path / "benign.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, benign)
+    polyglot = tmp_path / "polyglot.pth"
+    polyglot.write_bytes(pickle.dumps({"state_dict": {"w": torch.ones(1)}, "x": Exploit()}, protocol=2) + benign.read_bytes())
+    assert zipfile.is_zipfile(polyglot)
+    command = f"touch {marker}".encode()
+    # PROTO 4; 'os' MEMOIZE; 'system' MEMOIZE; POP POP; decoy strings; BINGET 0, BINGET 1; STACK_GLOBAL; call it
+    memo_trick = tmp_path / "memo.pth"
+    memo_trick.write_bytes(b"\x80\x04\x8c\x02os\x94\x8c\x06system\x9400\x8c\x05numpy\x8c\x07ndarray00h\x00h\x01\x93"
+                           + b"\x8c" + bytes([len(command)]) + command + b"\x85R.")
+    for path, named in ((polyglot, "system"), (memo_trick, "'os.system'")):
+        with pytest.raises(UnsafeCheckpointError) as caught:
+            load_upstream_checkpoint(path)
+        message = str(caught.value)
+        assert named in message and "\n" not in message and "weights_only` set to `False`" not in message, message
+    assert not marker.exists(), "pickled code was executed"
+
+
+def test_a_damaged_byte_inside_a_tensor_is_caught_by_the_zip_crc(tmp_path):
+    """torch.load does not check the archive's CRC-32s: one flipped byte in a weight converted silently."""
+    path = tmp_path / "model.pth"
+    torch.save({"state_dict": {"weight": torch.arange(4096, dtype=torch.float32)}}, path)
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if "/data/" in info.filename)
+        offset = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)  # local header, then data
+    data = bytearray(path.read_bytes())
+    data[offset + 1000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"member {member.filename} fails its CRC-32 check"):
+        load_upstream_checkpoint(path)

@@ -268,3 +268,31 @@ def test_fine_tune_gets_base_model_from_its_recipe(toy, tmp_path):
     assert "fine-tuned from: `org/base-fer`" in card.text
     with pytest.raises(ValueError, match="base-model-relation"):
         render_model_card(model_dir, eval_results=[], base_model="a/b", base_model_relation="cousin")
+
+
+def test_results_of_other_weights_or_another_architecture_are_never_published(toy, tmp_path):
+    """An ``eval_results.json`` left in a folder that was converted or trained again describes other weights: the
+    card would publish one model's numbers under another (its checkpoint hash and model_type say so)."""
+    from hf_fer.evaluation.provenance import checkpoint_hashes
+
+    model_dir = fx.save_toy_model(tmp_path / "model")
+    own = checkpoint_hashes(str(model_dir))
+    model_type = json.loads((model_dir / "config.json").read_text())["model_type"]
+    results = {**EVAL_RESULTS, "dataset_name": "synthetic", "benchmark": "synthetic", "model_type": model_type}
+    (model_dir / "eval_results.json").write_text(json.dumps({**results, "checkpoint": own}))
+    prepare_upload_folder(model_dir, tmp_path / "ok", repo_id="me/toy")  # its own results: published
+    stale = {"files": {"model.safetensors": "597bba8e" + "0" * 56}, "sha256": "597bba8e" + "0" * 56}
+    (model_dir / "eval_results.json").write_text(json.dumps({**results, "checkpoint": stale}))
+    with pytest.raises(ValueError, match="measured on other weights .*597bba8e0000.*run `hf-fer evaluate` on this model"):
+        prepare_upload_folder(model_dir, tmp_path / "stale", repo_id="me/toy")
+    (model_dir / "eval_results.json").write_text(json.dumps({**results, "model_type": "mini_xception", "checkpoint": own}))
+    with pytest.raises(ValueError, match="measured on a 'mini_xception' model"):
+        prepare_upload_folder(model_dir, tmp_path / "other_arch", repo_id="me/toy")
+    assert not (tmp_path / "stale").exists() and not (tmp_path / "other_arch").exists()  # refused before writing
+
+
+def test_a_base_model_relation_needs_its_base_model(tmp_path):
+    """It was silently dropped from the card."""
+    model_dir = _write_model_folder(tmp_path / "model")
+    with pytest.raises(ValueError, match="--base-model-relation quantized needs --base-model"):
+        prepare_upload_folder(model_dir, tmp_path / "upload", base_model_relation="quantized")

@@ -201,18 +201,34 @@ def _scan_pickles(stream, what: str, max_pickles: int) -> list[str]:
     names: list[str] = []
     for index in range(max_pickles):
         recent_strings: list[str] = []
+        memo: dict[int, Any] = {}  # strings put in the memo: STACK_GLOBAL may take its names from it (BINGET)
+        last: Any = None  # what the previous opcode pushed, when it was a string
         opcodes = 0
         try:
             for opcode, arg, _ in pickletools.genops(stream):
                 opcodes += 1
-                if opcode.name in ("GLOBAL", "INST"):
+                name = opcode.name
+                if name in ("GLOBAL", "INST"):
                     names.append(str(arg).replace(" ", "."))
-                elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                     recent_strings = (recent_strings + [arg])[-2:]
-                elif opcode.name == "STACK_GLOBAL" and len(recent_strings) == 2:
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = last
+                    continue
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = last
+                    continue
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    value = memo.get(int(arg))
+                    if isinstance(value, str):
+                        recent_strings = (recent_strings + [value])[-2:]
+                    last = value
+                    continue
+                elif name == "STACK_GLOBAL" and len(recent_strings) == 2:
                     names.append(f"{recent_strings[0]}.{recent_strings[1]}")
-                elif opcode.name == "STOP":
+                elif name == "STOP":
                     break
+                last = arg if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8") else None
         except ValueError as error:
             text = str(error)
             if "refusing" in text:
@@ -237,7 +253,10 @@ def _pickled_globals(path: str) -> list[str]:
     with open(path, "rb") as handle:
         magic = handle.read(4)
     names: list[str] = []
-    if zipfile.is_zipfile(path):
+    # torch.load takes a file for a zip archive only when it *starts* with a zip header (zipfile also accepts an
+    # archive appended to anything, e.g. a malicious legacy pickle followed by a harmless checkpoint): scan what
+    # torch will read.
+    if magic == b"PK\x03\x04" and zipfile.is_zipfile(path):
         try:
             archive = zipfile.ZipFile(path)
         except zipfile.BadZipFile as error:
@@ -249,6 +268,11 @@ def _pickled_globals(path: str) -> list[str]:
                         f"{path}: member {info.filename} would inflate from {info.compress_size:,} to {info.file_size:,} bytes "
                         f"(ratio > {MAX_COMPRESSION_RATIO}): refusing a possible decompression bomb (torch stores checkpoint members uncompressed)"
                     )
+            # after the bomb check: testzip inflates
+            damaged = archive.testzip()  # every member against its CRC-32 (torch does not check them)
+            if damaged is not None:
+                raise ValueError(f"{path}: member {damaged} fails its CRC-32 check: the file is damaged (a bad download "
+                                 "or copy?); converting it would give wrong weights")
             for info in archive.infolist():
                 if not info.filename.endswith(".pkl"):
                     continue
@@ -308,6 +332,11 @@ def _read_pickle(path: str) -> tuple[Any, list[str]]:
             raise UnsafeCheckpointError(f"{path}: {cause}") from None
         if "UnsafeCheckpointError" in str(error) or "refusing" in str(error):
             raise UnsafeCheckpointError(f"{path}: {error}") from None
+        if "Weights only load failed" in str(error):  # torch's own weights-only unpickler refused something
+            reason = next((line.split(":", 1)[1].strip() for line in str(error).splitlines()
+                           if line.strip().startswith("WeightsUnpickler error:")), "it holds more than tensors and data")
+            raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader ({reason}); hf_fer never "
+                                        "unpickles code, so this file cannot be read as a checkpoint") from None
         hint = (f" (the file has {os.path.getsize(path):,} bytes: it is truncated or damaged)"
                 if any(word in str(error) for word in ("EOF", "corrupt", "truncat", "out of range")) else "")
         raise ValueError(f"{path}: could not read the checkpoint with torch.load(weights_only=True): {error}{hint}") from error

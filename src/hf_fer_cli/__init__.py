@@ -119,7 +119,10 @@ def _rank_suffix() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # no subcommand is a usage error (exit 2, like argparse), so scripts notice it
+        print(USAGE, file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     if argv[0] in ("-V", "--version"):

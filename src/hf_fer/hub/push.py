@@ -36,6 +36,26 @@ class PushResult:
     url: str | None = None
 
 
+def _check_results_are_of_this_model(results: list[dict], model_dir: Path) -> None:
+    """Refuse results measured on other weights or another architecture (e.g. an ``eval_results.json`` left in a
+    folder that was converted or trained again): a card must never publish one model's numbers under another."""
+    from ..evaluation.provenance import checkpoint_hashes
+
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    current = checkpoint_hashes(str(model_dir))["files"]
+    for result in results:
+        where = result.get("_folder") and f"{result['_folder']}/eval_results.json" or "eval results"
+        if result.get("model_type") and model_type and result["model_type"] != model_type:
+            raise ValueError(f"{where}: measured on a {result['model_type']!r} model, but {model_dir} holds a "
+                             f"{model_type!r} model; run `hf-fer evaluate` on this model (or leave these results out)")
+        measured = (result.get("checkpoint") or {}).get("files")
+        if isinstance(measured, dict) and measured and measured != current:
+            shown = ", ".join(f"{name} {digest[:12]}..." for name, digest in sorted(measured.items()))
+            now = ", ".join(f"{name} {digest[:12]}..." for name, digest in sorted(current.items()))
+            raise ValueError(f"{where}: measured on other weights ({shown}) than {model_dir} holds ({now}); run "
+                             "`hf-fer evaluate` on this model (or leave these results out)")
+
+
 def _auto_map_complete(model_dir: Path) -> bool:
     """``config.json`` and ``preprocessor_config.json`` both carry an ``auto_map`` whose code files are present."""
     try:
@@ -119,6 +139,8 @@ def prepare_upload_folder(
     overwrite: bool = False,
 ) -> PushResult:
     """Write exactly what ``push`` uploads into ``output`` (created; must be empty unless ``overwrite``)."""
+    if base_model_relation is not None and not base_model:
+        raise ValueError(f"--base-model-relation {base_model_relation} needs --base-model (the model it relates to)")
     model_dir = Path(model_dir)
     output = Path(output)
     if not model_dir.is_dir():
@@ -134,6 +156,7 @@ def prepare_upload_folder(
     if eval_results is None:
         eval_results = [model_dir / "eval_results.json"] if (model_dir / "eval_results.json").is_file() else []
     results = load_eval_results(eval_results)  # checked before anything is written
+    _check_results_are_of_this_model(results, model_dir)
     if output.resolve() == model_dir.resolve():
         raise ValueError("--to-folder must differ from --model")
     if output.exists() and any(output.iterdir()):
