@@ -206,3 +206,17 @@ def test_no_subcommand_is_a_usage_error(capsys):
     assert "usage: hf-fer <subcommand>" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "usage: hf-fer <subcommand>" in capsys.readouterr().out
+
+
+def test_evaluate_and_compare_counts_are_checked_when_parsed(capsys):
+    """--ece-bins 0, --bootstrap -1 and --max-samples 0 failed only after a whole inference pass, or not at all."""
+    from hf_fer_cli import main
+
+    for argv, message in ((["evaluate", "--ece-bins", "0"], "--ece-bins: must be at least 1, got 0"),
+                          (["evaluate", "--bootstrap", "-1"], "--bootstrap: must be 0 or more, got -1"),
+                          (["evaluate", "--max-samples", "0"], "--max-samples: must be at least 1, got 0"),
+                          (["evaluate", "--synthetic-num-images", "x"], "expected an integer, got 'x'"),
+                          (["compare", "a", "b", "--bootstrap", "-2"], "--bootstrap: must be 0 or more, got -2")):
+        full = [argv[0], *argv[1:], "--model", "m", "--dataset", "synthetic"] if argv[0] == "evaluate" else [*argv, "--dataset", "synthetic"]
+        assert main(full) == 2, argv
+        assert message in capsys.readouterr().err, argv

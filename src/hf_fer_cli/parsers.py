@@ -80,6 +80,28 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (checked at parse time, not after a whole inference pass)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
@@ -284,29 +306,29 @@ counts them as errors instead).""",
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--label-map", default="auto", choices=LABEL_MAP_MODES, help="how model classes are matched to dataset classes (default: auto)")
     parser.add_argument("--keep-unmapped", action="store_true", help="keep images of classes the model lacks (counted as errors)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     parser.add_argument("--output-dir", default=None, help="where eval_results.json and plots go (default: the model folder, or ./eval_results)")
     parser.add_argument("--dataset-name", default=None, help="name shown in the results and model card (default: the folder name)")
     parser.add_argument("--benchmark", default=None, help="benchmark the data is, e.g. raf-db (default: from prepare-dataset's report)")
-    parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--max-samples", type=positive_int, default=None, help="evaluate only the first N images")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model folders whose code is not part of hf_fer")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     parser.add_argument("--protocol", default="hf_fer", choices=PROTOCOLS,
                         help="hf_fer (default): batch-independent scores; paper: the upstream evaluation (e.g. ARM's batches of 64)")
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation, reported as a separate row (default: none)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% confidence intervals (0: none; default 1000)")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for the 95%% confidence intervals (0: none; default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    parser.add_argument("--ece-bins", type=int, default=ECE_BINS, help=f"confidence bins of the ECE (default {ECE_BINS})")
+    parser.add_argument("--ece-bins", type=positive_int, default=ECE_BINS, help=f"confidence bins of the ECE (default {ECE_BINS})")
     parser.add_argument("--alignment", default=None, help="how the dataset's faces were aligned/cropped, recorded in the results")
     parser.add_argument("--fit-temperature", action="store_true",
                         help="first fit temperature scaling on --calibration-split and store it in the model's config.json")
     parser.add_argument("--calibration-split", default="validation", help="split used by --fit-temperature (default: validation)")
     synthetic = parser.add_argument_group("--dataset synthetic (default: the faces the model was trained on, from its training_info.json)")
-    synthetic.add_argument("--synthetic-size", type=int, default=None, help="face size in pixels")
+    synthetic.add_argument("--synthetic-size", type=positive_int, default=None, help="face size in pixels")
     synthetic.add_argument("--synthetic-difficulty", default=None, choices=("easy", "standard"), help="nuisance level")
-    synthetic.add_argument("--synthetic-num-images", type=int, default=None, help="number of faces")
+    synthetic.add_argument("--synthetic-num-images", type=positive_int, default=None, help="number of faces")
     synthetic.add_argument("--synthetic-seed", type=int, default=None, help="base seed (the split adds its offset)")
     parser.add_argument("--attention-plot", action="store_true",
                         help="DACL: also write the mean attention-weight vector per true class (attention_weights.png/.json)")
@@ -330,17 +352,17 @@ def compare_parser(prog: str = "hf-fer compare") -> argparse.ArgumentParser:
     parser.add_argument("--protocol", default="hf_fer", choices=PROTOCOLS)
     parser.add_argument("--mcnemar", default="exact", choices=MCNEMAR_METHODS,
                         help="exact binomial test (default) or chi-square with continuity correction")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label-map", default="auto", choices=("auto", "strict", "none"))
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-samples", type=int, default=None)
+    parser.add_argument("--max-samples", type=positive_int, default=None)
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--output", default=None, help="also write the comparison as JSON to this file")
-    parser.add_argument("--synthetic-size", type=int, default=None, help="--dataset synthetic: face size (default: model A's training faces)")
+    parser.add_argument("--synthetic-size", type=positive_int, default=None, help="--dataset synthetic: face size (default: model A's training faces)")
     parser.add_argument("--synthetic-difficulty", default=None, choices=("easy", "standard"))
-    parser.add_argument("--synthetic-num-images", type=int, default=None)
+    parser.add_argument("--synthetic-num-images", type=positive_int, default=None)
     parser.add_argument("--synthetic-seed", type=int, default=None)
     add_common_options(parser)
     return parser
