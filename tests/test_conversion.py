@@ -285,3 +285,12 @@ def test_a_damaged_byte_inside_a_tensor_is_caught_by_the_zip_crc(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=f"member {member.filename} fails its CRC-32 check"):
         load_upstream_checkpoint(path)
+
+
+def test_nan_weights_are_refused_naming_the_tensors(tmp_path):
+    """A diverged run's checkpoint converted with exit 0 into a model that outputs NaN."""
+    path = tmp_path / "diverged.pth"
+    torch.save({"state_dict": {"fc.weight": torch.tensor([1.0, float("nan")]), "fc.bias": torch.ones(2),
+                               "bn.num_batches_tracked": torch.tensor(3)}}, path)
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) hold NaN or infinite values \(fc.weight\)"):
+        load_upstream_checkpoint(path)

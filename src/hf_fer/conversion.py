@@ -396,6 +396,10 @@ def load_upstream_checkpoint(path: str | os.PathLike, container_key: str | None 
         raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
 
     flat, stripped = strip_prefix(state, "module.")
+    broken = [key for key, tensor in flat.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:  # a diverged or damaged training run: the converted model would output NaN
+        raise ValueError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({', '.join(broken[:5])}"
+                         f"{', ...' if len(broken) > 5 else ''}); a model converted from it would output NaN")
     checkpoint = UpstreamCheckpoint(path=path, container_key=found_key, metadata=metadata,
                                     stubbed_globals=stubbed, stripped_prefix="module." if stripped else None)
     for key, tensor in flat.items():
