@@ -360,3 +360,8 @@ def test_convert_never_leaves_a_half_written_folder(tmp_path, monkeypatch):
     assert not (out / "model-00001-of-00002.safetensors").exists()  # weights of the earlier save are not
     assert load_file(out / "model.safetensors").keys() == weights.keys()
     assert leftovers(tmp_path) == []
+    # Results of the earlier weights are named as stale (hf-fer push refuses them): said, never silently kept.
+    write(out / "eval_results.json", "{}")
+    write(out / "pytorch_model.bin", b"old pickle")
+    with pytest.warns(UserWarning, match=r"still holds eval_results.json, pytorch_model.bin from before this conversion"):
+        conversion.convert_original_checkpoint("mini_xception", HDF5, out, dataset="fer2013", verbose=False)

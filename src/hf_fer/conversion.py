@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -660,12 +661,23 @@ def save_staged(model, image_processor, output: str | os.PathLike) -> Path:
         if output.is_dir() and not any(output.iterdir()):
             output.rmdir()
         if output.exists():
+            written = {path.name for path in staged.iterdir()}
             publish_files(staged, output)
+            stale = sorted(name for name in STALE_AFTER_NEW_WEIGHTS if name not in written and (output / name).is_file())
+            stale += sorted(path.name for path in output.iterdir() if path.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            if stale:
+                warnings.warn(f"{output} still holds {', '.join(stale)} from before this conversion: they describe other "
+                              "weights (hf-fer push refuses their results); delete them or run `hf-fer evaluate` again",
+                              stacklevel=2)
         else:
             os.rename(staged, output)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return output
+
+
+#: Files of a model folder that describe its weights: stale once new weights are saved into the folder.
+STALE_AFTER_NEW_WEIGHTS = ("eval_results.json", "training_results.json", "training_info.json", "calibration.json")
 
 
 def main(argv: list[str] | None = None) -> int:
