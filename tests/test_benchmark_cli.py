@@ -183,7 +183,7 @@ def test_pipeline_benchmark_reports_every_stage():
         # overhead is measured against the very same forward calls replayed alone (not their in-pipeline times)
         assert row["replayed_calls"] == row["forward_calls"] >= 2
         forwards = row["forwards_alone_ms"]
-        assert 0 < forwards < row["end_to_end_ms"]
+        assert forwards > 0  # not `< end_to_end`: a replay timed on a busy machine can take longer (a timing, not a fact)
         assert row["overhead_percent"] == pytest.approx(100 * (row["end_to_end_ms"] - forwards) / row["end_to_end_ms"])
         assert row["overhead_excluding_decode_percent"] == pytest.approx(row["overhead_percent"] - 100 * row["decode_ms"] / row["end_to_end_ms"])
         assert 0 < row["decode_ms"] and row["alignment_ms"] > 0
