@@ -257,24 +257,23 @@ def _serve_folder(folder, ranges: bool):
     return server
 
 
+def _served(folder, ranges: bool):
+    server = _serve_folder(folder, ranges=ranges)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def http_folder(tmp_path):
     """A local HTTP server serving ``tmp_path`` (no range requests, like Python's ``http.server``): the URL prefix
     and the folder."""
-    server = _serve_folder(tmp_path, ranges=False)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from _served(tmp_path, ranges=False)
 
 
 @pytest.fixture
 def ranged_http_folder(tmp_path):
     """Like ``http_folder``, from a server that answers range requests (as nginx, S3 or a CDN do)."""
-    server = _serve_folder(tmp_path, ranges=True)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from _served(tmp_path, ranges=True)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from hf_fer.data import benchmarks
 from hf_fer.data.benchmarks import main
+from test_benchmarks import run_cli, write  # the same helpers as the benchmark-reader tests
 
 _rng = np.random.default_rng(7)
 
@@ -30,15 +31,6 @@ def image_bytes(size: int = 12) -> bytes:
     Image.fromarray(_rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
-    return path
-
-
-def run_cli(raw: Path, out: Path, benchmark: str, *extra: str) -> int:
-    return main(["--benchmark", benchmark, "--raw-dir", str(raw), "--output", str(out), "--no-progress", *extra])
 
 
 def make_raf(root: Path, *, broken: bool = False) -> None:

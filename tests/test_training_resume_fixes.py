@@ -23,21 +23,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hf_fer.training import RecipeError, recipe_from_dict, train
+from test_training_faults import RECIPE as FAULT_RECIPE
 
 # 64 faces at 32 px, batch 16: 4 steps per epoch, 2 epochs; checkpoint every 3 steps, so step_3 is mid-epoch.
-RECIPE = {
-    "model": {"arch": "arm", "label_space": "raf-db",
-              "config": {"image_size": 32, "backbone_depths": [1, 1, 1, 1], "affinity_mode": "running",
-                         "de_albino_kernel_size": 8, "de_albino_stride": 4, "drop_rate": 0.5},
-              "image_processor": {"size": {"height": 32, "width": 32}}},
-    "data": {"synthetic": {"num_train": 64, "num_validation": 16, "num_test": 0, "image_size": 32, "seed": 1,
-                           "label_space": "raf-db", "difficulty": "easy"},
-             "augmentation": [{"name": "RandomHorizontalFlip", "p": 0.5}]},
-    "training": {"seed": 3, "epochs": 2, "batch_size": 16, "eval_batch_size": 16,
-                 "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-                 "scheduler": {"name": "step", "step_size": 1, "gamma": 0.5},
-                 "checkpoint_every_steps": 3, "keep_checkpoints": 2},
-}
+RECIPE = copy.deepcopy(FAULT_RECIPE)  # the fault tests' tiny ARM, with dropout and a mid-epoch checkpoint
+RECIPE["model"]["config"]["drop_rate"] = 0.5
+RECIPE["data"]["synthetic"]["num_test"] = 0
+RECIPE["training"]["checkpoint_every_steps"] = 3
 
 
 def _recipe(**training):
