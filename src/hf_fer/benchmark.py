@@ -112,10 +112,11 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
 
 
 def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_size: int = 8, warmup: int = 1,
-                        iterations: int = 3, image_size: int | None = None) -> dict:
+                        iterations: int = 3, image_size: int | None = None, mixed_precision: str = "no") -> dict:
     """Training images/s of one architecture: forward with labels (the model's own loss), backward, AdamW step.
 
     One plain optimizer step; recipes with SAM (POSTER V2) do two forward/backward passes per step.
+    ``mixed_precision="bf16"``: the forward under bf16 autocast, as a recipe's ``training.mixed_precision: bf16`` runs it.
     """
     from .models import ARCHITECTURES
 
@@ -130,14 +131,15 @@ def training_throughput(name: str, *, device: torch.device | str = "cpu", batch_
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def step():
-        loss = model(pixel_values=pixel_values, labels=labels).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+            loss = model(pixel_values=pixel_values, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     times = _time_calls(step, device, warmup, iterations)
     median = statistics.median(times)
-    return {"arch": name, "device": str(device), "batch_size": batch_size, "image_size": [height, width],
+    return {"arch": name, "device": str(device), "mixed_precision": mixed_precision, "batch_size": batch_size, "image_size": [height, width],
             "step_seconds": round(median, 4), "train_images_per_second": round(batch_size / median, 2),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "config_overrides": dict(arch.training_config)}
@@ -501,6 +503,8 @@ def benchmark_architecture(
                 else:
                     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
                 entry.setup_seconds = round(time.perf_counter() - setup_start, 3)
+                if device.type == "cuda":  # this mode's own peak, not the largest of the run so far
+                    torch.cuda.reset_peak_memory_stats(device)
                 with torch.inference_mode():
                     entry.top1_agreement = round(float((_logits(run()).argmax(-1) == reference.cpu()).float().mean()), 4)
                     cpu_start = time.process_time()
@@ -547,7 +551,7 @@ def run_benchmark(
     gpu_batch_sizes: Sequence[int] = (256,),
 ) -> dict:
     """Benchmark several architectures on several devices; returns a JSON-ready dict. GPUs also run
-    ``gpu_batch_sizes`` (throughput batches); that branch has not been run on a GPU by its authors."""
+    ``gpu_batch_sizes`` (throughput batches)."""
     from .evaluation.inference import resolve_device
     from .models import ARCHITECTURES, available_architectures
 
@@ -701,17 +705,25 @@ def _main_train(args, batch_sizes: list[int]) -> int:
     rows = []
     for device_name in args.devices:
         device = resolve_device(device_name)
+        # --modes eager / bf16 (bf16 autocast, as `mixed_precision: bf16`); default: eager, and bf16 too on a GPU
+        precisions = ["bf16" if m == "bf16" else "no" for m in (args.modes or ["eager"] + (["bf16"] if device.type == "cuda" else []))
+                      if m in ("eager", "bf16")]
+        if not precisions:
+            raise ValueError(f"--train measures the modes eager and bf16, got --modes {' '.join(args.modes)}")
         for name in args.arch or available_architectures():
             for batch_size in batch_sizes if args.batch_sizes else [8]:
-                print(f"  training step: {name} batch {batch_size} on {device}", file=sys.stderr)
-                rows.append(training_throughput(name, device=device, batch_size=batch_size, image_size=args.image_size,
-                                                warmup=args.warmup if args.warmup is not None else 1,
-                                                iterations=args.iterations if args.iterations is not None else (2 if args.quick else 5)))
-    print(f"training throughput (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
-    print(f"{'arch':<10} {'device':<8} {'batch':>5} {'input':>9} {'s/step':>8} {'train img/s':>12} {'trainable params':>17}")
+                for precision in precisions:
+                    print(f"  training step: {name} batch {batch_size} on {device}{' (bf16 autocast)' if precision == 'bf16' else ''}", file=sys.stderr)
+                    rows.append(training_throughput(name, device=device, batch_size=batch_size, image_size=args.image_size,
+                                                    warmup=args.warmup if args.warmup is not None else 1, mixed_precision=precision,
+                                                    iterations=args.iterations if args.iterations is not None else (2 if args.quick else 5)))
+    print(f"training throughput (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if any(r["device"].startswith("cuda") for r in rows) else "") + ")")
+    print(f"{'arch':<10} {'device':<8} {'precision':>9} {'batch':>5} {'input':>9} {'s/step':>8} {'train img/s':>12} {'trainable params':>17}")
     for row in rows:
         size = "x".join(map(str, row["image_size"]))
-        print(f"{row['arch']:<10} {row['device']:<8} {row['batch_size']:>5} {size:>9} {row['step_seconds']:>8.3f} "
+        precision = "bf16" if row["mixed_precision"] == "bf16" else "fp32"
+        print(f"{row['arch']:<10} {row['device']:<8} {precision:>9} {row['batch_size']:>5} {size:>9} {row['step_seconds']:>8.3f} "
               f"{row['train_images_per_second']:>12.2f} {row['trainable_params']:>17,}")
     if args.json:
         with open(args.json, "w") as handle:
@@ -758,10 +770,13 @@ class _TensorLayout:
 class _ForwardTimer:
     """Wall and process-CPU time spent inside a module's forward (pre/post hooks): overhead = end-to-end - forwards.
 
-    CPU time is reported too because on a shared machine wall time mostly measures the neighbours."""
+    CPU time is reported too because on a shared machine wall time mostly measures the neighbours. On a GPU each
+    call is bracketed by synchronizations, so its time is the kernels' and not only their launch."""
 
     def __init__(self, module: torch.nn.Module):
         self.module = module
+        parameter = next(module.parameters(), None)
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
         self.total = self.cpu = 0.0
         self.calls = 0
         self.capture = False  # note each call's input shapes and layouts (for replay_alone)
@@ -775,11 +790,13 @@ class _ForwardTimer:
             return
         if self.capture:  # only the layout: copying (or keeping) the tensors would cost the run time and memory
             self.captured.append((tuple(_TensorLayout.of(a) for a in args), {k: _TensorLayout.of(v) for k, v in kwargs.items()}))
+        _synchronize(self.device)
         self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def _post(self, *_):
         if self._replaying:
             return
+        _synchronize(self.device)
         self.total += time.perf_counter() - self._start
         self.cpu += time.process_time() - self._start_cpu
         self.calls += 1
@@ -802,9 +819,11 @@ class _ForwardTimer:
         try:
             with torch.inference_mode():
                 for _ in range(repeats):
+                    _synchronize(self.device)
                     started, started_cpu = time.perf_counter(), time.process_time()
                     for args, kwargs in calls:
                         self.module(*args, **kwargs)
+                    _synchronize(self.device)
                     totals.append(time.perf_counter() - started)
                     cpu.append(time.process_time() - started_cpu)
         finally:
@@ -817,8 +836,10 @@ class _ForwardTimer:
 
 
 def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | None = None, batch: int = 32,
-                       iterations: int = 5, warmup: int = 1, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Per-stage times of the face pipeline for one photo and for ``batch`` photos at once (CPU)."""
+                       iterations: int = 5, warmup: int = 1, log: Callable[[str], None] = lambda _: None,
+                       device: str = "cpu") -> dict:
+    """Per-stage times of the face pipeline for one photo and for ``batch`` photos at once (on the CPU, or with the
+    detector and the classifier on ``device``)."""
     import hf_fer
     from .faces.pipeline import DEFAULT_BATCH_SIZE, TASK, FacialExpressionRecognitionPipeline
     from .evaluation.inference import load_model_for_inference
@@ -826,11 +847,13 @@ def benchmark_pipeline(photo: str | os.PathLike | None = None, *, model: str | N
     photo = str(photo or Path(__file__).resolve().parents[2] / _PIPELINE_PHOTO)
     if not os.path.isfile(photo):
         raise FileNotFoundError(f"--photo {photo}: no such file (give a photo with faces)")
-    loaded = load_model_for_inference(model or hf_fer.pretrained_path(), device="cpu")
-    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device="cpu", task=TASK)
+    loaded = load_model_for_inference(model or hf_fer.pretrained_path(), device=device)
+    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device=loaded.device, task=TASK)
     detector_timer = _ForwardTimer(pipe.detector.model if hasattr(pipe.detector, "model") else pipe.detector)
     classifier_timer = _ForwardTimer(pipe.model)
     report: dict = {"photo": photo, "model": loaded.source, "threads": torch.get_num_threads(), "cpu": cpu_summary(),
+                    "device": str(pipe.device),
+                    "gpu": torch.cuda.get_device_name(pipe.device) if pipe.device.type == "cuda" else None,
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "runs": []}
     # (photos, batch_size): all photos in one chunk (one detector call; batch_size also caps the faces per classifier
     # forward, so 1 photo at batch_size 1 classifies its 5 faces one by one), then the pipeline's default batch size
@@ -953,7 +976,8 @@ def benchmark_video_memory(photo: str | os.PathLike | None = None, frames: int =
 
 def format_pipeline_report(report: dict, memory: dict | None) -> str:
     load = report.get("load_average")
-    lines = [f"face pipeline on {report['photo']} (model {Path(report['model']).name}), {report['threads']} CPU threads"
+    on = f"{report['gpu']} ({report['device']}) and " if report.get("gpu") else ""
+    lines = [f"face pipeline on {report['photo']} (model {Path(report['model']).name}), {on}{report['threads']} CPU threads"
              + (f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs" if load else ""),
              report["cpu"], "",
              f"{'photos':>6} {'input':>5} {'batch':>5} {'faces':>5} {'end-to-end':>11} {'per photo':>10} {'decode':>8} {'detection':>10} {'(det fwd)':>10} "
@@ -984,11 +1008,20 @@ def format_pipeline_report(report: dict, memory: dict | None) -> str:
 
 
 def _main_pipeline(args) -> int:
+    from .evaluation.inference import resolve_device
+
+    if len(args.devices) != 1:
+        raise ValueError(f"--pipeline runs on one device, got --devices {' '.join(args.devices)}")
     torch.set_num_threads(args.threads or 2)
     report = benchmark_pipeline(args.photo, model=args.model, iterations=args.iterations or (2 if args.quick else 5),
-                                warmup=args.warmup if args.warmup is not None else 1,
+                                warmup=args.warmup if args.warmup is not None else 1, device=str(resolve_device(args.devices[0])),
                                 batch=8 if args.quick else 32, log=lambda text: print(text, file=sys.stderr))
-    memory = None if args.quick else benchmark_video_memory(args.photo)
+    memory = None
+    if not args.quick:
+        try:
+            memory = benchmark_video_memory(args.photo)
+        except ImportError as error:  # PyAV is the `video` extra
+            print(f"video peak memory not measured: {error} (pip install 'hf_fer[video]')", file=sys.stderr)
     print(format_pipeline_report(report, memory))
     if args.json:
         with open(args.json, "w") as handle:

@@ -475,7 +475,9 @@ def _train(accelerator, recipe: Recipe, dataset: str, output: Path, *, resume, m
 
     unwrapped = accelerator.unwrap_model(model)
     label_names = [unwrapped.config.id2label[i] for i in range(unwrapped.config.num_labels)]
+    # where and how it ran (the recipe's mixed precision may have been turned off for lack of a GPU)
     info = {"recipe": recipe.path, "recipe_values": recipe.to_dict(), "dataset": dataset, "num_processes": accelerator.num_processes,
+            "device": str(accelerator.device), "mixed_precision": str(accelerator.mixed_precision),
             "train_samples": len(train_data), "validation_samples": len(validation_data), "test_samples": len(test_data) if test_data is not None else 0}
 
     if resume:
