@@ -15,7 +15,11 @@ the fp32 ``model.onnx`` of an ``hf-fer export`` folder), ``int8`` (its ``model_i
 * ``eager`` otherwise.
 
 ``dtype``: ``fp32``, ``bf16`` / ``fp16`` (autocast: weights stay fp32, matmuls/convolutions run in the low
-precision), or ``auto``: bf16 on a GPU with native bf16, and on CPUs with AMX (``amx_bf16``); fp32 elsewhere.
+precision), or ``auto``: bf16 on a GPU with native bf16 when compiled or at batches of ``GPU_BF16_MIN_BATCH``
+and more, and on CPUs with AMX (``amx_bf16``); fp32 elsewhere. On a GPU, eager bf16 autocast is slower than fp32
+at small batches (its per-operation casts are launch-bound): measured on an H200, 0.50-0.77x fp32 eager at batch 1
+and 0.83-1.04x at batch 32 for the convolutional models (VT-NR 1.74x), 1.05-1.67x at batch 256, and bf16 +
+``torch.compile`` (CUDA graphs) 1.83-3.23x at batch 256.
 AVX512-BF16 without AMX is not enough to pick it unasked: measured on such a CPU (idle, 2 cores), bf16 autocast
 is 1.7-2.0x fp32 eager at batch 32 but 0.83x for mini-Xception at batch 1, and it changes predictions near ties
 (99.5-99.9 % top-1 agreement on a trained POSTER V2); an emulated bf16 (AVX2 only) is ~25x slower. Ask for it
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["RUNTIMES", "DTYPES", "COMPILE_MIN_IMAGES", "RuntimeChoice", "find_onnx_export", "choose_runtime", "apply_runtime",
+__all__ = ["RUNTIMES", "DTYPES", "COMPILE_MIN_IMAGES", "GPU_BF16_MIN_BATCH", "RuntimeChoice", "find_onnx_export", "choose_runtime", "apply_runtime",
            "compile_for_inference", "tune_cpu_allocator", "TUNE_MALLOC_ENV"]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ logger = logging.getLogger(__name__)
 RUNTIMES = ("auto", "eager", "compile", "onnx", "int8")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MIN_IMAGES = 2048  # images a run must expect before `auto` pays torch.compile's warm-up
+GPU_BF16_MIN_BATCH = 64  # smallest batch at which `auto` runs eager bf16 autocast on a GPU (see the module docstring)
 ONNX_FILE, INT8_FILE, REPORT_FILE = "model.onnx", "model_int8.onnx", "parity_report.json"
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -151,12 +156,17 @@ def choose_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "
 
     # dtype for the PyTorch paths
     requested_dtype = dtype
+    long_run = expected_images is not None and expected_images >= COMPILE_MIN_IMAGES and batch_size >= 8
     if dtype == "auto":
         from .benchmark import bf16_support
 
         support = bf16_support(device)
-        if device.type == "cuda" and support.native:
-            dtype, dtype_reason = "bf16", "native bf16 on this GPU"
+        compiled = runtime == "compile" or (runtime == "auto" and long_run and _compiles_fullgraph(model))
+        if device.type == "cuda" and support.native and (compiled or batch_size >= GPU_BF16_MIN_BATCH):
+            dtype, dtype_reason = "bf16", "native bf16 on this GPU" + (" (compiled: casts fused)" if compiled else f" at batch {batch_size}")
+        elif device.type == "cuda" and support.native:
+            dtype, dtype_reason = "fp32", (f"batch {batch_size}: eager bf16 autocast is slower than fp32 on a GPU below "
+                                           f"batch {GPU_BF16_MIN_BATCH}")
         elif device.type == "cpu" and support.native and _cpu_has("amx_bf16"):
             dtype, dtype_reason = "bf16", "AMX bf16 on this CPU"
         else:
@@ -173,7 +183,6 @@ def choose_runtime(model: torch.nn.Module, runtime: str = "auto", dtype: str = "
         fp32 = find_onnx_export(model_path, onnx_path, "fp32") if exported else None
         if fp32 is not None:
             return RuntimeChoice("onnx", "fp32", "an fp32 ONNX export was found (ONNX Runtime beats PyTorch eager on CPU)", fp32)
-        long_run = expected_images is not None and expected_images >= COMPILE_MIN_IMAGES and batch_size >= 8
         if long_run and device.type == "cuda" and _compiles_fullgraph(model):
             return RuntimeChoice("compile", dtype, f"{expected_images} images at batch {batch_size}: compile warm-up pays off; {dtype_reason}")
         why = ("torch.compile is not faster than eager on CPU once its warm-up is counted" if device.type == "cpu"
