@@ -147,6 +147,23 @@ def test_clean_layout_passes_strict_and_output_needs_overwrite(tmp_path, capsys)
     assert run_cli(root, out, "raf-db", "--overwrite") == 0
 
 
+@pytest.mark.parametrize("newline", ["\r", "\r\n"], ids=["bare-cr", "crlf"])
+def test_label_list_with_other_line_endings(tmp_path, newline):
+    """A label list saved with classic Mac (bare CR) or Windows (CRLF) line endings reads like the Unix one: every
+    row is found, none is reported malformed."""
+    root = tmp_path / "raw"
+    lines = []
+    for split in ("train", "test"):
+        for label in range(1, 8):
+            write(root / "Image" / "aligned" / f"{split}_{label}_aligned.jpg", image_bytes())
+            lines.append(f"{split}_{label}.jpg {label}")
+    write(root / "EmoLabel" / "list_patition_label.txt", (newline.join(lines) + newline).encode())
+    out = tmp_path / "out"
+    assert run_cli(root, out, "raf-db", "--strict") == 0, report_of(out)["issues"]
+    dataset = datasets.load_from_disk(str(out))
+    assert counts(dataset["train"]) == counts(dataset["test"]) == [1] * 7
+
+
 def test_raf_db_poster_class_folders(tmp_path):
     """POSTER V2's layout: train/ and valid/ with folders 1..7 (RAF-DB's 1-based ids); valid/ is the test set."""
     root = tmp_path / "raw"

@@ -42,6 +42,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -206,23 +207,31 @@ def _find_file(root: Path, names: Sequence[str], max_depth: int = 2) -> Path | N
 
 
 def _text_lines(path: Path, handle) -> Iterator[str]:
-    """Decode a binary file handle line by line as UTF-8 (a leading BOM is dropped).
+    """Decode a binary file handle line by line as UTF-8 (a leading BOM is dropped). Lines end with ``\n``,
+    ``\r\n`` or a bare ``\r`` (files saved with classic Mac line endings).
 
     Decoding per line, instead of through a text handle, lets a bad byte be reported with its file, line
     and byte offset; inside ``Dataset.from_generator`` a bare ``UnicodeDecodeError`` names none of them.
     """
-    offset = 0
-    for number, raw in enumerate(handle, 1):
-        if number == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw, offset = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise BenchmarkError(
-                f"{path}:{number}: not UTF-8 text: byte 0x{raw[error.start]:02x} at byte offset {offset + error.start} "
-                f"of the file ({error.reason}); expected a UTF-8 (or ASCII) file"
-            ) from None
-        offset += len(raw)
+    offset, number = 0, 0
+    for chunk_number, chunk in enumerate(handle, 1):
+        if chunk_number == 1 and chunk.startswith(codecs.BOM_UTF8):
+            chunk, offset = chunk[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
+        for raw in _BARE_CR.split(chunk) if b"\r" in chunk else (chunk,):
+            if not raw:
+                continue
+            number += 1
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise BenchmarkError(
+                    f"{path}:{number}: not UTF-8 text: byte 0x{raw[error.start]:02x} at byte offset {offset + error.start} "
+                    f"of the file ({error.reason}); expected a UTF-8 (or ASCII) file"
+                ) from None
+            offset += len(raw)
+
+
+_BARE_CR = re.compile(rb"(?<=\r)(?!\n)")  # the position after a carriage return that is not followed by a newline
 
 
 def _read_text_lines(path: Path) -> Iterator[str]:
