@@ -266,6 +266,25 @@ def test_jpeg_decoded_at_detector_size_and_again_finer_when_a_crop_needs_it(fer)
     torch.testing.assert_close(finer.landmarks, small.landmarks)
 
 
+def test_a_panorama_file_is_decoded_at_its_own_working_size(fer, tmp_path):
+    """A 12:1 panorama JPEG is decoded finely enough for the detector's elongated working size (not drafted to a
+    640 px long side, where its faces would be 8 px high): 60 faces, labelled, as from the decoded image itself."""
+    small = np.asarray(Image.open(PHOTOS[4]).convert("RGB").resize((640, 466), Image.BILINEAR))
+    panorama = Image.fromarray(np.concatenate([small] * 12, axis=1))
+    panorama.save(tmp_path / "panorama.jpg", quality=92)
+    from_file = fer(str(tmp_path / "panorama.jpg"))
+    from_pixels = fer(np.asarray(Image.open(tmp_path / "panorama.jpg").convert("RGB")))
+    assert len(from_file) == len(from_pixels) == 60
+    assert all(face["labels"] for face in from_file)
+    # the same faces: the file is resampled while decoding (PIL), the array by the detector (torch), so the boxes of
+    # these 40 px faces agree to a pixel or two
+    from torchvision.ops import box_iou
+
+    iou = box_iou(_boxes(from_file), _boxes(from_pixels))
+    best = iou.max(dim=1).values
+    assert (best >= 0.8).all() and best.mean() >= 0.95 and len(set(iou.argmax(dim=1).tolist())) == 60
+
+
 def test_chunks_decoded_ahead_in_a_thread_give_the_same_faces(fer):
     """With more than one torch thread, the next chunk of a list/iterator decodes in a background thread while the
     current one is detected and classified; results are those of one chunk (boxes exact, scores up to the float

@@ -95,6 +95,34 @@ def test_640px_without_refinement(detector, photos):
     assert errors[:, 1].mean() < 0.5 * errors[:, 0].mean()  # refinement brings the full-size landmarks back
 
 
+def test_working_size_keeps_elongated_images_detectable(detector):
+    """The long side goes to max_size (640) up to 2:1; beyond, the short side stays at max_size / 2 (hand-computed
+    sizes), and nothing is ever enlarged."""
+    assert detector.working_size(1398, 1920) == (466, 640)
+    assert detector.working_size(960, 1920) == (320, 640)  # 2:1: both rules agree
+    assert detector.working_size(466, 7680) == (320, 5274)  # 12:1 panorama: 466 * 320 / 466, 7680 * 320 / 466 = 5273.8
+    assert detector.working_size(7680, 466) == (5274, 320)
+    assert detector.working_size(300, 7680) == (300, 7680)  # short side already under 320: not downscaled
+    assert detector.working_size(400, 600) == (400, 600)
+
+
+@pytest.mark.parametrize("axis", [2, 1], ids=["panorama-12x1", "strip-1x12"])
+def test_faces_of_an_elongated_image_are_found(detector, axis):
+    """Twelve copies of a 5-face photo side by side (or stacked): all 60 faces, each at its reference box. At a
+    640 px long side its faces would be 8 px high, and none were found."""
+    photo = Image.open(FIXTURES / "sample5.jpg").convert("RGB")
+    small = torch.from_numpy(np.asarray(photo.resize((640, 466), Image.BILINEAR))).permute(2, 0, 1)
+    tiled = torch.cat([small] * 12, dim=axis).contiguous()
+    found = detector.detect([tiled])[0]
+    assert len(found) == 60
+    scale = 640 / photo.width
+    reference = torch.tensor([f["box"] for f in EXPECTED["sample5.jpg"]["faces"]], dtype=torch.float32) * scale
+    step = torch.tensor([640.0, 0.0, 640.0, 0.0]) if axis == 2 else torch.tensor([0.0, 466.0, 0.0, 466.0])
+    expected = torch.cat([reference + k * step for k in range(12)])
+    iou = box_iou(expected, found.boxes)
+    assert (iou.max(dim=1).values >= 0.5).all() and len(set(iou.argmax(dim=1).tolist())) == 60
+
+
 def test_no_face_images(detector):
     from skimage import data
 
@@ -114,7 +142,7 @@ def test_no_face_images(detector):
 def test_raw_outputs_match_onnxruntime(detector, photos):
     import onnxruntime as ort  # installed by the dev extra: never skipped
     image = photos["sample5.jpg"]
-    size = detector._target_size(*image.shape[1:])
+    size = detector.working_size(*image.shape[1:])
     batch = torch.stack([detector._resize(image, size), detector._resize(photos["sample2.jpg"], size)])
     pixel_values = detector.preprocess(batch)
     with torch.inference_mode():

@@ -599,9 +599,15 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             if is_url(item):  # fetched once: the header read, the decode and a finer re-decode all use the bytes
                 item = fetched = fetch_url(item, name=name)
             displayed = _displayed_size(item) if (self.max_image_size or draft) else None
-            reduce = displayed is not None and self.max_image_size is not None and max(displayed) > self.max_image_size
+            limit = self.max_image_size
+            if draft is not None and displayed is not None:
+                # an elongated photo's working size is longer than max_size (RetinaFaceDetector.working_size): decode
+                # it that finely, and never reduce it below that
+                draft = max(draft, *self.detector.working_size(displayed[1], displayed[0]))
+                limit = None if limit is None else max(limit, draft)
+            reduce = displayed is not None and limit is not None and max(displayed) > limit
             # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
-            image = load_image(item, name=name, max_size=self.max_image_size if reduce else None,
+            image = load_image(item, name=name, max_size=limit if reduce else None,
                                draft_size=draft if displayed is not None else None)
         except (ImageDecodeError, OSError, ValueError, TypeError) as error:
             message = str(error)

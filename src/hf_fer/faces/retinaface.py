@@ -263,7 +263,8 @@ class RetinaFaceDetector(nn.Module):
     """Batched face detector implementing :class:`FaceDetector`.
 
     Images are resized so that their long side is at most ``max_size`` (``None`` = full size), detected, and the
-    results mapped back to the pixels of the image given. Images that end up the same size go through one forward.
+    results mapped back to the pixels of the image given (:meth:`working_size`; images more elongated than 2:1 keep a
+    short side of ``max_size / 2``). Images that end up the same size go through one forward.
 
     ``refine_landmarks``: the landmark (and box) regression of this model moves with the input scale: on the test
     photos, detecting at 640 px instead of full size moves landmarks by 0.07 inter-ocular distance on average and up
@@ -362,10 +363,17 @@ class RetinaFaceDetector(nn.Module):
             return self.batch_size
         return 4 if self.mean.device.type == "cpu" else 32
 
-    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) :meth:`detect` resizes an image to: the long side at ``max_size``, never enlarged. An image
+        more elongated than 2:1 (a panorama of a group, a strip of faces) keeps a short side of ``max_size / 2``
+        instead, so its faces stay as large as in a 2:1 photo; at a 640 px long side, the faces of a 12:1 panorama
+        would be a few pixels high and none would be found. Its input then has more pixels, in proportion to the
+        elongation."""
         if self.max_size is None or max(height, width) <= self.max_size:
             return height, width
-        scale = self.max_size / max(height, width)
+        scale = max(self.max_size / max(height, width), self.max_size / (2 * min(height, width)))
+        if scale >= 1.0:
+            return height, width
         return max(1, round(height * scale)), max(1, round(width * scale))
 
     @staticmethod
@@ -387,7 +395,7 @@ class RetinaFaceDetector(nn.Module):
         """uint8 RGB [3, H, W] -> the same at the working size (``max_size``), as :meth:`detect` resizes it: detecting
         the result gives the boxes of ``image`` divided by ``(W / w, H / h)``. Lets a caller resize where the pixels
         are (e.g. in its decoding threads)."""
-        return self._resize(image, self._target_size(image.shape[1], image.shape[2]))
+        return self._resize(image, self.working_size(image.shape[1], image.shape[2]))
 
     def priors(self, height: int, width: int) -> torch.Tensor:
         key = (height, width, str(self.mean.device))
@@ -436,7 +444,7 @@ class RetinaFaceDetector(nn.Module):
         images = [_as_image_tensor(image, i) for i, image in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
-            groups.setdefault(self._target_size(image.shape[1], image.shape[2]), []).append(i)
+            groups.setdefault(self.working_size(image.shape[1], image.shape[2]), []).append(i)
         results: list[FaceDetections | None] = [None] * len(images)
         device = self.mean.device
         for (h, w), indices in groups.items():
