@@ -351,3 +351,20 @@ def test_a_plain_transformers_classifier_scores_like_the_image_classification_pi
         assert [entry["score"] for entry in face["labels"]] == pytest.approx([entry["score"] for entry in expected], abs=1e-5)
     with pytest.raises(ValueError, match="function_to_apply must be"):
         fer(crop, detect=False, function_to_apply="relu")
+
+
+def test_detection_size_is_checked_and_set_at_creation(fer):
+    from transformers import pipeline
+
+    from hf_fer.faces import RetinaFaceDetector
+
+    assert fer.detector.max_size == 640  # the default
+    assert pipeline("facial-expression-recognition", detection_size="full").detector.max_size is None
+    assert pipeline("facial-expression-recognition", detection_size=1280).detector.max_size == 1280
+    for bad in (16, "big", True, 640.0):
+        with pytest.raises(ValueError, match="detection_size must be an int >= 32"):
+            pipeline("facial-expression-recognition", detection_size=bad)
+    with pytest.raises(ValueError, match="give it to your own detector"):
+        pipeline("facial-expression-recognition", detection_size=1280, detector=RetinaFaceDetector.from_pretrained())
+    with pytest.raises(TypeError, match="set when the pipeline is created"):
+        fer(str(PHOTOS[0]), detection_size=1280)

@@ -209,3 +209,57 @@ def test_parquet_results_appear_only_complete_and_a_killed_run_keeps_the_last_fi
     writer.close()
     assert [row["file"] for row in pq.read_table(path).to_pylist()] == ["new0.jpg", "new1.jpg", "new2.jpg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]
+
+
+def _crowd(path: Path) -> list[list[float]]:
+    """A 5760x2800 'crowd': the six test photos at 960x700, in a 3x2 grid, repeated 2x2 (88 faces of 25-90 px).
+    Returns the reference boxes (expected_faces.json, scaled and moved into place)."""
+    import numpy as np
+
+    tiles, boxes = [], []
+    for index, photo in enumerate(PHOTOS):
+        image = Image.open(photo).convert("RGB")
+        sx, sy = 960 / image.width, 700 / image.height
+        tiles.append(np.asarray(image.resize((960, 700), Image.BILINEAR)))
+        for repeat_y in range(2):
+            for repeat_x in range(2):
+                ox, oy = 960 * (index % 3) + 2880 * repeat_x, 700 * (index // 3) + 1400 * repeat_y
+                boxes += [[b[0] * sx + ox, b[1] * sy + oy, b[2] * sx + ox, b[3] * sy + oy] for b in (f["box"] for f in EXPECTED[photo.name]["faces"])]
+    grid = np.concatenate([np.concatenate(tiles[row * 3:row * 3 + 3], axis=1) for row in range(2)], axis=0)
+    Image.fromarray(np.tile(grid, (2, 2, 1))).save(path, quality=92)
+    return boxes
+
+
+def test_detection_size_finds_the_small_faces_of_a_crowd(tmp_path, capsys):
+    """At the default 640 px working size the faces of a large crowd photo shrink below what the detector finds
+    (13 of 88 here); --detection-size 1920 finds all 88, each at its reference box."""
+    import torch
+    from torchvision.ops import box_iou
+
+    from hf_fer.cli import main
+
+    reference = torch.tensor(_crowd(tmp_path / "crowd.jpg"))
+    found = {}
+    for size in ("640", "1920"):
+        output = tmp_path / f"faces_{size}.jsonl"
+        assert main(["predict", str(tmp_path / "crowd.jpg"), "--detection-size", size, "--output", str(output), "--quiet"]) == 0
+        faces = json.loads(output.read_text())["faces"]
+        found[size] = torch.tensor([[f["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for f in faces])
+    assert f"at a 1920 px long side" in capsys.readouterr().err
+    assert len(found["640"]) < 44  # what the default misses is the point of the option
+    assert len(found["1920"]) == 88
+    iou = box_iou(reference, found["1920"])
+    assert (iou.max(dim=1).values >= 0.5).all() and len(set(iou.argmax(dim=1).tolist())) == 88
+
+
+@pytest.mark.parametrize("value, accepted", [("full", None), ("1280", 1280), ("32", 32), ("16", "at least 32"), ("big", "expected an integer")])
+def test_detection_size_argument(value, accepted, capsys):
+    from hf_fer_cli.parsers import predict_parser
+
+    parser = predict_parser()
+    if isinstance(accepted, str):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["x.jpg", "--detection-size", value])
+        assert stop.value.code == 2 and accepted in capsys.readouterr().err
+    else:
+        assert parser.parse_args(["x.jpg", "--detection-size", value]).detection_size == accepted

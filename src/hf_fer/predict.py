@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model_note = f"model {model}"
     faces_note = ("no detection: each image is one aligned face crop" if args.no_detect
-                  else f"faces from {args.boxes}" if boxes is not None else "faces detected with the shipped RetinaFace")
+                  else f"faces from {args.boxes}" if boxes is not None else
+                  "faces detected with the shipped RetinaFace at " + (f"a {args.detection_size} px long side" if args.detection_size else "full size"))
 
     loaded = load_model_for_inference(model, device=args.device, trust_remote_code=args.trust_remote_code)
     from .runtime import apply_runtime
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_logger.setLevel(logging.ERROR)  # its batch-mode warning is part of the one line below
     try:
         pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor,
-                                                   device=loaded.device, task=TASK)
+                                                   device=loaded.device, task=TASK, detection_size=args.detection_size)
     finally:
         pipeline_logger.setLevel(level)
     batch_note = ("; batch-dependent model (affinity_mode='batch'): each face is classified alone, so scores never depend "

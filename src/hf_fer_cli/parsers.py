@@ -98,6 +98,13 @@ positive_int = _int_at_least(1, "at least 1")
 non_negative_int = _int_at_least(0, "0 or more")
 
 
+def detection_size(text: str) -> int | None:
+    """argparse type for --detection-size: a long side in pixels (>= 32), or ``full`` (None: no resize)."""
+    if text.strip().lower() == "full":
+        return None
+    return _int_at_least(32, "at least 32 (or 'full')")(text)
+
+
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
@@ -144,6 +151,9 @@ then label_K and score_K for each of the --top-k best classes (best first).""",
     parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
     parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
+    parser.add_argument("--detection-size", type=detection_size, default=640, metavar="PIXELS|full",
+                        help="long side the face detector works at (default 640: faces from about 1/30 of the photo's "
+                        "long side); crowds in large photos need more, e.g. 1280 or full (slower)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     parser.add_argument("--runtime", default="auto", choices=PREDICT_RUNTIMES,
                         help="how the classifier runs (default auto: an exported int8, else fp32 ONNX model next to the model "

@@ -41,6 +41,7 @@ DEFAULT_BATCH_SIZE = 8
 #: Photos larger than this (long side, pixels) are reduced while decoding: the detector works at 640 px and face crops
 #: at the classifier's size, so more only costs memory (6 x 12000² photos would otherwise hold GBs). Coordinates are
 #: still reported in the pixels of the full-size displayed image.
+DEFAULT_DETECTION_SIZE = 640  # the built-in detector's working long side (RetinaFaceDetector.max_size)
 DEFAULT_MAX_IMAGE_SIZE = 4096
 #: Used when the processor wants a 5-point alignment but only boxes are known (user boxes without landmarks).
 BOX_FALLBACK_ALIGNMENT = {"method": "box", "margin": 0.0, "square": True, "output_size": None,
@@ -250,8 +251,16 @@ class FacialExpressionRecognitionPipeline(Pipeline):
 
     def __init__(self, *args, detector=None, face_alignment: dict | None = None,
                  max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE, runtime: str | None = None, runtime_dtype: str | None = None,
-                 **kwargs):
+                 detection_size: int | None | str = DEFAULT_DETECTION_SIZE, **kwargs):
+        if detection_size == "full":
+            detection_size = None
+        if detection_size is not None and (isinstance(detection_size, bool) or not isinstance(detection_size, int) or detection_size < 32):
+            raise ValueError(f"{TASK}: detection_size must be an int >= 32, 'full' or None, got {detection_size!r}")
+        if detector is not None and detection_size != DEFAULT_DETECTION_SIZE:
+            raise ValueError(f"{TASK}: detection_size sets the built-in detector's working size; give it to your own "
+                             "detector instead (e.g. RetinaFaceDetector.from_pretrained(max_size=...))")
         self._detector = detector
+        self.detection_size = detection_size
         self._face_alignment_override = face_alignment
         self.max_image_size = max_image_size
         super().__init__(*args, **kwargs)
@@ -302,7 +311,7 @@ class FacialExpressionRecognitionPipeline(Pipeline):
         if self._detector is None:
             from . import RetinaFaceDetector
 
-            self._detector = RetinaFaceDetector.from_pretrained()
+            self._detector = RetinaFaceDetector.from_pretrained(max_size=self.detection_size)
         if isinstance(self._detector, torch.nn.Module) and getattr(self, "_detector_ready", None) is not self._detector:
             self._detector.eval().to(self.device)  # once (eval() walks every submodule: not on each call)
             self._detector_ready = self._detector
@@ -311,7 +320,10 @@ class FacialExpressionRecognitionPipeline(Pipeline):
     def _sanitize_parameters(self, top_k=None, detect=None, boxes=None, landmarks=None, errors=None, timeout=None,
                              return_images=None, function_to_apply=None, **unused):
         if unused:
-            raise TypeError(f"{TASK}: unknown argument(s) {sorted(unused)}")
+            set_at_creation = sorted(set(unused) & {"detector", "detection_size", "face_alignment", "max_image_size", "runtime", "runtime_dtype"})
+            raise TypeError(f"{TASK}: unknown argument(s) {sorted(unused)}"
+                            + (f"; {', '.join(set_at_creation)} is set when the pipeline is created: "
+                               f"pipeline({TASK!r}, ..., {set_at_creation[0]}=...)" if set_at_creation else ""))
         params = {}
         for key, value in (("top_k", top_k), ("detect", detect), ("boxes", boxes), ("landmarks", landmarks),
                            ("errors", errors), ("return_images", return_images)):
