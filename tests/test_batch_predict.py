@@ -176,6 +176,24 @@ def test_photos_and_videos_with_face_detection(tmp_path):
     assert index["num_rows"] == 3 and index["num_errors"] == 1 and index["dataset"]["kind"] == "files"
 
 
+def test_detection_size_reaches_the_detector_and_is_part_of_the_run(tmp_path):
+    """--detection-size: the crowd photo's 88 faces are all found at 1920 px; resuming that folder at another size
+    is refused (the rows would mix two detectors), at the same size it resumes."""
+    from test_face_predict import _crowd
+
+    from hf_fer.batch_predict import BatchPredictError, predict_dataset, read_predictions
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _crowd(folder / "crowd.jpg")
+    predict_dataset(folder, tmp_path / "out", face_detect=True, detection_size=1920, quiet=True)
+    assert len(read_predictions(tmp_path / "out").to_pylist()) == 88
+    with pytest.raises(BatchPredictError, match="detection_size: was 1920, now 640"):
+        predict_dataset(folder, tmp_path / "out", face_detect=True, quiet=True)
+    index = predict_dataset(folder, tmp_path / "out", face_detect=True, detection_size=1920, quiet=True)
+    assert index["num_rows"] == 1 and index["num_errors"] == 0
+
+
 def test_shard_bounds_are_accelerates_split():
     from accelerate import PartialState
 

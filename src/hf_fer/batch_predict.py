@@ -421,6 +421,10 @@ def _comparable(settings: dict) -> dict:
     model = dict(settings.get("model") or {})
     if (model.get("checkpoint") or {}).get("sha256"):
         model.pop("source", None)
+    if settings.get("face_detect") and "detection_size" not in settings:  # runs recorded before the option existed
+        from .faces.pipeline import DEFAULT_DETECTION_SIZE
+
+        settings["detection_size"] = DEFAULT_DETECTION_SIZE
     return {**settings, "dataset": dataset, "model": model}
 
 
@@ -436,7 +440,7 @@ def _check_run(output: Path, settings: dict) -> None:
     previous, current = _comparable(previous), _comparable(settings)
     differing = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
     if differing:
-        details = "; ".join(f"{key}: was {previous.get(key)!r}, now {settings.get(key)!r}" for key in differing)
+        details = "; ".join(f"{key}: was {previous.get(key)!r}, now {current.get(key)!r}" for key in differing)
         raise BatchPredictError(f"{output} holds another run ({details}); rerun it with the same settings to resume, "
                                 "or choose another --output")
 
@@ -453,6 +457,7 @@ def predict_dataset(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     top_k: int = 3,
     face_detect: bool = False,
+    detection_size: int | None = 640,
     every_n_frames: int = 1,
     fps: float | None = None,
     device: str = "auto",
@@ -489,7 +494,8 @@ def predict_dataset(
     if device == "auto" and world_size > 1:
         device = str(state.device)  # one GPU per process (cuda:LOCAL_RANK), or the CPU
     loaded = load_model_for_inference(str(model), device=device, trust_remote_code=trust_remote_code)
-    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device=loaded.device, task=TASK)
+    pipe = FacialExpressionRecognitionPipeline(model=loaded.model, image_processor=loaded.image_processor, device=loaded.device, task=TASK,
+                                               detection_size=detection_size)
     label_names = list(pipe.label_names)
     top_k = min(top_k, len(label_names))
     num_rows = len(source)
@@ -501,6 +507,8 @@ def predict_dataset(
         "label_names": label_names, "top_k": top_k, "face_detect": face_detect, "video": video_options,
         "num_shards": world_size, "chunk_size": chunk_size, "batch_size": batch_size, "device": str(loaded.device),
     }
+    if face_detect:
+        settings["detection_size"] = detection_size
     _check_run(output, settings)  # every rank checks; all compute the same settings, so all agree
     if state.is_main_process and not (output / RUN_NAME).exists():
         _atomic_write_json(output / RUN_NAME, {"settings": settings, "started": _now()})
@@ -684,7 +692,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> int:
     index = predict_dataset(args.dataset if len(args.dataset) > 1 else args.dataset[0], args.output, model=args.model,
                             split=args.split, image_column=args.image_column, id_column=args.id_column,
                             batch_size=args.batch_size, chunk_size=args.chunk_size, top_k=args.top_k,
-                            face_detect=args.face_detect, every_n_frames=args.every_n_frames, fps=args.fps,
+                            face_detect=args.face_detect, detection_size=args.detection_size, every_n_frames=args.every_n_frames, fps=args.fps,
                             device=args.device, trust_remote_code=args.trust_remote_code, quiet=args.quiet)
     if index is not None and index["num_rows"] and index["num_errors"] >= index["num_rows"]:
         raise BatchPredictError(f"none of the {index['num_rows']} row(s) could be predicted; errors are in {Path(args.output) / INDEX_NAME}")

@@ -206,6 +206,9 @@ def predict_dataset_parser(prog: str = "hf-fer predict --dataset") -> argparse.A
     parser.add_argument("--top-k", type=int, default=3, help="labels per face as label_N/score_N columns (default: 3; "
                         "the probabilities column always holds every class)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward (default: 32)")
+    parser.add_argument("--detection-size", type=detection_size, default=640, metavar="PIXELS|full",
+                        help="--face-detect: long side the face detector works at (default 640; crowds in large photos: "
+                        "1280 or full)")
     parser.add_argument("--every-n-frames", type=int, default=1, help="videos: use every n-th frame (default: 1)")
     parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
     parser.add_argument("--device", default="auto", help="auto (default: this process's accelerate device), cpu, cuda, mps")
