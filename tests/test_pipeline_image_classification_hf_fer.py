@@ -1,6 +1,8 @@
 """transformers' image-classification pipeline on a tiny model of every architecture (as its pipeline tests do)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -46,3 +48,31 @@ def test_image_classification_pipeline(arch, tmp_path):
     assert len(classifier(images[0], top_k=1)) == 1
     sigmoid = classifier(images[0], function_to_apply="sigmoid", top_k=3)
     assert all(0 < r["score"] < 1 for r in sigmoid) and sum(r["score"] for r in sigmoid) != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_a_whole_photo_is_named_as_such_once(arch, caplog):
+    """The image-classification pipeline gives one label per image; a group photo given to it gets a warning that
+    points to the face pipeline (once per processor class), face crops and whole-frame models (CAER-S) get none."""
+    import importlib
+    import logging
+
+    spec = ARCHITECTURES[arch]
+    module = importlib.import_module(spec.image_processor_class.__module__)
+    module._WARNED_WHOLE_PHOTOS.clear()
+    processor = spec.image_processor_class()
+    photo = Image.open(Path(__file__).parent / "fixtures" / "faces" / "sample5.jpg")  # 1920x1398, five faces
+    crops = [Image.new("RGB", (100, 100)), Image.new("RGB", (600, 600)), np.zeros((500, 400, 3), dtype=np.uint8),
+             torch.zeros(3, 120, 112, dtype=torch.uint8)]  # square, large square, 4:5 portrait crop, CHW tensor
+    with caplog.at_level(logging.WARNING, logger=module.__name__):
+        processor(crops, return_tensors="pt")
+        assert not caplog.records
+        whole_frames = spec.image_processor_class(face_alignment={"method": "none"})
+        whole_frames(photo, return_tensors="pt")
+        assert not caplog.records
+        processor(photo, return_tensors="pt")
+        processor([np.asarray(photo)], return_tensors="pt")  # the same photo as an array: already said
+        processor(torch.zeros(3, 640, 480, dtype=torch.uint8), return_tensors="pt")
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1, messages
+    assert "1920x1398 pixels looks like a whole photo" in messages[0] and "facial-expression-recognition" in messages[0]

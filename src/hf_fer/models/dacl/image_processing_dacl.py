@@ -6,6 +6,10 @@ instead of the centre crop; those belong to the training pipeline.
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+_WARNED_WHOLE_PHOTOS: set[str] = set()
 
 DACL_MEAN = [0.5752, 0.4495, 0.4012]
 DACL_STD = [0.2086, 0.1911, 0.1827]
@@ -22,6 +26,31 @@ FACE_ALIGNMENT = {
               "authors); their template is unpublished - approximated by the ArcFace 112x112 template scaled to "
               "100 px",
 }
+
+
+# Copied from hf_fer.models.arm.image_processing_arm._warn_if_whole_photos
+def _warn_if_whole_photos(processor, images) -> None:
+    """Warn once when an input looks like a whole photo (wider or taller than 1.3:1 and at least 480 px long) rather
+    than a face crop: the model classifies one aligned face, so a group photo would get one label for everybody.
+    Models trained on whole frames (``face_alignment`` method ``none``) are left alone."""
+    if (getattr(processor, "face_alignment", None) or {}).get("method") == "none":
+        return
+    for image in images if isinstance(images, (list, tuple)) else [images]:
+        if hasattr(image, "shape") and len(image.shape) in (2, 3):  # numpy / torch: HW, HWC or CHW
+            shape = tuple(image.shape)
+            height, width = shape[1:] if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else shape[:2]
+        elif isinstance(getattr(image, "size", None), tuple) and len(image.size) == 2:  # PIL: (width, height)
+            width, height = image.size
+        else:
+            continue
+        if max(height, width) >= 480 and max(height, width) >= 1.3 * min(height, width):
+            if type(processor).__name__ not in _WARNED_WHOLE_PHOTOS:  # once per processor class and process
+                _WARNED_WHOLE_PHOTOS.add(type(processor).__name__)
+                logger.warning(
+                    f"{type(processor).__name__}: an input of {width}x{height} pixels looks like a whole photo, not a "
+                    "face crop; this model classifies one aligned face per image. For the faces of a photo use "
+                    "pipeline('facial-expression-recognition', model=...) after `import hf_fer` (or `hf-fer predict`).")
+            return
 
 
 class DaclImageProcessorKwargs(ImagesKwargs, total=False):
@@ -43,6 +72,11 @@ class DaclImageProcessor(TorchvisionBackend):
     rescale_factor = 1 / 255
     do_normalize = True
     do_convert_rgb = True  # grayscale (FER2013 PNGs), RGBA and palette images become RGB instead of failing
+
+    # Copied from hf_fer.models.arm.image_processing_arm.ArmImageProcessor.preprocess
+    def preprocess(self, images, *args, **kwargs):
+        _warn_if_whole_photos(self, images)
+        return super().preprocess(images, *args, **kwargs)
 
 
 __all__ = ["DaclImageProcessor", "DaclImageProcessorKwargs", "FACE_ALIGNMENT"]

@@ -17,6 +17,10 @@ import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+_WARNED_WHOLE_PHOTOS: set[str] = set()
 
 #: ITU-R BT.601 luma weights (R, G, B), as OpenCV's COLOR_BGR2GRAY and PIL's convert("L").
 BT601_WEIGHTS = (0.299, 0.587, 0.114)
@@ -33,6 +37,31 @@ FER2013_FACE_ALIGNMENT = {
         "fer's 10 px margin is absolute; 0.05 of the box side is that margin on a 200-px face."
     ),
 }
+
+
+# Copied from hf_fer.models.arm.image_processing_arm._warn_if_whole_photos
+def _warn_if_whole_photos(processor, images) -> None:
+    """Warn once when an input looks like a whole photo (wider or taller than 1.3:1 and at least 480 px long) rather
+    than a face crop: the model classifies one aligned face, so a group photo would get one label for everybody.
+    Models trained on whole frames (``face_alignment`` method ``none``) are left alone."""
+    if (getattr(processor, "face_alignment", None) or {}).get("method") == "none":
+        return
+    for image in images if isinstance(images, (list, tuple)) else [images]:
+        if hasattr(image, "shape") and len(image.shape) in (2, 3):  # numpy / torch: HW, HWC or CHW
+            shape = tuple(image.shape)
+            height, width = shape[1:] if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else shape[:2]
+        elif isinstance(getattr(image, "size", None), tuple) and len(image.size) == 2:  # PIL: (width, height)
+            width, height = image.size
+        else:
+            continue
+        if max(height, width) >= 480 and max(height, width) >= 1.3 * min(height, width):
+            if type(processor).__name__ not in _WARNED_WHOLE_PHOTOS:  # once per processor class and process
+                _WARNED_WHOLE_PHOTOS.add(type(processor).__name__)
+                logger.warning(
+                    f"{type(processor).__name__}: an input of {width}x{height} pixels looks like a whole photo, not a "
+                    "face crop; this model classifies one aligned face per image. For the faces of a photo use "
+                    "pipeline('facial-expression-recognition', model=...) after `import hf_fer` (or `hf-fer predict`).")
+            return
 
 
 class MiniXceptionImageProcessorKwargs(ImagesKwargs, total=False):
@@ -70,6 +99,11 @@ class MiniXceptionImageProcessor(TorchvisionBackend):
 
     def _preprocess(self, images: list[torch.Tensor], **kwargs):
         return super()._preprocess([rgb_to_grayscale(image) for image in images], **kwargs)
+
+    # Copied from hf_fer.models.arm.image_processing_arm.ArmImageProcessor.preprocess
+    def preprocess(self, images, *args, **kwargs):
+        _warn_if_whole_photos(self, images)
+        return super().preprocess(images, *args, **kwargs)
 
 
 __all__ = ["MiniXceptionImageProcessor", "rgb_to_grayscale", "FER2013_FACE_ALIGNMENT"]
