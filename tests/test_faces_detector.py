@@ -103,6 +103,8 @@ def test_working_size_keeps_elongated_images_detectable(detector):
     assert detector.working_size(466, 7680) == (320, 5274)  # 12:1 panorama: 466 * 320 / 466, 7680 * 320 / 466 = 5273.8
     assert detector.working_size(7680, 466) == (5274, 320)
     assert detector.working_size(300, 7680) == (300, 7680)  # short side already under 320: not downscaled
+    # at most 16 * 640**2 pixels: a 100:1 strip (640 x 64000) would get 320 x 32000, gets 0.4x: 256 x 25600
+    assert detector.working_size(640, 64000) == (256, 25600)
     assert detector.working_size(400, 600) == (400, 600)
 
 

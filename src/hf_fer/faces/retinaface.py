@@ -368,10 +368,11 @@ class RetinaFaceDetector(nn.Module):
         more elongated than 2:1 (a panorama of a group, a strip of faces) keeps a short side of ``max_size / 2``
         instead, so its faces stay as large as in a 2:1 photo; at a 640 px long side, the faces of a 12:1 panorama
         would be a few pixels high and none would be found. Its input then has more pixels, in proportion to the
-        elongation."""
+        elongation, up to ``16 * max_size**2`` (a 100:1 strip is reduced further rather than exhaust memory)."""
         if self.max_size is None or max(height, width) <= self.max_size:
             return height, width
         scale = max(self.max_size / max(height, width), self.max_size / (2 * min(height, width)))
+        scale = min(scale, math.sqrt(16 * self.max_size**2 / (height * width)))
         if scale >= 1.0:
             return height, width
         return max(1, round(height * scale)), max(1, round(width * scale))
