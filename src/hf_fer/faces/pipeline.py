@@ -38,10 +38,11 @@ __all__ = ["TASK", "FacialExpressionRecognitionPipeline", "FaceResult", "registe
 
 TASK = "facial-expression-recognition"
 DEFAULT_BATCH_SIZE = 8
+#: The built-in detector's working long side (``RetinaFaceDetector.max_size``; ``detection_size=``).
+DEFAULT_DETECTION_SIZE = 640
 #: Photos larger than this (long side, pixels) are reduced while decoding: the detector works at 640 px and face crops
 #: at the classifier's size, so more only costs memory (6 x 12000² photos would otherwise hold GBs). Coordinates are
 #: still reported in the pixels of the full-size displayed image.
-DEFAULT_DETECTION_SIZE = 640  # the built-in detector's working long side (RetinaFaceDetector.max_size)
 DEFAULT_MAX_IMAGE_SIZE = 4096
 #: Used when the processor wants a 5-point alignment but only boxes are known (user boxes without landmarks).
 BOX_FALLBACK_ALIGNMENT = {"method": "box", "margin": 0.0, "square": True, "output_size": None,
