@@ -48,8 +48,9 @@ def _warn_if_whole_photos(processor, images) -> None:
                 _WARNED_WHOLE_PHOTOS.add(type(processor).__name__)
                 logger.warning(
                     f"{type(processor).__name__}: an input of {width}x{height} pixels looks like a whole photo, not a "
-                    "face crop; this model classifies one aligned face per image. For the faces of a photo use "
-                    "pipeline('facial-expression-recognition', model=...) after `import hf_fer` (or `hf-fer predict`).")
+                    "face crop; this model classifies one aligned face per image. For the faces of a photo use the "
+                    "hf-fer package's face pipeline, pipeline('facial-expression-recognition', model=...), or its "
+                    "`hf-fer predict` command.")
             return
 
 
