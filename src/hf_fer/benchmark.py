@@ -720,8 +720,8 @@ def _main_train(args, batch_sizes: list[int]) -> int:
     for device_name in args.devices:
         device = resolve_device(device_name)
         # --modes eager / bf16 (bf16 autocast, as `mixed_precision: bf16`); default: eager, and bf16 too on a GPU
-        precisions = ["bf16" if m == "bf16" else "no" for m in (args.modes or ["eager"] + (["bf16"] if device.type == "cuda" else []))
-                      if m in ("eager", "bf16")]
+        modes = args.modes or (["eager", "bf16"] if device.type == "cuda" else ["eager"])
+        precisions = [{"eager": "no", "bf16": "bf16"}[mode] for mode in modes if mode in ("eager", "bf16")]
         if not precisions:
             raise ValueError(f"--train measures the modes eager and bf16, got --modes {' '.join(args.modes)}")
         for name in args.arch or available_architectures():

@@ -151,6 +151,7 @@ then label_K and score_K for each of the --top-k best classes (best first).""",
     parser.add_argument("--fps", type=float, default=None, help="videos: at most this many frames per second of video")
     parser.add_argument("--smoothing", type=float, default=0.0, help="videos: EMA weight of a face's previous scores, in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per detector call and faces per classifier forward")
+    # default: hf_fer.faces.pipeline.DEFAULT_DETECTION_SIZE (not imported: this module stays free of torch)
     parser.add_argument("--detection-size", type=detection_size, default=640, metavar="PIXELS|full",
                         help="long side the face detector works at (default 640: faces from about 1/30 of the photo's "
                         "long side); crowds in large photos need more, e.g. 1280 or full (slower)")

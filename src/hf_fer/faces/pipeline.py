@@ -614,9 +614,9 @@ class FacialExpressionRecognitionPipeline(Pipeline):
             displayed = _displayed_size(item) if (self.max_image_size or draft) else None
             limit = self.max_image_size
             if draft is not None and displayed is not None:
-                # an elongated photo's working size is longer than max_size (RetinaFaceDetector.working_size): decode
-                # it that finely, and never reduce it below that
-                draft = max(draft, *self.detector.working_size(displayed[1], displayed[0]))
+                # the detector's working size for this photo (longer than max_size for an elongated one: see
+                # RetinaFaceDetector.working_size): decode it that finely, and never reduce it below that
+                draft = max(self.detector.working_size(displayed[1], displayed[0]))
                 limit = None if limit is None else max(limit, draft)
             reduce = displayed is not None and limit is not None and max(displayed) > limit
             # paths, bytes, PIL, arrays, `datasets` {"bytes", "path"} entries
