@@ -256,7 +256,10 @@ def test_detection_size_finds_the_small_faces_of_a_crowd(tmp_path, capsys):
 def test_detection_size_argument(value, accepted, capsys):
     from hf_fer_cli.parsers import predict_parser
 
+    from hf_fer.faces.pipeline import DEFAULT_DETECTION_SIZE
+
     parser = predict_parser()
+    assert parser.parse_args(["x.jpg"]).detection_size == DEFAULT_DETECTION_SIZE  # the CLI's literal default agrees
     if isinstance(accepted, str):
         with pytest.raises(SystemExit) as stop:
             parser.parse_args(["x.jpg", "--detection-size", value])

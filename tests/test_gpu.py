@@ -84,7 +84,9 @@ def test_low_precision_runtime_on_the_gpu(arch, dtype):
     error = (logits.cpu() - expected).abs().max().item()
     scale = expected.abs().max().item()
     print(f"{arch} {dtype}: max |logit - fp32| = {error:.2e} (logits up to {scale:.2f})")
-    assert error <= 0.05 * scale + 0.02, f"{arch} {dtype}: {error} against logits up to {scale}"
+    # relative to the logits' own size (random tiny models: DMUE's and POSTER V2's are ~0.01-0.04), so that a path
+    # returning zeros or garbage fails; measured on an H200: at most 0.023x (VT-NR bf16)
+    assert error <= 0.05 * scale + 1e-3, f"{arch} {dtype}: {error} against logits up to {scale}"
 
 
 @pytest.mark.parametrize("arch", sorted(TINY))
